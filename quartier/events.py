@@ -1,0 +1,295 @@
+"""The event contracts: every record that travels on a Kafka topic.
+
+Records are immutable, typed and versioned (``v``), encoded as JSON by msgspec, which validates
+while it decodes and names the offending field (``at `$.readings[3].drawn_va```). Each record
+carries a ``type`` tag so that one topic can carry several record kinds (a reading or a batch
+of readings; the market's events) and a reader knows which one it holds without guessing.
+
+Units are in the names: ``_ms`` epoch milliseconds UTC, ``_wh`` watt-hours, ``_va`` volt-amperes,
+``_kva`` kilovolt-amperes, ``_w`` watts, ``_eur`` euros, ``_cents`` euro cents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from typing import Annotated, Literal, Union
+
+import msgspec
+from msgspec import Meta
+
+MeterId = Annotated[str, Meta(pattern=r"^[0-9]{12}$", description="Linky meter address (ADSC), 12 digits")]
+ZoneId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+EpochMs = Annotated[int, Meta(ge=0, description="Unix time in milliseconds, UTC")]
+NonNegInt = Annotated[int, Meta(ge=0)]
+Wh = Annotated[int, Meta(ge=0, description="watt-hours")]
+VA = Annotated[int, Meta(ge=0, le=100_000, description="volt-amperes")]
+
+
+class Record(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", forbid_unknown_fields=True):
+    """Base of every event: immutable, keyword-only, tagged with its type name, versioned."""
+
+    v: int = 1
+
+
+# --- meter.readings -------------------------------------------------------------------------
+
+
+class MeterReading(Record, tag="reading"):
+    """One Linky frame in TIC standard mode (Enedis-NOI-CPT_54E), as the Wi-Fi module sends it.
+
+    Energy is never integrated from power: consumers take differences of the indexes.
+    """
+
+    meter: MeterId  # ADSC
+    zone: ZoneId  # added by the ingest gateway: the neighbourhood the meter belongs to
+    time_ms: EpochMs  # DATE, the meter's clock
+    seq: NonNegInt  # frame sequence number from the module, to spot gaps and replays
+    drawn_va: VA  # SINSTS: apparent power drawn
+    injected_va: VA = 0  # SINSTI: apparent power injected (producers)
+    withdrawn_wh: Wh  # EAST: total withdrawn energy index
+    withdrawn_wh_by_register: tuple[Wh, ...] = ()  # EASF01..EASF10: per-tariff withdrawn indexes
+    injected_wh: Wh = 0  # EAIT: injected energy index
+    tariff_register: Annotated[int, Meta(ge=1, le=10)] = 1  # NTARF: active tariff register (1-based)
+    subscribed_kva: Annotated[int, Meta(ge=1, le=36)]  # PREF
+    cutoff_kva: Annotated[int, Meta(ge=1, le=36)]  # PCOUP
+    voltage_v: Annotated[int, Meta(ge=0, le=500)] = 230  # URMS1
+    current_a: Annotated[int, Meta(ge=0, le=200)] = 0  # IRMS1
+
+
+class ReadingBatch(Record, tag="batch"):
+    """Readings of one shard, in meter-time order per meter, as an ingest gateway batches them."""
+
+    shard: NonNegInt
+    readings: Annotated[list[MeterReading], Meta(min_length=1)]
+
+
+IngestMessage = Union[MeterReading, ReadingBatch]
+
+
+class DeviceTelemetry(Record, tag="device"):
+    """Wi-Fi module health, on its own lower-rate topic."""
+
+    meter: MeterId
+    time_ms: EpochMs
+    rssi_dbm: Annotated[int, Meta(ge=-120, le=0)]
+    firmware: str
+    uptime_s: NonNegInt
+
+
+class RejectedReading(Record, tag="rejected"):
+    """A message from ``meter.readings`` that failed the contract or physics, kept with its reason."""
+
+    raw: bytes  # the message value exactly as received (base64 in JSON)
+    reason: str
+    meter: str | None = None
+    source_topic: str
+    source_partition: NonNegInt
+    source_offset: NonNegInt
+    rejected_at_ms: EpochMs
+
+
+# --- meter.slots ----------------------------------------------------------------------------
+
+
+class SlotEnergy(Record, tag="slot_energy"):
+    """Energy a meter imported and exported in one 15-minute slot, from index differences."""
+
+    meter: MeterId
+    zone: ZoneId
+    slot_start_ms: EpochMs
+    imported_wh: Wh
+    exported_wh: Wh
+    completeness: Annotated[float, Meta(ge=0.0, le=1.0)]  # share of the slot's seconds covered by readings
+
+
+# --- alerts ---------------------------------------------------------------------------------
+
+AlertKind = Literal[
+    "power_above",
+    "power_below",
+    "energy_day_above",
+    "energy_day_below",
+    "spending_day_above",
+    "spending_day_below",
+    "spending_month_above",
+    "spending_month_below",
+    "disconnected",
+    "fuse_limit",
+    "ingest_down",
+]
+Channel = Literal["push", "email"]
+
+
+class AlertRules(Record, tag="alert_rules"):
+    """A household's alert preferences for one meter (compacted topic: the latest wins).
+
+    A limit left as ``None`` is off. Durations are how long a condition must hold before it raises.
+    """
+
+    meter: MeterId
+    power_max_w: Annotated[int, Meta(gt=0)] | None = None
+    power_min_w: Annotated[int, Meta(ge=0)] | None = None
+    energy_day_max_wh: Annotated[int, Meta(gt=0)] | None = None
+    energy_day_min_wh: Annotated[int, Meta(ge=0)] | None = None
+    spending_day_max_eur: Annotated[float, Meta(gt=0)] | None = None
+    spending_day_min_eur: Annotated[float, Meta(ge=0)] | None = None
+    spending_month_max_eur: Annotated[float, Meta(gt=0)] | None = None
+    spending_month_min_eur: Annotated[float, Meta(ge=0)] | None = None
+    disconnect: bool = True
+    fuse_warning: bool = True
+    for_s: Annotated[float, Meta(ge=0)] = 10.0
+    repeat_s: Annotated[float, Meta(ge=0)] = 3600.0
+    tariff: Literal["base", "peak_offpeak", "tempo"] = "base"
+    channels: tuple[Channel, ...] = ("push", "email")
+    language: Literal["fr", "en"] = "fr"
+    expert: bool = False
+    updated_ms: EpochMs = 0
+
+
+class AlertEvent(Record, tag="alert"):
+    """One transition of an alert episode: ``raised`` once, then ``resolved`` once.
+
+    ``id`` is deterministic (meter, kind, episode start), so a replayed episode is the same episode.
+    """
+
+    id: str
+    meter: MeterId | None  # None for operator-level alerts (ingest_down)
+    zone: str | None = None
+    kind: AlertKind
+    state: Literal["raised", "resolved"]
+    value: float
+    threshold: float
+    at_ms: EpochMs  # meter time of the reading that caused the transition
+    episode_start_ms: EpochMs
+    produced_ms: EpochMs = 0  # wall clock when the engine produced it (for latency)
+    detail: dict[str, float] = {}
+
+
+def alert_id(meter: str | None, kind: str, episode_start_ms: int) -> str:
+    """The deterministic id of an alert episode."""
+    digest = hashlib.blake2b(f"{meter}|{kind}|{episode_start_ms}".encode(), digest_size=12)
+    return digest.hexdigest()
+
+
+class Delivery(Record, tag="delivery"):
+    """The outcome of one attempt to deliver one alert transition on one channel."""
+
+    alert_id: str
+    alert_state: Literal["raised", "resolved"]
+    channel: Channel
+    recipient: str  # device token hash or email address hash, never the address itself
+    status: Literal["sent", "failed", "retrying", "deduplicated", "suppressed", "grouped"]
+    attempts: NonNegInt
+    provider_id: str | None = None
+    reason: str | None = None
+    at_ms: EpochMs
+
+
+# --- market.events --------------------------------------------------------------------------
+
+
+class OfferListed(Record, tag="offer_listed"):
+    offer_id: str
+    producer: str
+    zone: ZoneId
+    slot_start_ms: EpochMs
+    slot_end_ms: EpochMs
+    energy_wh: Annotated[int, Meta(gt=0)]
+    price_cents_per_kwh: Annotated[int, Meta(ge=0)]
+    at_ms: EpochMs
+
+
+class OfferWithdrawn(Record, tag="offer_withdrawn"):
+    offer_id: str
+    zone: ZoneId
+    at_ms: EpochMs
+
+
+class OrderPlaced(Record, tag="order_placed"):
+    order_id: str
+    consumer: str
+    zone: ZoneId
+    offer_id: str | None  # None for an auction bid
+    slot_start_ms: EpochMs
+    energy_wh: Annotated[int, Meta(gt=0)]
+    price_cents_per_kwh: Annotated[int, Meta(ge=0)]
+    at_ms: EpochMs
+
+
+class SlotClosed(Record, tag="slot_closed"):
+    zone: ZoneId
+    slot_start_ms: EpochMs
+    at_ms: EpochMs
+
+
+class Allocation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    order_id: str
+    offer_id: str
+    energy_wh: Wh
+    price_cents_per_kwh: NonNegInt
+
+
+class Allocated(Record, tag="allocated"):
+    zone: ZoneId
+    slot_start_ms: EpochMs
+    allocations: list[Allocation]
+    complete: bool  # False when settled after the deadline with partial meter data
+    at_ms: EpochMs
+
+
+class SettlementSubmitted(Record, tag="settlement_submitted"):
+    zone: ZoneId
+    slot_start_ms: EpochMs
+    tx_hash: str
+    at_ms: EpochMs
+
+
+class SettlementConfirmed(Record, tag="settlement_confirmed"):
+    zone: ZoneId
+    slot_start_ms: EpochMs
+    tx_hash: str
+    block: NonNegInt
+    at_ms: EpochMs
+
+
+MarketEvent = Union[
+    OfferListed, OfferWithdrawn, OrderPlaced, SlotClosed, Allocated, SettlementSubmitted, SettlementConfirmed
+]
+
+
+# --- encoding -------------------------------------------------------------------------------
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(record: msgspec.Struct) -> bytes:
+    return _encoder.encode(record)
+
+
+class ContractError(ValueError):
+    """A message that does not satisfy its topic's contract; the message names the field."""
+
+
+def decoder(record_type: object) -> "Decoder":
+    return Decoder(record_type)
+
+
+class Decoder:
+    """Decodes one topic's messages, raising ContractError with msgspec's field path."""
+
+    def __init__(self, record_type: object) -> None:
+        self._decoder = msgspec.json.Decoder(record_type)
+
+    def decode(self, data: bytes) -> object:
+        try:
+            return self._decoder.decode(data)
+        except msgspec.ValidationError as exc:
+            raise ContractError(str(exc)) from None
+        except msgspec.DecodeError as exc:
+            raise ContractError(f"malformed JSON: {exc}") from None
+
+
+def shard_of(meter: str, shards: int) -> int:
+    """A meter's shard: stable across processes and versions (crc32), so its readings stay ordered."""
+    return zlib.crc32(meter.encode()) % shards

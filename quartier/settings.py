@@ -1,0 +1,140 @@
+"""Quartier's settings: environment variables, an optional TOML file, then the running local stack.
+
+Precedence, highest first:
+1. arguments passed to ``Settings(...)`` (tests, CLI flags);
+2. environment variables, ``QUARTIER_`` prefix, ``__`` between section and field
+   (``QUARTIER_KAFKA__BOOTSTRAP=broker:9092``);
+3. the TOML file named by ``QUARTIER_CONFIG`` (default ``quartier.toml`` in the working directory, if present);
+4. the addresses the local stack recorded when it started (``<state_dir>/stack.json``), so that every
+   command finds the broker, InfluxDB, SMTP, FCM endpoint and chain on whatever free ports they got;
+5. the defaults below, which work for a local run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+STACK_FILE = "stack.json"
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("QUARTIER_STATE_DIR", Path.cwd() / ".state"))
+
+
+class KafkaSettings(BaseModel):
+    bootstrap: str = "127.0.0.1:9092"
+    # "tansu" turns on the corrections the embedded broker needs (see docs/operations.md);
+    # "kafka" is any Apache Kafka compatible cluster that answers ListOffsets correctly.
+    flavour: Literal["tansu", "kafka"] = "tansu"
+    # Prefix for every topic name, so tests and demo runs get their own topics on one broker.
+    topic_prefix: str = ""
+    # Tansu completes the first group join after half the session timeout: keep it short locally.
+    session_timeout_s: float = 6.0
+    reading_shards: int = 32
+
+
+class InfluxSettings(BaseModel):
+    url: str = "http://127.0.0.1:8086"
+    # "v1": line protocol on /write and InfluxQL on /query (InfluxDB 1.x, 2.x, 3.x).
+    # "v2": influxdb-client's /api/v2/write (InfluxDB 2.x, 3.x, VictoriaMetrics).
+    api: Literal["v1", "v2"] = "v1"
+    database: str = "quartier"
+    username: str = ""
+    password: str = ""
+    token: str = ""
+    org: str = "quartier"
+    raw_retention: str = "30d"
+    rollup_retention: str = "1825d"
+
+
+class SmtpSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8025
+    username: str = ""
+    password: str = ""
+    starttls: bool = False
+    sender: str = "Quartier <alerts@quartier.local>"
+
+
+class FcmSettings(BaseModel):
+    # The HTTP v1 send URL with the project id as {0}; the real service is
+    # https://fcm.googleapis.com/v1/projects/{0}/messages:send
+    endpoint: str = "http://127.0.0.1:8099/v1/projects/{0}/messages:send"
+    project_id: str = "quartier-local"
+    credentials_file: str = ""
+
+
+class ChainSettings(BaseModel):
+    rpc_url: str = "http://127.0.0.1:8545"
+    chain_id: int = 31337
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="QUARTIER_",
+        env_nested_delimiter="__",
+        toml_file=os.environ.get("QUARTIER_CONFIG", "quartier.toml"),
+        extra="ignore",
+    )
+
+    state_dir: Path = Field(default_factory=default_state_dir)
+    database_url: str = ""
+    metrics_port: int = 0
+    kafka: KafkaSettings = KafkaSettings()
+    influx: InfluxSettings = InfluxSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    fcm: FcmSettings = FcmSettings()
+    chain: ChainSettings = ChainSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls),
+            LocalStackSource(settings_cls),
+        )
+
+    def topic(self, base: str) -> str:
+        """The full name of a declared topic, with this deployment's prefix."""
+        return f"{self.kafka.topic_prefix}{base}"
+
+    def sqlite_url(self, name: str) -> str:
+        """A default SQLite database under the state directory, used when no database URL is set."""
+        if self.database_url:
+            return self.database_url
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{self.state_dir / f'{name}.db'}"
+
+
+class LocalStackSource(PydanticBaseSettingsSource):
+    """Reads the addresses the running local stack recorded, so clients follow its ports."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = default_state_dir() / STACK_FILE
+        try:
+            recorded = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return recorded.get("settings", {})

@@ -1,0 +1,67 @@
+"""Topic declarations: the one place that names every Kafka topic, its key, record and partitions.
+
+The embedded broker auto-creates an unknown topic with 4 partitions that can never change, so every
+topic here (and every Faust changelog, declared by the streams package) is created with its declared
+partition count before any client touches it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from quartier import events
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    partitions: int
+    key: str
+    record: object
+    compacted: bool = False
+    description: str = ""
+
+
+METER_READINGS = Topic(
+    "meter.readings", 8, "shard", events.IngestMessage,
+    description="One reading or a batch of one shard's readings; 1 Hz per meter.",
+)
+METER_READINGS_REJECTED = Topic(
+    "meter.readings.rejected", 2, "meter id or none", events.RejectedReading,
+    description="Messages that failed the contract or physics, with the reason and source offset.",
+)
+METER_TELEMETRY = Topic(
+    "meter.telemetry", 2, "meter id", events.DeviceTelemetry,
+    description="Wi-Fi module health (RSSI, firmware, uptime), at a lower rate than readings.",
+)
+METER_SLOTS = Topic(
+    "meter.slots", 8, "meter id", events.SlotEnergy,
+    description="Imported and exported Wh per meter and 15-minute slot, from index differences.",
+)
+ALERTS_RULES = Topic(
+    "alerts.rules", 8, "meter id", events.AlertRules, compacted=True,
+    description="Each household's alert preferences; the latest record per meter wins.",
+)
+ALERTS_EVENTS = Topic(
+    "alerts.events", 8, "meter id", events.AlertEvent,
+    description="Alert episodes: one raised and one resolved event each, deterministic ids.",
+)
+NOTIFICATIONS_DELIVERIES = Topic(
+    "notifications.deliveries", 4, "alert id", events.Delivery,
+    description="Every delivery attempt's outcome, per channel.",
+)
+MARKET_EVENTS = Topic(
+    "market.events", 4, "zone", events.MarketEvent,
+    description="The market's log: offers, orders, slot closing, allocation, settlement.",
+)
+
+ALL: tuple[Topic, ...] = (
+    METER_READINGS,
+    METER_READINGS_REJECTED,
+    METER_TELEMETRY,
+    METER_SLOTS,
+    ALERTS_RULES,
+    ALERTS_EVENTS,
+    NOTIFICATIONS_DELIVERIES,
+    MARKET_EVENTS,
+)

@@ -1,0 +1,8 @@
+"""``quartier market``: The energy marketplace."""
+
+import click
+
+
+@click.group()
+def market() -> None:
+    """The energy marketplace."""

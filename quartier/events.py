@@ -35,7 +35,7 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", forbid
 # --- meter.readings -------------------------------------------------------------------------
 
 
-class MeterReading(Record, tag="reading"):
+class MeterReading(Record, tag="reading", kw_only=True):
     """One Linky frame in TIC standard mode (Enedis-NOI-CPT_54E), as the Wi-Fi module sends it.
 
     Energy is never integrated from power: consumers take differences of the indexes.
@@ -57,7 +57,7 @@ class MeterReading(Record, tag="reading"):
     current_a: Annotated[int, Meta(ge=0, le=200)] = 0  # IRMS1
 
 
-class ReadingBatch(Record, tag="batch"):
+class ReadingBatch(Record, tag="batch", kw_only=True):
     """Readings of one shard, in meter-time order per meter, as an ingest gateway batches them."""
 
     shard: NonNegInt
@@ -67,7 +67,7 @@ class ReadingBatch(Record, tag="batch"):
 IngestMessage = Union[MeterReading, ReadingBatch]
 
 
-class DeviceTelemetry(Record, tag="device"):
+class DeviceTelemetry(Record, tag="device", kw_only=True):
     """Wi-Fi module health, on its own lower-rate topic."""
 
     meter: MeterId
@@ -77,7 +77,7 @@ class DeviceTelemetry(Record, tag="device"):
     uptime_s: NonNegInt
 
 
-class RejectedReading(Record, tag="rejected"):
+class RejectedReading(Record, tag="rejected", kw_only=True):
     """A message from ``meter.readings`` that failed the contract or physics, kept with its reason."""
 
     raw: bytes  # the message value exactly as received (base64 in JSON)
@@ -92,7 +92,7 @@ class RejectedReading(Record, tag="rejected"):
 # --- meter.slots ----------------------------------------------------------------------------
 
 
-class SlotEnergy(Record, tag="slot_energy"):
+class SlotEnergy(Record, tag="slot_energy", kw_only=True):
     """Energy a meter imported and exported in one 15-minute slot, from index differences."""
 
     meter: MeterId
@@ -121,7 +121,7 @@ AlertKind = Literal[
 Channel = Literal["push", "email"]
 
 
-class AlertRules(Record, tag="alert_rules"):
+class AlertRules(Record, tag="alert_rules", kw_only=True):
     """A household's alert preferences for one meter (compacted topic: the latest wins).
 
     A limit left as ``None`` is off. Durations are how long a condition must hold before it raises.
@@ -147,7 +147,7 @@ class AlertRules(Record, tag="alert_rules"):
     updated_ms: EpochMs = 0
 
 
-class AlertEvent(Record, tag="alert"):
+class AlertEvent(Record, tag="alert", kw_only=True):
     """One transition of an alert episode: ``raised`` once, then ``resolved`` once.
 
     ``id`` is deterministic (meter, kind, episode start), so a replayed episode is the same episode.
@@ -172,7 +172,7 @@ def alert_id(meter: str | None, kind: str, episode_start_ms: int) -> str:
     return digest.hexdigest()
 
 
-class Delivery(Record, tag="delivery"):
+class Delivery(Record, tag="delivery", kw_only=True):
     """The outcome of one attempt to deliver one alert transition on one channel."""
 
     alert_id: str
@@ -189,7 +189,7 @@ class Delivery(Record, tag="delivery"):
 # --- market.events --------------------------------------------------------------------------
 
 
-class OfferListed(Record, tag="offer_listed"):
+class OfferListed(Record, tag="offer_listed", kw_only=True):
     offer_id: str
     producer: str
     zone: ZoneId
@@ -200,13 +200,13 @@ class OfferListed(Record, tag="offer_listed"):
     at_ms: EpochMs
 
 
-class OfferWithdrawn(Record, tag="offer_withdrawn"):
+class OfferWithdrawn(Record, tag="offer_withdrawn", kw_only=True):
     offer_id: str
     zone: ZoneId
     at_ms: EpochMs
 
 
-class OrderPlaced(Record, tag="order_placed"):
+class OrderPlaced(Record, tag="order_placed", kw_only=True):
     order_id: str
     consumer: str
     zone: ZoneId
@@ -217,7 +217,7 @@ class OrderPlaced(Record, tag="order_placed"):
     at_ms: EpochMs
 
 
-class SlotClosed(Record, tag="slot_closed"):
+class SlotClosed(Record, tag="slot_closed", kw_only=True):
     zone: ZoneId
     slot_start_ms: EpochMs
     at_ms: EpochMs
@@ -230,7 +230,7 @@ class Allocation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     price_cents_per_kwh: NonNegInt
 
 
-class Allocated(Record, tag="allocated"):
+class Allocated(Record, tag="allocated", kw_only=True):
     zone: ZoneId
     slot_start_ms: EpochMs
     allocations: list[Allocation]
@@ -238,14 +238,14 @@ class Allocated(Record, tag="allocated"):
     at_ms: EpochMs
 
 
-class SettlementSubmitted(Record, tag="settlement_submitted"):
+class SettlementSubmitted(Record, tag="settlement_submitted", kw_only=True):
     zone: ZoneId
     slot_start_ms: EpochMs
     tx_hash: str
     at_ms: EpochMs
 
 
-class SettlementConfirmed(Record, tag="settlement_confirmed"):
+class SettlementConfirmed(Record, tag="settlement_confirmed", kw_only=True):
     zone: ZoneId
     slot_start_ms: EpochMs
     tx_hash: str

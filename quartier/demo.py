@@ -1,0 +1,246 @@
+"""``quartier demo``: a reading travels the whole way, and every count comes from the component that did it.
+
+The demo runs each part as its own process, as a deployment would: the simulator (``quartier
+simulate``), the stream worker (``quartier streams worker``) and the notifier (``quartier notifier
+run``), against the local stack. It gives the run its own topics, InfluxDB database, FCM project and
+email domain, so that runs never count each other's data, and then asks each component what it did:
+the simulator's summary for readings produced, the worker's metrics for readings consumed, InfluxDB
+for points written, the broker for alert events, the FCM endpoint's store for pushes and the SMTP
+server's mailbox for emails.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+from prometheus_client.parser import text_string_to_metric_families
+
+from quartier import events, topics
+from quartier.kafka import ensure_topics, read_all, produce_records
+from quartier.settings import Settings
+from quartier.stack import Stack
+from quartier.stack.component import pick_port, wait_until
+from quartier.stack.fcm import fetch_messages
+from quartier.stack.influx import count_points, ensure_database
+from quartier.stack.smtp import read_mailbox
+
+#: The share of homes whose household set a low power limit, so that the demo raises alerts.
+ALERTED_SHARE = 0.15
+LOW_POWER_LIMIT_W = 1_500
+ALERT_FOR_S = 5.0
+SEED = 7
+
+
+class DemoRun:
+    def __init__(self, base: Settings, meters: int, duration_s: float, progress: bool) -> None:
+        self.meters = meters
+        self.duration_s = duration_s
+        self.progress = progress
+        run = uuid.uuid4().hex[:8]
+        self.run = run
+        self.email_domain = f"{run}.demo.quartier.test"
+        self.workdir = base.state_dir / "demo" / run
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.env = {
+            "QUARTIER_KAFKA__TOPIC_PREFIX": f"demo-{run}.",
+            "QUARTIER_INFLUX__DATABASE": f"demo_{run}",
+            "QUARTIER_FCM__PROJECT_ID": f"demo-{run}",
+            "QUARTIER_DATABASE_URL": f"sqlite:///{self.workdir / 'quartier.db'}",
+            "QUARTIER_STATE_DIR": str(base.state_dir),
+        }
+        self.metrics_port = pick_port(0)
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    # --- processes ---------------------------------------------------------------------------
+
+    def settings(self) -> Settings:
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        try:
+            return Settings()
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    def quartier(self, *args: str, capture: bool = False) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "quartier.cli", *args],
+            env={**os.environ, **self.env},
+            check=True,
+            text=True,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=None if self.progress else subprocess.DEVNULL,
+        )
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / f"{name}.log", "wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "quartier.cli", *args],
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.processes.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.processes:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def say(self, text: str) -> None:
+        if self.progress:
+            print(text, file=sys.stderr, flush=True)
+
+    # --- counts, each from the component that did the work -----------------------------------
+
+    def readings_consumed(self) -> int:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).text
+        except httpx.HTTPError:
+            return 0
+        for family in text_string_to_metric_families(text):
+            if family.name == "quartier_readings_consumed":
+                return int(sum(sample.value for sample in family.samples if sample.name.endswith("_total")))
+        return 0
+
+    def counts(self, settings: Settings) -> dict[str, int]:
+        alerts = read_all(settings, topics.ALERTS_EVENTS, events.AlertEvent)
+        pushes = fetch_messages(settings, settings.fcm.project_id)
+        emails = read_mailbox(Path(settings.smtp.maildir), recipient_domain=self.email_domain)
+        return {
+            "readings_consumed": self.readings_consumed(),
+            "points_written": count_points(settings, "reading"),
+            "alerts_raised": sum(1 for a in alerts if a.state == "raised"),
+            "alerts_resolved": sum(1 for a in alerts if a.state == "resolved"),
+            "pushes_delivered": len(pushes),
+            "emails_delivered": len(emails),
+        }
+
+    # --- the run ---------------------------------------------------------------------------------
+
+    def configure_households(self, settings: Settings) -> int:
+        """Sets a low power limit for a share of the fleet and registers each one's phone and email."""
+        described = self.quartier(
+            "simulate", "--describe", "--meters", str(self.meters), "--seed", str(SEED), "--json", capture=True
+        )
+        fleet = json.loads(described.stdout.strip().splitlines()[-1])
+        alerted = [home for i, home in enumerate(fleet) if i % round(1 / ALERTED_SHARE) == 0]
+        rules = [
+            events.AlertRules(
+                meter=home["meter"],
+                power_max_w=LOW_POWER_LIMIT_W,
+                for_s=ALERT_FOR_S,
+                language="en" if i % 2 else "fr",
+                updated_ms=int(time.time() * 1000),
+            )
+            for i, home in enumerate(alerted)
+        ]
+        produce_records(settings, topics.ALERTS_RULES, [(r.meter, r) for r in rules])
+        contacts = self.workdir / "contacts.csv"
+        with contacts.open("w", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(["meter", "token", "email", "language"])
+            for rule in rules:
+                writer.writerow(
+                    [rule.meter, f"demo-device-{rule.meter}", f"home-{rule.meter}@{self.email_domain}", rule.language]
+                )
+        self.quartier("notifier", "register", "--from-file", str(contacts))
+        return len(rules)
+
+    def run(self) -> dict[str, Any]:
+        settings = self.settings()
+        ensure_topics(settings)
+        ensure_database(settings)
+        households = self.configure_households(settings)
+        self.say(f"demo {self.run}: {self.meters} meters, {households} with a {LOW_POWER_LIMIT_W} W limit")
+        try:
+            worker = self.start(
+                "worker", "streams", "worker", "--app-id", f"demo-{self.run}", "--metrics-port", str(self.metrics_port)
+            )
+            self.start("notifier", "notifier", "run")
+            if not wait_until(lambda: worker.poll() is None and self.readings_consumed() >= 0 and self._metrics_up(), 60):
+                raise RuntimeError(f"the stream worker did not start; see {self.workdir / 'worker.log'}")
+            simulator = subprocess.Popen(
+                [
+                    sys.executable, "-m", "quartier.cli", "simulate",
+                    "--meters", str(self.meters), "--duration", str(self.duration_s),
+                    "--seed", str(SEED), "--malformed-fraction", "0", "--json",
+                ],
+                env={**os.environ, **self.env},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+            while simulator.poll() is None:
+                time.sleep(5)
+                if simulator.poll() is None:
+                    self._report_progress(settings)
+            out, _ = simulator.communicate()
+            if simulator.returncode:
+                raise RuntimeError(f"the simulator failed with exit code {simulator.returncode}")
+            produced = json.loads(out.strip().splitlines()[-1])
+            summary = self._settle(settings, produced["readings_produced"])
+        finally:
+            self.stop_all()
+        return {"run": self.run, "meters": self.meters, "readings_produced": produced["readings_produced"], **summary,
+                "maildir": settings.smtp.maildir, "influx_database": settings.influx.database}
+
+    def _metrics_up(self) -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _report_progress(self, settings: Settings) -> None:
+        if self.progress:
+            c = self.counts(settings)
+            self.say(
+                f"  consumed {c['readings_consumed']:>8}  written {c['points_written']:>8}  "
+                f"alerts {c['alerts_raised']:>4} raised {c['alerts_resolved']:>4} resolved  "
+                f"pushes {c['pushes_delivered']:>4}  emails {c['emails_delivered']:>4}"
+            )
+
+    def _settle(self, settings: Settings, produced: int, timeout_s: float = 120) -> dict[str, int]:
+        """Waits until every reading is consumed and written and every alert transition delivered."""
+        deadline = time.monotonic() + timeout_s
+        previous: dict[str, int] = {}
+        while True:
+            counts = self.counts(settings)
+            transitions = counts["alerts_raised"] + counts["alerts_resolved"]
+            done = (
+                counts["readings_consumed"] >= produced
+                and counts["points_written"] >= produced
+                and counts["pushes_delivered"] >= transitions
+                and counts["emails_delivered"] >= transitions
+            )
+            if (done and counts == previous) or time.monotonic() > deadline:
+                return counts
+            previous = counts
+            time.sleep(2)
+
+
+def run_demo(settings: Settings, meters: int, duration_s: float, progress: bool = True) -> dict[str, Any]:
+    Stack(settings.state_dir).up()
+    return DemoRun(Settings(), meters, duration_s, progress).run()

@@ -65,6 +65,11 @@ class SmtpSettings(BaseModel):
     password: str = ""
     starttls: bool = False
     sender: str = "Quartier <alerts@quartier.local>"
+    # CA bundle (PEM) that signs the server's certificate; empty means the system's trust store.
+    # The local stack writes its self-signed certificate here so clients verify it, not skip it.
+    ca_file: str = ""
+    # Where the local SMTP server stores what it receives (a Maildir), so the demo can read it.
+    maildir: str = ""
 
 
 class FcmSettings(BaseModel):

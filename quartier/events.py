@@ -187,54 +187,127 @@ class Delivery(Record, tag="delivery", kw_only=True):
 
 
 # --- market.events --------------------------------------------------------------------------
+# The market's log, keyed by zone: every participant, offer, order and slot belongs to one zone,
+# so one partition holds everything a zone's state depends on, in order. Replaying the log with
+# the marketplace's projection gives back the market exactly (no wall clock, no randomness).
+# Money is exact integers: Wh x cents/kWh = millicents (1/1000 of a cent).
+
+MarketId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+PositiveWh = Annotated[int, Meta(gt=0, le=1_000_000_000, description="watt-hours")]
+CentsPerKwh = Annotated[int, Meta(ge=0, le=100_000, description="euro cents per kWh")]
+Millicents = Annotated[int, Meta(ge=0, description="thousandths of a euro cent (Wh x cents/kWh)")]
+MarketRole = Literal["producer", "consumer"]
+Mechanism = Literal["bilateral", "pay_as_bid", "pay_as_clear"]
+
+
+class ZoneConfigured(Record, tag="zone_configured", kw_only=True):
+    """An operator set how a zone trades; applies to slots that have no offer or order yet."""
+
+    zone: ZoneId
+    mechanism: Mechanism
+    gate_closure_s: Annotated[int, Meta(ge=0, le=86_400)]  # trading on a slot stops this long before it
+    min_lot_wh: Annotated[int, Meta(ge=1, le=1_000_000)]
+    at_ms: EpochMs
+
+
+class ParticipantRegistered(Record, tag="participant_registered", kw_only=True):
+    participant: MarketId
+    zone: ZoneId
+    meter: MeterId  # the meter whose meter.slots decide what this participant delivered or took
+    roles: tuple[MarketRole, ...]
+    capacity_w: Annotated[int, Meta(ge=0, le=1_000_000)]  # peak output of a producer's installation
+    at_ms: EpochMs
 
 
 class OfferListed(Record, tag="offer_listed", kw_only=True):
-    offer_id: str
-    producer: str
+    """A producer's offer of energy in one 15-minute slot (a listed window is one offer per slot)."""
+
+    offer_id: MarketId
+    producer: MarketId
     zone: ZoneId
     slot_start_ms: EpochMs
-    slot_end_ms: EpochMs
-    energy_wh: Annotated[int, Meta(gt=0)]
-    price_cents_per_kwh: Annotated[int, Meta(ge=0)]
+    energy_wh: PositiveWh
+    price_cents_per_kwh: CentsPerKwh
+    at_ms: EpochMs
+
+
+class OfferAmended(Record, tag="offer_amended", kw_only=True):
+    """New energy and price of an open offer; it loses its time priority, as on an exchange."""
+
+    offer_id: MarketId
+    zone: ZoneId
+    energy_wh: PositiveWh
+    price_cents_per_kwh: CentsPerKwh
     at_ms: EpochMs
 
 
 class OfferWithdrawn(Record, tag="offer_withdrawn", kw_only=True):
-    offer_id: str
+    """The unsold part of an offer leaves the market; what was already sold stays sold."""
+
+    offer_id: MarketId
     zone: ZoneId
     at_ms: EpochMs
 
 
 class OrderPlaced(Record, tag="order_placed", kw_only=True):
-    order_id: str
-    consumer: str
+    """A consumer's order: a purchase from one offer (bilateral, filled at once), or an auction bid."""
+
+    order_id: MarketId
+    consumer: MarketId
     zone: ZoneId
-    offer_id: str | None  # None for an auction bid
+    offer_id: MarketId | None  # None for an auction bid
     slot_start_ms: EpochMs
-    energy_wh: Annotated[int, Meta(gt=0)]
-    price_cents_per_kwh: Annotated[int, Meta(ge=0)]
+    energy_wh: PositiveWh
+    price_cents_per_kwh: CentsPerKwh  # the offer's price for a purchase, the limit price for a bid
     at_ms: EpochMs
+
+
+class OrderCancelled(Record, tag="order_cancelled", kw_only=True):
+    """An open auction bid withdrawn before gate closure (a purchase is final)."""
+
+    order_id: MarketId
+    zone: ZoneId
+    at_ms: EpochMs
+
+
+class Trade(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Energy matched between one offer and one order at one price."""
+
+    trade_id: MarketId
+    offer_id: MarketId
+    order_id: MarketId
+    energy_wh: PositiveWh
+    price_cents_per_kwh: CentsPerKwh
 
 
 class SlotClosed(Record, tag="slot_closed", kw_only=True):
+    """Gate closure of a zone's slot and the result of its clearing.
+
+    Bilateral zones traded before the gate (``trades`` is empty); auction zones list every match.
+    """
+
     zone: ZoneId
     slot_start_ms: EpochMs
+    mechanism: Mechanism
+    clearing_price_cents_per_kwh: CentsPerKwh | None  # the uniform price of pay-as-clear, else None
+    trades: list[Trade] = []
     at_ms: EpochMs
 
 
-class Allocation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    order_id: str
-    offer_id: str
-    energy_wh: Wh
-    price_cents_per_kwh: NonNegInt
+class TradeDelivery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    trade_id: MarketId
+    delivered_wh: Wh
+    amount_millicents: Millicents
 
 
 class Allocated(Record, tag="allocated", kw_only=True):
+    """What each trade of a slot delivered, decided by the meters, and what it costs."""
+
     zone: ZoneId
     slot_start_ms: EpochMs
-    allocations: list[Allocation]
+    deliveries: list[TradeDelivery]
     complete: bool  # False when settled after the deadline with partial meter data
+    missing_meters: tuple[MeterId, ...] = ()  # meters without (complete) data at the deadline
     at_ms: EpochMs
 
 
@@ -254,7 +327,17 @@ class SettlementConfirmed(Record, tag="settlement_confirmed", kw_only=True):
 
 
 MarketEvent = Union[
-    OfferListed, OfferWithdrawn, OrderPlaced, SlotClosed, Allocated, SettlementSubmitted, SettlementConfirmed
+    ZoneConfigured,
+    ParticipantRegistered,
+    OfferListed,
+    OfferAmended,
+    OfferWithdrawn,
+    OrderPlaced,
+    OrderCancelled,
+    SlotClosed,
+    Allocated,
+    SettlementSubmitted,
+    SettlementConfirmed,
 ]
 
 

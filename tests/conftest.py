@@ -129,3 +129,12 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         return Settings(**values)
 
     return build
+
+
+@pytest.fixture(scope="session")
+def victoria(stack_root: Path) -> Iterator[dict[str, Any]]:
+    """VictoriaMetrics (not in the default stack): the /api/v2/write target for the writer's v2 path."""
+    from quartier.stack.victoria import VictoriaMetrics
+
+    for _, overrides in _run_component(stack_root, VictoriaMetrics()):
+        yield overrides

@@ -1,0 +1,88 @@
+"""Batches of line protocol spilled to disk while InfluxDB cannot keep up, written back oldest first.
+
+Each batch is one file, named ``<time_ns>-<pid>-<seq>-<points>.lp`` so that files sort by age, two
+processes never pick the same name, and the points a file holds are known without reading it. A file is
+written to a temporary name and renamed, so a crash never leaves half a batch; it is deleted only once
+InfluxDB acknowledged it, so a crash between the write and the delete sends it twice, which InfluxDB
+absorbs (a point with the same series and timestamp overwrites itself).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    """Line-protocol lines joined into one request body."""
+
+    body: bytes
+    points: int
+    #: The spool file holding this batch, deleted once InfluxDB acknowledged it.
+    spool_path: Path | None = None
+
+
+class Spool:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._seq = itertools.count()
+        self._waiting: deque[tuple[Path, int]] = deque()
+        #: Points in files on disk, whether waiting or being sent.
+        self.points = 0
+        for path in sorted(self.directory.glob("*.lp")):
+            points = _points_in_name(path)
+            self._waiting.append((path, points))
+            self.points += points
+
+    @property
+    def waiting(self) -> int:
+        """Files not yet handed out."""
+        return len(self._waiting)
+
+    def put(self, batch: Batch) -> None:
+        name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._seq):08d}-{batch.points}.lp"
+        path = self.directory / name
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(batch.body)
+        tmp.replace(path)
+        self._waiting.append((path, batch.points))
+        self.points += batch.points
+
+    def take(self) -> Batch | None:
+        """The oldest waiting batch; it stays on disk until ``done``."""
+        while self._waiting:
+            path, points = self._waiting.popleft()
+            try:
+                return Batch(path.read_bytes(), points, path)
+            except FileNotFoundError:
+                # Another writer on the same state directory already sent and removed it.
+                self.points -= points
+        return None
+
+    def give_back(self, batch: Batch) -> None:
+        """A taken batch that was not acknowledged goes back to the head of the line."""
+        assert batch.spool_path is not None
+        self._waiting.appendleft((batch.spool_path, batch.points))
+
+    def done(self, batch: Batch) -> None:
+        assert batch.spool_path is not None
+        batch.spool_path.unlink(missing_ok=True)
+        self.points -= batch.points
+
+
+def _points_in_name(path: Path) -> int:
+    try:
+        return int(path.stem.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        # Not a name this module writes; count its lines rather than guess.
+        log.warning("spool file %s has an unexpected name; counting its lines", path)
+        return path.read_bytes().count(b"\n") + 1

@@ -81,7 +81,8 @@ class FcmOptions(msgspec.Struct, forbid_unknown_fields=True):
 
 class Message(msgspec.Struct, forbid_unknown_fields=True):
     name: str | None = None
-    data: dict[str, str] | None = None
+    # Values are checked one by one below, so that the error names the key (msgspec says ``[...]``).
+    data: dict[str, Any] | None = None
     notification: Notification | None = None
     # Platform overrides are passed through to the device; FCM checks them in depth, we check shape.
     android: dict[str, Any] | None = None
@@ -152,7 +153,11 @@ def validate_message(raw: bytes) -> tuple[SendRequest | None, JSONResponse | Non
     if not value or any(ch.isspace() for ch in value) or len(value) > 4096:
         return None, invalid_argument(f"message.{target}", f"Invalid {target}: {value!r}.")
     if message.data:
-        for key in message.data:
+        for key, item in message.data.items():
+            if not isinstance(item, str):
+                return None, invalid_argument(
+                    f"message.data.{key}", f"Invalid value at 'message.data.{key}' (TYPE_STRING): {item!r}"
+                )
             if key in RESERVED_DATA_KEYS or key.startswith(("google", "gcm")):
                 return None, invalid_argument(f"message.data.{key}", f"Invalid data payload key: {key}.")
         size = sum(len(k.encode()) + len(v.encode()) for k, v in message.data.items())

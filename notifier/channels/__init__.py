@@ -1,0 +1,1 @@
+"""Delivery channels: one module per way of reaching a household (push, email)."""

@@ -140,6 +140,17 @@ class AlertRules(Record, tag="alert_rules", kw_only=True):
     fuse_warning: bool = True
     for_s: Annotated[float, Meta(ge=0)] = 10.0
     repeat_s: Annotated[float, Meta(ge=0)] = 3600.0
+    # A raised alert clears at its threshold moved back by this share (hysteresis): a power alert
+    # over 6,000 W clears at or below 5,700 W, so a value hovering at the threshold does not flap.
+    hysteresis: Annotated[float, Meta(ge=0, lt=1)] = 0.05
+    # Flapping: this many episodes of one kind within the window hold the last one raised until its
+    # condition has stayed clear for the hold time (docs/alerts.md).
+    flap_max_episodes: Annotated[int, Meta(ge=2)] = 3
+    flap_window_s: Annotated[float, Meta(gt=0)] = 21600.0
+    flap_hold_s: Annotated[float, Meta(ge=0)] = 1800.0
+    # Spending limits also warn when the day or month is on pace to exceed them.
+    spending_pace: bool = True
+    time_zone: Annotated[str, Meta(min_length=1, max_length=64)] = "Europe/Paris"  # day and month boundaries
     tariff: Literal["base", "peak_offpeak", "tempo"] = "base"
     channels: tuple[Channel, ...] = ("push", "email")
     language: Literal["fr", "en"] = "fr"

@@ -228,7 +228,9 @@ class InfluxWriter:
 
     def _seal(self, lines: list[str]) -> None:
         batch = Batch("\n".join(lines).encode(), len(lines))
-        over = self._in_memory() + batch.points > self.max_buffered_points
+        # Lines still pending are not counted: a single write() larger than the bound is sealed batch by
+        # batch, and after it returns at most batch_points - 1 of them stay pending.
+        over = self._queued_points + self._in_flight_points + batch.points > self.max_buffered_points
         # While the spool has waiting batches, new ones join it, so batches leave in the order they came.
         if over or self._spool.waiting:
             self._spill(batch, over)

@@ -83,6 +83,10 @@ class FcmSettings(BaseModel):
 class ChainSettings(BaseModel):
     rpc_url: str = "http://127.0.0.1:8545"
     chain_id: int = 31337
+    # Hex private keys of the market's admin (deploys, mints on test chains, pauses) and of the
+    # settlement oracle. Empty: the public dev accounts 0 and 1, accepted on dev chains only.
+    admin_key: str = ""
+    oracle_key: str = ""
 
 
 class Settings(BaseSettings):

@@ -22,6 +22,7 @@ compatibility API):
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,6 @@ class Influx(Component):
         self.binary = binary
 
     def missing(self) -> str | None:
-        import shutil
-
         return None if shutil.which(self.binary) else _INSTALL_HINT
 
     def command(self, port: int, workdir: Path) -> list[str]:
@@ -196,8 +195,11 @@ def auth(influx: InfluxSettings) -> tuple[dict[str, str], dict[str, str]]:
     return {}, {}
 
 
-def influx_query(influx: InfluxSettings, influxql: str, *, database: bool = True, timeout_s: float = 30.0) -> list[dict[str, Any]]:
-    """Runs InfluxQL statements; returns one dict per row (columns plus the series' tags, time in ms)."""
+def influx_query(
+    influx: InfluxSettings, influxql: str, *, database: bool = True, timeout_s: float = 30.0
+) -> list[dict[str, Any]]:
+    """Runs InfluxQL statements; one dict per row: its columns, the series' tags, ``_measurement`` (the
+    series name) and ``time`` in epoch ms."""
     headers, params = auth(influx)
     params = {**params, "q": influxql, "epoch": "ms"}
     if database:

@@ -70,7 +70,7 @@ class EmailChannel:
             try:
                 client = await self._connection()
                 await client.send_message(message)
-                return Outcome(notification, "sent", attempt, provider_id=message["Message-ID"])
+                return Outcome(notification, "sent", attempt, provider_id=str(message["Message-ID"]).strip())
             except _CONNECTION_ERRORS as exc:
                 self._client = None
                 if attempt == 2:
@@ -96,10 +96,11 @@ class EmailChannel:
         message["Date"] = email.utils.formatdate(localtime=False)
         # Deterministic: a mail client can recognise a duplicate, and so can a test.
         message["Message-ID"] = f"<{alert.id}.{alert.state}.{notification.recipient}@quartier.local>"
-        message["Content-Language"] = notification.language
         message["X-Quartier-Alert-Id"] = alert.id
         message["X-Quartier-Alert-State"] = alert.state
         message["X-Quartier-Alert-Kind"] = alert.kind
         message.set_content(words.text)
         message.add_alternative(words.html, subtype="html")
+        # After add_alternative, which moves the Content-* headers set before it into the text part.
+        message["Content-Language"] = notification.language
         return message

@@ -12,6 +12,7 @@ at least one Delivery record, so nothing is dropped silently. The full notifier 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -101,22 +102,29 @@ class Dedup:
 
 
 class Send:
-    """Hands each channel its notifications; outcomes keep the notifications' order per channel."""
+    """Hands each channel its notifications, all channels at once (pushes leave from a worker
+    thread while emails go out on the event loop); outcomes keep each channel's order."""
 
     def __init__(self, channels: Mapping[Channel, DeliveryChannel]) -> None:
         self.channels = channels
 
     async def __call__(self, batch: Batch) -> Batch:
-        for name, channel in self.channels.items():
-            mine = [n for n in batch.notifications if n.channel == name]
-            if not mine:
-                continue
-            try:
-                batch.outcomes.extend(await channel.send(mine))
-            except Exception as exc:  # a channel bug must not lose what the other channel sent
-                log.exception("channel %s failed on %d notifications", name, len(mine))
-                batch.outcomes.extend(Outcome(n, "failed", 1, reason=f"channel error: {exc!r}") for n in mine)
+        work = {
+            name: mine
+            for name in self.channels
+            if (mine := [n for n in batch.notifications if n.channel == name])
+        }
+        results = await asyncio.gather(*(self._send(name, mine) for name, mine in work.items()))
+        for outcomes in results:
+            batch.outcomes.extend(outcomes)
         return batch
+
+    async def _send(self, name: Channel, notifications: list[Notification]) -> list[Outcome]:
+        try:
+            return await self.channels[name].send(notifications)
+        except Exception as exc:  # a channel bug must not lose what the other channel sent
+            log.exception("channel %s failed on %d notifications", name, len(notifications))
+            return [Outcome(n, "failed", 1, reason=f"channel error: {exc!r}") for n in notifications]
 
 
 class Record:

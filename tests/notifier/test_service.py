@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -142,3 +146,49 @@ async def test_alerts_become_pushes_and_emails_once_even_when_replayed_or_restar
 
 async def _count_at_least(settings: Settings, expected: int) -> bool:
     return len(await _deliveries(settings)) >= expected
+
+
+def _environment(settings: Settings) -> dict[str, str]:
+    """The settings as QUARTIER_* variables, for a notifier run as its own process."""
+    return {
+        "QUARTIER_STATE_DIR": str(settings.state_dir),
+        "QUARTIER_DATABASE_URL": settings.sqlite_url("notifier"),
+        "QUARTIER_KAFKA": settings.kafka.model_dump_json(),
+        "QUARTIER_SMTP": settings.smtp.model_dump_json(),
+        "QUARTIER_FCM": settings.fcm.model_dump_json(),
+    }
+
+
+@pytest.mark.timeout(180)
+async def test_cli_registers_runs_and_stops_cleanly_on_sigterm(
+    broker: dict[str, Any], smtp: dict[str, Any], fcm: dict[str, Any], make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(broker, smtp, fcm)
+    env = {**os.environ, **_environment(settings)}
+    quartier = [sys.executable, "-m", "quartier.cli"]
+    registered = subprocess.run(
+        [*quartier, "notifier", "register", "--meter", METER_A, "--token", "cli-phone", "--language", "en"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert registered.returncode == 0, registered.stderr
+    await ensure_topics(settings, [topics.ALERTS_EVENTS, topics.NOTIFICATIONS_DELIVERIES])
+    await _produce(settings, [_alert(METER_A, "raised")])
+
+    process = await asyncio.create_subprocess_exec(
+        *quartier, "notifier", "run", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        async with asyncio.timeout(90):
+            while not fetch_messages(settings, settings.fcm.project_id):
+                assert process.returncode is None, "the notifier exited early"
+                await asyncio.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, output.decode()
+    assert "stopped: 1 alert events, deliveries {'sent': 1}" in output.decode()
+    [pushed] = fetch_messages(settings, settings.fcm.project_id)
+    assert pushed["message"]["notification"]["title"] == "Power above your limit"

@@ -1,0 +1,1 @@
+"""The market's REST API (Starlette), versioned under ``/v1``."""

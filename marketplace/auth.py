@@ -1,0 +1,52 @@
+"""Bearer tokens: issued once, stored only as a hash, scoped to one participant and one role.
+
+A token is 32 random bytes (256 bits), so a plain SHA-256 of it is enough at rest: password hashes
+(argon2, bcrypt) are slow on purpose to protect guessable secrets, which these are not, and a slow
+hash on every request would cap the API's throughput. Lookups compare hashes through the database's
+index, never the token itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import Engine, insert, select
+
+from marketplace.commands import Principal, Role
+from marketplace.readmodel import ApiTokenRow
+
+TOKEN_PREFIX = "qm_"
+ROLES: tuple[Role, ...] = ("producer", "consumer", "operator")
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def issue(self, participant: str, role: Role, now_ms: int) -> str:
+        """A new token for ``participant`` acting as ``role``; only its hash is kept."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self.engine.begin() as connection:
+            connection.execute(
+                insert(ApiTokenRow),
+                [{"token_hash": hash_token(token), "participant": participant, "role": role, "created_ms": now_ms}],
+            )
+        return token
+
+    def resolve(self, token: str) -> Principal | None:
+        if not token.startswith(TOKEN_PREFIX):
+            return None
+        with self.engine.connect() as connection:
+            found = connection.execute(
+                select(ApiTokenRow.participant, ApiTokenRow.role).where(ApiTokenRow.token_hash == hash_token(token))  # type: ignore[arg-type]
+            ).first()
+        if found is None:
+            return None
+        return Principal(found.participant, found.role)

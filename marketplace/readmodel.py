@@ -1,0 +1,233 @@
+"""The read models: SQL tables (SQLModel) that mirror the market state's entities, for queries.
+
+They are a projection of ``market.events`` and nothing else: each row is a snapshot of one entity of
+:class:`marketplace.state.MarketState`, written after its events were appended (in the same
+transaction as the log position it reflects), and ``rebuild`` drops them and writes them again from
+a fresh fold of the whole log. Rows are whole snapshots, so writing one twice changes nothing.
+
+SQLite by default (``Settings.sqlite_url("market")``), PostgreSQL by ``QUARTIER_DATABASE_URL``.
+The API tokens live in the same database but are not a projection (they never go on the log):
+``rebuild`` leaves them alone.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import Engine, Table, create_engine, delete, event, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Field, SQLModel
+
+from marketplace.state import EntityKind, EntityRef, MarketState, row
+
+
+class ZoneRow(SQLModel, table=True):
+    __tablename__ = "market_zone"
+    zone: str = Field(primary_key=True)
+    mechanism: str
+    gate_closure_s: int
+    min_lot_wh: int
+    configured_ms: int
+
+
+class ParticipantRow(SQLModel, table=True):
+    __tablename__ = "market_participant"
+    participant: str = Field(primary_key=True)
+    zone: str = Field(index=True)
+    meter: str = Field(index=True)
+    roles: str
+    capacity_w: int
+    registered_ms: int
+
+
+class SlotRow(SQLModel, table=True):
+    __tablename__ = "market_slot"
+    zone: str = Field(primary_key=True)
+    slot_start_ms: int = Field(primary_key=True, index=True)
+    mechanism: str
+    gate_ms: int
+    min_lot_wh: int
+    status: str = Field(index=True)
+    clearing_price_cents_per_kwh: int | None
+    traded_wh: int
+    closed_ms: int | None
+    allocation_complete: bool | None
+    missing_meters: str
+    tx_hash: str | None
+    block: int | None
+    updated_ms: int
+
+
+class OfferRow(SQLModel, table=True):
+    __tablename__ = "market_offer"
+    offer_id: str = Field(primary_key=True)
+    producer: str = Field(index=True)
+    zone: str = Field(index=True)
+    slot_start_ms: int = Field(index=True)
+    energy_wh: int
+    sold_wh: int
+    price_cents_per_kwh: int
+    status: str
+    seq: int
+    listed_ms: int
+    updated_ms: int
+
+
+class OrderRow(SQLModel, table=True):
+    __tablename__ = "market_order"
+    order_id: str = Field(primary_key=True)
+    consumer: str = Field(index=True)
+    zone: str = Field(index=True)
+    kind: str
+    offer_id: str | None
+    slot_start_ms: int = Field(index=True)
+    energy_wh: int
+    filled_wh: int
+    price_cents_per_kwh: int
+    status: str
+    seq: int
+    placed_ms: int
+    updated_ms: int
+
+
+class TradeRow(SQLModel, table=True):
+    __tablename__ = "market_trade"
+    trade_id: str = Field(primary_key=True)
+    zone: str = Field(index=True)
+    slot_start_ms: int = Field(index=True)
+    offer_id: str
+    order_id: str
+    producer: str = Field(index=True)
+    consumer: str = Field(index=True)
+    energy_wh: int
+    price_cents_per_kwh: int
+    amount_millicents: int
+    delivered_wh: int | None
+    delivered_amount_millicents: int | None
+    status: str
+    tx_hash: str | None
+    block: int | None
+    traded_ms: int
+    updated_ms: int
+
+
+class PositionRow(SQLModel, table=True):
+    """The next offset of each market.events partition that the read models reflect."""
+
+    __tablename__ = "market_position"
+    partition: int = Field(primary_key=True)
+    next_offset: int
+
+
+class ApiTokenRow(SQLModel, table=True):
+    """A bearer token's hash (never the token), scoped to one participant and role."""
+
+    __tablename__ = "market_api_token"
+    token_hash: str = Field(primary_key=True)
+    participant: str = Field(index=True)
+    role: str
+    created_ms: int
+
+
+MODELS: dict[EntityKind, type[SQLModel]] = {
+    "zone": ZoneRow,
+    "participant": ParticipantRow,
+    "slot": SlotRow,
+    "offer": OfferRow,
+    "order": OrderRow,
+    "trade": TradeRow,
+}
+PROJECTION_TABLES: list[Table] = [m.__table__ for m in (*MODELS.values(), PositionRow)]  # type: ignore[attr-defined]
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        # Reads run in worker threads while the writer runs in its own: connections move between threads.
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(connection: Any, _record: Any) -> None:
+            cursor = connection.cursor()
+            # WAL lets queries read while the projector writes; NORMAL is durable across crashes of
+            # the process (the log, not this file, is the record of truth anyway).
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class ReadModel:
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        SQLModel.metadata.create_all(self.engine, tables=[*PROJECTION_TABLES, ApiTokenRow.__table__])  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def positions(self) -> dict[int, int]:
+        with self.engine.connect() as connection:
+            return {p: o for p, o in connection.execute(select(PositionRow.partition, PositionRow.next_offset))}  # type: ignore[call-overload]
+
+    def _upsert(self, connection: Any, table: Table, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(connection.dialect.name)
+        if dialect is None:
+            raise NotImplementedError(f"read models support SQLite and PostgreSQL, not {connection.dialect.name}")
+        statement = dialect.insert(table)
+        keys = [c.name for c in table.primary_key.columns]
+        statement = statement.on_conflict_do_update(
+            index_elements=keys,
+            set_={c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys},
+        )
+        connection.execute(statement, rows)
+
+    def write(self, rows: Mapping[EntityKind, list[dict[str, Any]]], positions: Mapping[int, int]) -> None:
+        """Upserts entity snapshots and the log positions they reflect, in one transaction."""
+        with self.engine.begin() as connection:
+            for kind, kind_rows in rows.items():
+                self._upsert(connection, MODELS[kind].__table__, kind_rows)  # type: ignore[attr-defined]
+            self._upsert(
+                connection, PositionRow.__table__,  # type: ignore[attr-defined]
+                [{"partition": p, "next_offset": o} for p, o in sorted(positions.items())],
+            )
+
+    def rebuild(self, state: MarketState, chunk: int = 5000) -> None:
+        """Replaces every read model with the entities of ``state`` (a fold of the whole log)."""
+        SQLModel.metadata.drop_all(self.engine, tables=PROJECTION_TABLES)
+        SQLModel.metadata.create_all(self.engine, tables=PROJECTION_TABLES)
+        with self.engine.begin() as connection:
+            batch: dict[EntityKind, list[dict[str, Any]]] = defaultdict(list)
+            for ref in state.all_entities():
+                batch[ref[0]].append(row(ref[0], state.entity(ref)))
+                if len(batch[ref[0]]) >= chunk:
+                    connection.execute(MODELS[ref[0]].__table__.insert(), batch.pop(ref[0]))  # type: ignore[attr-defined]
+            for kind, rows in batch.items():
+                connection.execute(MODELS[kind].__table__.insert(), rows)  # type: ignore[attr-defined]
+            positions = [{"partition": p, "next_offset": o} for p, o in sorted(state.positions.items())]
+            if positions:
+                connection.execute(PositionRow.__table__.insert(), positions)  # type: ignore[attr-defined]
+
+    def dump(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every projection row, sorted: two read models are the same when their dumps are equal."""
+        with self.engine.connect() as connection:
+            return {
+                table.name: sorted(tuple(r) for r in connection.execute(select(table)))
+                for table in PROJECTION_TABLES
+            }
+
+    def delete_tokens(self, participant: str) -> int:
+        with self.engine.begin() as connection:
+            return connection.execute(delete(ApiTokenRow).where(ApiTokenRow.participant == participant)).rowcount  # type: ignore[arg-type]
+
+
+def snapshot(state: MarketState, touched: Iterable[EntityRef]) -> dict[EntityKind, list[dict[str, Any]]]:
+    """Rows of the touched entities, as they are now (each entity once)."""
+    rows: dict[EntityKind, list[dict[str, Any]]] = defaultdict(list)
+    for ref in dict.fromkeys(touched):
+        rows[ref[0]].append(row(ref[0], state.entity(ref)))
+    return rows

@@ -1,0 +1,164 @@
+"""The market service: the one writer of ``market.events``, and the state and read models it keeps.
+
+Write path (how a command sees its own prior events): the service owns the market state, folded
+from the whole log at start. A command takes its zone's partition lock, is checked against that
+state, is appended to the zone's partition as one record batch, and only once the broker has it is
+folded into the state and written to the read models (with the log position it reflects) before the
+answer goes out. So the next command, and the client's next read, see it: read-your-writes without
+waiting on a consumer. One process writes a deployment's market.events; a second writer is
+detected (the offsets it took are not where the state expects) and its events folded in first.
+
+Restart: the state is folded again from the log; the read models are behind by whatever events came
+after their stored position, and only the entities those events touched are rewritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import msgspec
+
+from quartier.settings import Settings
+
+from marketplace import commands, scheduler
+from marketplace.auth import TokenStore
+from marketplace.clock import Clock, SystemClock
+from marketplace.log import MarketLog, replay
+from marketplace.readmodel import ReadModel, snapshot
+from marketplace.state import EntityRef, MarketState
+
+log = logging.getLogger(__name__)
+
+Decide = Callable[[MarketState, int], Sequence[msgspec.Struct]]
+
+
+class MarketService:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        close_interval_s: float | None = 5.0,
+    ) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.close_interval_s = close_interval_s
+        self.database_url = settings.sqlite_url("market")
+        self.read_model = ReadModel(self.database_url)
+        self.tokens = TokenStore(self.read_model.engine)
+        self.log = MarketLog(settings)
+        self.state = MarketState()
+        self._locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # One thread writes the read models, in the order commands complete.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="market-projector")
+        self._stale = False
+        self._scheduler: Any = None
+
+    # --- life cycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.log.start()
+        await self._load()
+        if self.close_interval_s:
+            self._scheduler = scheduler.start(self)
+
+    async def stop(self) -> None:
+        if self._scheduler is not None:
+            scheduler.stop(self, self._scheduler)
+            self._scheduler = None
+        # Let commands in flight finish appending and projecting.
+        for lock in list(self._locks.values()):
+            async with lock:
+                pass
+        await self.log.stop()
+        self._writer.shutdown(wait=True)
+        self.read_model.close()
+
+    async def _load(self) -> None:
+        stored = await asyncio.to_thread(self.read_model.positions)
+        touched: dict[EntityRef, None] = {}
+        async for entry in replay(self.settings):
+            refs = self.state.apply(entry.event, entry.partition, entry.offset)
+            if entry.offset >= stored.get(entry.partition, 0):
+                touched.update(dict.fromkeys(refs))
+        ahead = {p: o for p, o in stored.items() if o > self.state.positions.get(p, 0)}
+        if ahead:
+            # The read models reflect events this log does not have (another topic, a reset broker).
+            log.warning("read models are ahead of market.events at %s: rebuilding them", ahead)
+            await asyncio.to_thread(self.read_model.rebuild, self.state)
+        elif touched:
+            await self._project(list(touched))
+        log.info("market state loaded at %s; %d entities projected", dict(self.state.positions), len(touched))
+
+    # --- commands --------------------------------------------------------------------------------
+
+    async def execute(self, zone: str | None, decide: Decide) -> list[msgspec.Struct]:
+        """Checks a command against the state, appends its events, folds and projects them.
+
+        ``zone`` chooses the partition lock; ``None`` when the command names nothing that exists,
+        in which case ``decide`` must reject it.
+        """
+        if zone is None:
+            decided = decide(self.state, self.clock.now_ms())
+            if decided:
+                raise RuntimeError("a command without a zone produced events")
+            return []
+        partition = self.log.partition_for(zone)
+        async with self._locks[partition]:
+            events = list(decide(self.state, self.clock.now_ms()))
+            if not events:
+                return []
+            for event in events:
+                if getattr(event, "zone", None) != zone:
+                    raise RuntimeError(f"a command for zone {zone!r} produced {event!r}")
+            appended = await self.log.append(zone, events)
+            expected = self.state.positions.get(appended.partition, 0)
+            if appended.first_offset != expected:
+                await self._fold_foreign(appended.partition, expected, appended.first_offset)
+            touched: list[EntityRef] = []
+            for i, event in enumerate(events):
+                touched += self.state.apply(event, appended.partition, appended.first_offset + i)
+            await self._project(touched)
+        return events
+
+    async def _fold_foreign(self, partition: int, start: int, end: int) -> None:
+        log.error(
+            "market.events partition %d: offsets %d..%d were written by another process; "
+            "run one market service per deployment", partition, start, end - 1,
+        )
+        touched: list[EntityRef] = []
+        async for entry in replay(self.settings, {p: (start if p == partition else 1 << 62) for p in self.log.partitions}):
+            if entry.partition == partition and entry.offset < end:
+                touched += self.state.apply(entry.event, entry.partition, entry.offset)
+        await self._project(touched)
+
+    async def _project(self, touched: list[EntityRef]) -> None:
+        # Rows are snapshotted here, in the event loop, so the writer thread never reads live state.
+        refs = list(self.state.all_entities()) if self._stale else touched
+        rows = snapshot(self.state, refs)
+        positions = dict(self.state.positions)
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._writer, self.read_model.write, rows, positions)
+        except Exception:
+            # The events are on the log and in the state: the command happened. The read models are
+            # behind; the next write rewrites every entity, and a restart catches up from the log.
+            log.exception("writing the read models failed; they will be rewritten on the next command")
+            self._stale = True
+        else:
+            self._stale = False
+
+    async def close_due_slots(self) -> int:
+        """Closes (and clears) every open slot whose gate has passed; returns how many."""
+        closed = 0
+        for zone, start in self.state.due_slots(self.clock.now_ms()):
+            def decide(state: MarketState, now_ms: int, zone: str = zone, start: int = start) -> Sequence[msgspec.Struct]:
+                return commands.close_slot(state, zone, start, now_ms)
+
+            if await self.execute(zone, decide):
+                closed += 1
+        return closed

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Engine, event
 from sqlmodel import SQLModel, create_engine
 
+from notifier import contacts, sent_log
 from quartier.settings import Settings
 
 
@@ -15,9 +16,6 @@ def notifier_engine(settings: Settings) -> Engine:
     if url.startswith("sqlite"):
         # WAL lets the CLI register contacts while a running notifier reads and writes.
         event.listen(engine, "connect", _sqlite_pragmas)
-    # The tables are declared in these modules; importing them registers them with SQLModel.
-    from notifier import contacts, sent_log  # noqa: F401
-
     SQLModel.metadata.create_all(engine, tables=[t.__table__ for t in (*contacts.TABLES, *sent_log.TABLES)])
     return engine
 

@@ -11,6 +11,10 @@ HOMES_PER_ZONE = 200
 class ConfigError(ValueError):
     """A simulation parameter out of range; the message names the parameter."""
 
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
 
 @dataclass(frozen=True)
 class FleetConfig:
@@ -36,7 +40,7 @@ class FleetConfig:
 
     def __post_init__(self) -> None:
         def fail(name: str, message: str) -> None:
-            raise ConfigError(f"{name}: {message}")
+            raise ConfigError(name, message)
 
         if not isinstance(self.meters, int) or self.meters < 1:
             fail("meters", f"must be a whole number of at least 1, got {self.meters!r}")

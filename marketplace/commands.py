@@ -201,9 +201,9 @@ def list_offers(state: MarketState, principal: Principal, body: requests.OfferLi
 
 def amend_offer(state: MarketState, principal: Principal, offer_id: str, body: requests.OfferAmendment,
                 now_ms: int) -> list[ev.OfferAmended]:
-    offer = _own_offer(state, principal, offer_id)
     if body.energy_wh is None and body.price_cents_per_kwh is None:
         raise invalid("energy_wh", "give energy_wh, price_cents_per_kwh or both")
+    offer = _own_offer(state, principal, offer_id)
     if offer.status != "open":
         raise conflict("offer_id", f"offer {offer_id!r} is {offer.status}")
     slot = tradable_slot(state, offer.zone, offer.slot_start_ms, now_ms, "offer_id")

@@ -85,13 +85,8 @@ def revert_data(exc: BaseException) -> bytes | None:
             return bytes(item)
         if isinstance(item, str):
             # eth-tester's provider formats undecodable revert bytes as "execution reverted: b'...'".
-            if (start := item.find("b'")) != -1 or (start := item.find('b"')) != -1:
-                try:
-                    literal = ast.literal_eval(item[start:])
-                except (ValueError, SyntaxError):
-                    literal = None
-                if isinstance(literal, bytes) and len(literal) >= 4:
-                    return literal
+            if (literal := _bytes_literal(item)) is not None:
+                return literal
             match = _HEX.search(item)
             if match and len(match.group()) % 2 == 0:
                 return bytes.fromhex(match.group()[2:])
@@ -101,6 +96,18 @@ def revert_data(exc: BaseException) -> bytes | None:
             continue
         if isinstance(item, BaseException):
             stack.extend(_candidates(item))
+    return None
+
+
+def _bytes_literal(text: str) -> bytes | None:
+    """The first Python bytes literal (repr of bytes) in ``text`` that parses, if any."""
+    for match in re.finditer(r"""b['"]""", text):
+        try:
+            literal = ast.literal_eval(text[match.start() :])
+        except (ValueError, SyntaxError):
+            continue
+        if isinstance(literal, bytes) and len(literal) >= 4:
+            return literal
     return None
 
 

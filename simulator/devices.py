@@ -49,8 +49,10 @@ class Modules:
     def step(self, t: float, dt: float) -> np.ndarray:
         """Starts this step's outages; returns which modules are online (send a frame) at ``t``."""
         if self._rate_per_s > 0:
-            online = self.back_at <= t
-            begin = online & (self._rng.random(len(online)) < self._rate_per_s * dt)
+            # Only a module that was already online at the previous step drops off: one that just
+            # came back sends at least one frame first, so every outage shows as its own gap.
+            settled = self.back_at <= t - dt
+            begin = settled & (self._rng.random(len(settled)) < self._rate_per_s * dt)
             count = int(begin.sum())
             if count:
                 self.episodes += count

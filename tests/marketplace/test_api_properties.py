@@ -69,5 +69,9 @@ def test_no_request_gets_a_server_error_or_an_undocumented_answer(
     case: Any, tokens: dict[str, str], running_market: RunningMarket
 ) -> None:
     roles = case.operation.definition.raw.get("x-roles")
-    headers = {"Authorization": f"Bearer {tokens[roles[0]]}"} if roles else {}
-    case.call_and_validate(base_url=running_market.url, headers=headers, checks=CHECKS)
+    generated = (case.headers or {}).get("Authorization")
+    # Where schemathesis generated a well-formed bearer header, it stands for "a valid token": use a
+    # real one of an allowed role. A header it dropped or mangled on purpose stays as generated.
+    if roles and isinstance(generated, str) and generated.startswith("Bearer "):
+        case.headers["Authorization"] = f"Bearer {tokens[roles[0]]}"
+    case.call_and_validate(base_url=running_market.url, checks=CHECKS)

@@ -30,6 +30,7 @@ from quartier.events import AlertRules, Decoder, IngestMessage, MeterReading, Re
 from streams.alerting import AlertEngine
 
 SHARDS = 32
+PASSES = 3
 START_MS = int(datetime(2025, 3, 12, 9, 0, tzinfo=timezone.utc).timestamp() * 1000)
 
 
@@ -94,23 +95,28 @@ def run(meters_count: int, seconds: int) -> dict[str, Any]:
     decoder = Decoder(IngestMessage)
     readings_total = meters_count * seconds
 
-    gc.collect()
-    began = time.perf_counter()
-    batches = [decoder.decode(m) for m in messages]
-    decode_s = time.perf_counter() - began
+    # Best of a few passes for both, as timeit does: the machine is shared, the minimum is the cost.
+    decode_s = engine_s = float("inf")
+    for _ in range(PASSES):
+        gc.collect()
+        began = time.perf_counter()
+        batches = [decoder.decode(m) for m in messages]
+        decode_s = min(decode_s, time.perf_counter() - began)
     readings = [r for b in batches for r in b.readings]  # type: ignore[attr-defined]
     assert len(readings) == readings_total
 
-    engine = AlertEngine()
-    for r in rules:
-        engine.set_rules(r, at_ms=START_MS)
-    on_readings = engine.on_readings
-    gc.collect()
-    began = time.perf_counter()
-    results = on_readings(readings)
-    engine_s = time.perf_counter() - began
-    events = [e for _, outcome in results for e in outcome.events]
-    writes = sum(1 for _, outcome in results if outcome.changed)
+    for _ in range(PASSES):
+        engine = AlertEngine()  # a fresh engine each pass: a second pass would be all replays
+        for r in rules:
+            engine.set_rules(r, at_ms=START_MS)
+        gc.collect()
+        began = time.perf_counter()
+        # The first second is every meter's first reading (it sets the day baseline: one write each).
+        first = engine.on_readings(readings[:meters_count])
+        steady = engine.on_readings(readings[meters_count:])
+        engine_s = min(engine_s, time.perf_counter() - began)
+    events = [e for _, outcome in first + steady for e in outcome.events]
+    writes = sum(1 for _, outcome in steady if outcome.changed)
 
     began = time.perf_counter()
     engine.check_silence(START_MS + seconds * 1000 + 5_000)
@@ -127,8 +133,8 @@ def run(meters_count: int, seconds: int) -> dict[str, Any]:
         "engine_to_decode_ratio": round(engine_rate / decode_rate, 3),
         "decode_plus_engine_readings_per_s": round(readings_total / (decode_s + engine_s)),
         "events": len(events),
-        "durable_writes": writes,
-        "durable_writes_per_reading": round(writes / readings_total, 5),
+        "durable_writes_after_first_reading": writes,
+        "durable_writes_per_reading": round(writes / (readings_total - meters_count), 5),
         "check_silence_ms": round(silence_s * 1000, 2),
     }
 
@@ -148,8 +154,8 @@ def main() -> None:
     )
     print(f"decode + engine:               {result['decode_plus_engine_readings_per_s']:>12,} readings/s")
     print(
-        f"{result['events']} alert events, {result['durable_writes']} durable-state writes "
-        f"({result['durable_writes_per_reading']} per reading); check_silence over the fleet: "
+        f"{result['events']} alert events; {result['durable_writes_after_first_reading']} durable-state writes after "
+        f"each meter's first reading ({result['durable_writes_per_reading']} per reading); check_silence over the fleet: "
         f"{result['check_silence_ms']} ms"
     )
     if args.json:

@@ -49,13 +49,12 @@ def seconds_to_cut(ratio: float, load: float) -> float:
 
 class FuseLimit(Lifecycle):
     kind = "fuse_limit"
-    __slots__ = ("load", "last_t", "ratio", "to_cut_s", "over_since", "tripped", "cutoff_va")
+    __slots__ = ("load", "last_t", "to_cut_s", "over_since", "tripped", "cutoff_va")
 
     def __init__(self, state: KindState) -> None:
         super().__init__(state)
         self.load = -1.0  # the filter's state y; volatile, rebuilt from the readings
         self.last_t = -1
-        self.ratio = 0.0
         self.to_cut_s = math.inf
         self.over_since = -1
         self.tripped = False
@@ -67,17 +66,16 @@ class FuseLimit(Lifecycle):
         square = ratio * ratio
         load = self.load
         if load < 0:
-            load = min(square, FIRST_SEEN_LOAD_CAP)
+            load = square if square < FIRST_SEEN_LOAD_CAP else FIRST_SEEN_LOAD_CAP
+        elif t - self.last_t == 1000:
+            load = square + (load - square) * _KEEP_1S
         else:
-            dt_ms = t - self.last_t
-            keep = _KEEP_1S if dt_ms == 1000 else math.exp(_LOG_KEEP * dt_ms / 1000)
-            load = square + (load - square) * keep
+            load = square + (load - square) * math.exp(_LOG_KEEP * (t - self.last_t) / 1000)
         self.load = load
         self.last_t = t
-        self.ratio = ratio
-        self.cutoff_va = cutoff_va
         rules = m.rules
         if ratio > 1.0:
+            self.cutoff_va = cutoff_va
             if self.over_since < 0:
                 self.over_since = t
             if load >= 1.0:

@@ -18,7 +18,6 @@ from streams.alerting.energy import EnergyDayAbove, EnergyDayBelow
 from streams.alerting.fuse import FuseLimit
 from streams.alerting.lifecycle import Lifecycle
 from streams.alerting.periods import day_bounds, month_bounds
-from streams.alerting.policy import FleetPolicy
 from streams.alerting.power import PowerAbove, PowerBelow
 from streams.alerting.rules import CompiledRules
 from streams.alerting.spending import SpendingDayAbove, SpendingDayBelow, SpendingMonthAbove, SpendingMonthBelow

@@ -118,7 +118,7 @@ def test_the_day_baseline_survives_a_restart() -> None:
     all_rules = [rules(home.meter, energy_day_max_wh=2_000, for_s=0)]
     expected = transitions(uninterrupted(readings, all_rules))
     assert [state for _, _, state, _ in expected] == ["raised"]
-    for crash, resume in ((1_500, 1_400), (1_500, 700), (3_000, 2_990)):
+    for crash, resume in ((1_500, 1_400), (1_500, 700), (1_500, 500), (3_000, 2_990)):
         assert transitions(run_with_crash(readings, all_rules, crash, resume)) == expected
 
 

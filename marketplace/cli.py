@@ -57,11 +57,12 @@ def token() -> None:
 @click.option("--role", required=True, type=click.Choice(["producer", "consumer", "operator"]))
 def token_create(participant: str, role: str) -> None:
     """Issue a token and print it (once: it cannot be shown again)."""
+    import re
+
+    from marketplace import queries
     from marketplace.auth import TokenStore
     from marketplace.readmodel import ParticipantRow, ReadModel
     from marketplace.requests import ID_PATTERN
-    from marketplace import queries
-    import re
 
     if not re.fullmatch(ID_PATTERN, participant):
         raise click.BadParameter(f"must match {ID_PATTERN}", param_hint="--participant")

@@ -9,8 +9,7 @@ JSON body naming the field and the reason (:func:`error_response`).
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from marketplace.api.views import ErrorView, FieldError
@@ -167,7 +166,7 @@ class Api:
         except ValidationError as exc:
             return validation_response(exc, "path")
         items = request.query_params.multi_items()
-        repeated = sorted({k for k, _ in items if sum(1 for other, _ in items if other == k) > 1})
+        repeated = sorted(k for k, n in Counter(k for k, _ in items).items() if n > 1)
         if repeated:
             return error_response(422, "invalid", "given more than once", repeated[0], "query")
         try:
@@ -283,9 +282,3 @@ def _without_null_defaults(value: Any) -> Any:
         return [_without_null_defaults(v) for v in value]
     return value
 
-
-def json_dumps(document: dict[str, Any]) -> str:
-    return json.dumps(document, indent=2, sort_keys=False)
-
-
-__all__ = ["Api", "Call", "JSONResponse", "error_response"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.marketplace.conftest import HOUR, SLOT, T0, Market
+from tests.marketplace.conftest import HOUR, T0, Market
 
 SLOT_A = T0 + 2 * HOUR
 

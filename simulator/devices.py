@@ -18,8 +18,10 @@ from simulator.config import FleetConfig
 
 FIRMWARE = ("3.2.1", "3.1.4", "2.9.7")
 _FIRMWARE_SHARE = (0.55, 0.35, 0.10)
-#: A module reports its health once a minute.
+#: A module reports its health once a minute, or every 15 readings when they are further apart
+#: (coarse backfill), so that telemetry stays a small fraction of the traffic.
 TELEMETRY_PERIOD_S = 60
+TELEMETRY_MIN_READINGS = 15
 
 # Outage kinds: share of outages, and the range of their duration (s), drawn log-uniformly.
 _WIFI_LOSS = (0.60, 5.0, 120.0)
@@ -39,7 +41,10 @@ class Modules:
         self.clock_offset_ms = rng.normal(0.0, 400.0, n)
         self.drift_ppm = rng.normal(0.0, 15.0, n)
         self.boot_t = start_t - rng.uniform(3600.0, 60 * 86400.0, n)
-        self.telemetry_phase = rng.integers(0, TELEMETRY_PERIOD_S, n)
+        interval = config.interval_s
+        self._telemetry_every = max(math.ceil(TELEMETRY_PERIOD_S / interval), TELEMETRY_MIN_READINGS)
+        self._interval = interval
+        self.telemetry_phase = rng.integers(0, self._telemetry_every, n)
         #: When each module is back online (Unix s); in the past when it is online.
         self.back_at = np.full(n, -math.inf)
         self._rate_per_s = config.disconnects_per_meter_day / 86400.0 if config.disconnects else 0.0
@@ -72,8 +77,9 @@ class Modules:
         return np.rint(t * 1000.0 + self.clock_offset_ms + drift_ms).astype(np.int64)
 
     def telemetry(self, t: float, dt: float, online: np.ndarray, time_ms: np.ndarray) -> list[DeviceTelemetry]:
-        """Health reports of the online modules whose minute comes round in this step."""
-        due = online & ((int(t) + self.telemetry_phase) % TELEMETRY_PERIOD_S < dt)
+        """Health reports of the online modules whose turn comes round in this step."""
+        step = round(t / self._interval)
+        due = online & ((step + self.telemetry_phase) % self._telemetry_every == 0)
         rows = np.flatnonzero(due)
         if not len(rows):
             return []

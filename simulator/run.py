@@ -87,6 +87,7 @@ class Summary:
     start: str = ""
     end: str = ""
     messages: int = 0
+    #: Reading messages' size before Kafka compression.
     bytes: int = 0
     telemetry: int = 0
     topic: str = ""
@@ -195,7 +196,9 @@ async def run(
     summary.max_lag_s = pacer.max_lag_s
     summary.wall_s = pacer.elapsed_s(done_steps)
     if progress is not None:
-        progress(_progress_line(summary, pacer, steps, done_steps - 1, start_t + summary.simulated_s))
+        progress(
+            _progress_line(summary, pacer, steps, done_steps - 1, start_t + summary.simulated_s, summary.achieved_rate)
+        )
     return summary
 
 
@@ -207,10 +210,13 @@ def _record_ack(pacer: RateController, step: int, due: float, frames: int) -> Ca
     return done
 
 
-def _progress_line(summary: Summary, pacer: RateController, steps: int, step: int, t: float) -> str:
+def _progress_line(
+    summary: Summary, pacer: RateController, steps: int, step: int, t: float, rate: float | None = None
+) -> str:
     share = (step + 1) / steps
-    elapsed = max(time.time() - (pacer.wall0 or time.time()), 1e-9)
-    rate = pacer.frames_acked / elapsed
+    if rate is None:
+        elapsed = max(time.time() - (pacer.wall0 or time.time()), 1e-9)
+        rate = pacer.frames_acked / elapsed
     return (
         f"simulate: {iso(t)}  {share:6.1%}  {summary.readings_produced:,} readings  "
         f"{rate:,.0f}/s  max lag {pacer.max_lag_s:.2f} s  malformed {summary.malformed:,}"

@@ -3,10 +3,12 @@
 Encoding is the simulator's hot path (48,000 readings a second). Building one msgspec Struct per
 reading costs more than computing the reading, so each meter has a fixed-width byte row: the JSON
 of its reading with every number right-aligned in a field as wide as the largest value it can take,
-padded with spaces. The meter address, zone and subscribed power are written once at start; each
-step writes the digits of every number of every reading as columns of one uint8 matrix, then drops
-the padding spaces (no string value in a reading contains a space), which leaves exactly the bytes
-msgspec writes for the same ``ReadingBatch``: the tests check they are byte-identical.
+padded with spaces. All rows live in one uint8 matrix. The meter address, zone and subscribed
+power are written once; each step writes, digit position by digit position across the fleet, the
+numbers that changed (indexes and registers only for the meters whose whole-Wh value moved), then
+each shard's rows are joined and the padding spaces deleted (no string value in a reading contains
+a space). That leaves exactly the bytes msgspec writes for the same ``ReadingBatch``: the tests and
+the benchmark check they are byte-identical.
 """
 
 from __future__ import annotations

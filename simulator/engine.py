@@ -95,7 +95,7 @@ class Simulation:
         return self.start_t + self.step_index * self.dt
 
     def step(self) -> Frame:
-        t, dt, fleet = self.t, self.dt, self.fleet
+        t, dt = self.t, self.dt
         now = instant_at(t)
         self.weather.step(now, dt)
         load_w = self.appliances.power_w(now, dt, self.weather.temperature_c[self._zone])

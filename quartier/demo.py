@@ -11,6 +11,7 @@ server's mailbox for emails.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import os
@@ -23,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import msgspec
+from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from quartier import events, topics
-from quartier.kafka import ensure_topics, read_all, produce_records
+from quartier.kafka import ensure_topics, producer_config, read_all
 from quartier.settings import Settings
 from quartier.stack import Stack
 from quartier.stack.component import pick_port, wait_until
@@ -126,7 +127,8 @@ class DemoRun:
         return 0
 
     def counts(self, settings: Settings) -> dict[str, int]:
-        alerts = read_all(settings, topics.ALERTS_EVENTS, events.AlertEvent)
+        decoder = events.Decoder(events.AlertEvent)
+        alerts = asyncio.run(read_all(settings, settings.topic(topics.ALERTS_EVENTS.name), decoder.decode))
         pushes = fetch_messages(settings, settings.fcm.project_id)
         emails = read_mailbox(Path(settings.smtp.maildir), recipient_domain=self.email_domain)
         return {
@@ -157,7 +159,7 @@ class DemoRun:
             )
             for i, home in enumerate(alerted)
         ]
-        produce_records(settings, topics.ALERTS_RULES, [(r.meter, r) for r in rules])
+        asyncio.run(_produce(settings, settings.topic(topics.ALERTS_RULES.name), [(r.meter, r) for r in rules]))
         contacts = self.workdir / "contacts.csv"
         with contacts.open("w", newline="") as out:
             writer = csv.writer(out)
@@ -171,7 +173,7 @@ class DemoRun:
 
     def run(self) -> dict[str, Any]:
         settings = self.settings()
-        ensure_topics(settings)
+        asyncio.run(ensure_topics(settings))
         ensure_database(settings)
         households = self.configure_households(settings)
         self.say(f"demo {self.run}: {self.meters} meters, {households} with a {LOW_POWER_LIMIT_W} W limit")
@@ -239,6 +241,17 @@ class DemoRun:
                 return counts
             previous = counts
             time.sleep(2)
+
+
+async def _produce(settings: Settings, topic: str, records: list[tuple[str, events.Record]]) -> None:
+    producer = AIOKafkaProducer(**producer_config(settings))
+    await producer.start()
+    try:
+        for key, record in records:
+            await producer.send(topic, events.encode(record), key=key.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
 
 
 def run_demo(settings: Settings, meters: int, duration_s: float, progress: bool = True) -> dict[str, Any]:

@@ -30,15 +30,21 @@ class TokenStore:
 
     def issue(self, participant: str, role: Role, now_ms: int) -> str:
         """A new token for ``participant`` acting as ``role``; only its hash is kept."""
-        if role not in ROLES:
-            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        return self.issue_many([(participant, role)], now_ms)[0]
+
+    def issue_many(self, grants: list[tuple[str, Role]], now_ms: int) -> list[str]:
+        """New tokens for (participant, role) pairs, in one transaction, in the same order."""
+        for _, role in grants:
+            if role not in ROLES:
+                raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        tokens = [TOKEN_PREFIX + secrets.token_urlsafe(32) for _ in grants]
+        rows = [
+            {"token_hash": hash_token(token), "participant": participant, "role": role, "created_ms": now_ms}
+            for token, (participant, role) in zip(tokens, grants)
+        ]
         with self.engine.begin() as connection:
-            connection.execute(
-                insert(ApiTokenRow),
-                [{"token_hash": hash_token(token), "participant": participant, "role": role, "created_ms": now_ms}],
-            )
-        return token
+            connection.execute(insert(ApiTokenRow), rows)
+        return tokens
 
     def resolve(self, token: str) -> Principal | None:
         if not token.startswith(TOKEN_PREFIX):

@@ -22,7 +22,8 @@ def market() -> None:
 @click.option("--port", default=8600, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--close-interval", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds between checks for slots whose gate has closed.")
-def api(host: str, port: int, close_interval: float) -> None:
+@click.option("--access-log/--no-access-log", default=True, show_default=True, help="Log every request.")
+def api(host: str, port: int, close_interval: float, access_log: bool) -> None:
     """Serve the REST API (and close slots at their gate) until interrupted."""
     import uvicorn
 
@@ -31,7 +32,7 @@ def api(host: str, port: int, close_interval: float) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     service = MarketService(Settings(), close_interval_s=close_interval)
-    uvicorn.run(create_app(service, manage=True), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(service, manage=True), host=host, port=port, log_level="info", access_log=access_log)
 
 
 @market.command("rebuild")

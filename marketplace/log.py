@@ -56,8 +56,11 @@ class MarketLog:
 
     async def start(self) -> None:
         await kafka.ensure_topics(self.settings, [topics.MARKET_EVENTS])
-        producer = AIOKafkaProducer(**kafka.producer_config(self.settings), max_batch_size=MAX_BATCH_BYTES,
-                                    max_request_size=MAX_BATCH_BYTES + 4096)
+        config = kafka.producer_config(self.settings)
+        # A command's batch is complete when it is sent, and its partition waits for the ack before
+        # the next command: waiting for more records (linger) would only add latency to every command.
+        config["linger_ms"] = 0
+        producer = AIOKafkaProducer(**config, max_batch_size=MAX_BATCH_BYTES, max_request_size=MAX_BATCH_BYTES + 4096)
         await producer.start()
         self._producer = producer
         self.partitions = sorted(await producer.partitions_for(self.topic))

@@ -1,0 +1,302 @@
+"""Market benchmark: API requests/s for listing and buying, clearing time per slot.
+
+A fleet from the simulator (default 48,000 homes in 100 zones; its rooftop-solar homes are the
+producers, each a prosumer) joins the market; zones take turns at bilateral, pay-as-bid and
+pay-as-clear. Zones and participants are appended to ``market.events`` up front, tokens issued in
+bulk, then ``quartier market api`` runs as its own process (folding that log at start) and:
+
+- **baseline**: ``GET /v1/health`` (HTTP, no token, no work) at the same concurrency;
+- **listing**: every producer lists tomorrow's daylight (08:00-18:00 UTC, 40 slots) in one call;
+- **buying**: consumers buy part of an offer of their zone (bilateral) or bid for a slot (auctions).
+
+Then the API stops and the market service runs in this process with a clock set past every gate,
+closing each slot (pay-as-bid and pay-as-clear clearing, append, fold, read models): the time per
+slot, and the pure clearing decision alone. Settlement to the chain is not built yet: its latency
+is reported as null.
+
+The client and the server share the machine's cores (and the broker): figures are for one box.
+
+    python -m bench.market [--participants 48000] [--zones 100] [--buys 20000] [--concurrency 32] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from quartier import events as ev
+from quartier.settings import Settings
+from quartier.stack import Stack
+from quartier.stack.broker import Broker
+from simulator.config import FleetConfig
+from simulator.fleet import build_fleet
+
+from marketplace import commands
+from marketplace.auth import TokenStore
+from marketplace.clock import ManualClock
+from marketplace.log import MarketLog
+from marketplace.readmodel import ReadModel
+from marketplace.service import MarketService
+from marketplace.state import SLOT_MS
+
+DAY_MS = 24 * 3_600_000
+MECHANISMS = ("bilateral", "pay_as_bid", "pay_as_clear")
+DAYLIGHT = (8, 18)  # UTC hours of the listed window
+
+
+async def seed(settings: Settings, fleet: Any, now_ms: int) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """Appends every zone and participant to the log; returns zone mechanisms and participants."""
+    log = MarketLog(settings)
+    await log.start()
+    zones = {zone.id: MECHANISMS[i % 3] for i, zone in enumerate(fleet.zones)}
+    members: dict[str, list[dict[str, Any]]] = {z: [] for z in zones}
+    for i, meter in enumerate(fleet.meter_ids):
+        zone = fleet.zones[fleet.zone_index[i]].id
+        producer = bool(fleet.producer[i])
+        members[zone].append({
+            "participant": f"h{meter}", "zone": zone, "meter": meter, "producer": producer,
+            "capacity_w": int(fleet.pv_kwp[i] * 1000) if producer else 0,
+        })
+    try:
+        for zone, mechanism in zones.items():
+            batch: list[Any] = [ev.ZoneConfigured(zone=zone, mechanism=mechanism, gate_closure_s=300,  # type: ignore[arg-type]
+                                                  min_lot_wh=10, at_ms=now_ms)]
+            batch += [
+                ev.ParticipantRegistered(participant=m["participant"], zone=zone, meter=m["meter"],
+                                         roles=("consumer", "producer") if m["producer"] else ("consumer",),
+                                         capacity_w=m["capacity_w"], at_ms=now_ms)
+                for m in members[zone]
+            ]
+            for start in range(0, len(batch), 2000):
+                await log.append(zone, batch[start:start + 2000])
+    finally:
+        await log.stop()
+    return zones, [m for ms in members.values() for m in ms]
+
+
+async def hammer(client: httpx.AsyncClient, calls: Sequence[Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]],
+                 concurrency: int) -> tuple[float, Counter[int], list[httpx.Response]]:
+    """Runs the calls with ``concurrency`` in flight; returns seconds, status counts, responses."""
+    pending = iter(range(len(calls)))
+    responses: list[httpx.Response | None] = [None] * len(calls)
+
+    async def worker() -> None:
+        for i in pending:
+            responses[i] = await calls[i](client)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    done = [r for r in responses if r is not None]
+    return elapsed, Counter(r.status_code for r in done), done
+
+
+def start_api(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "quartier.cli", "market", "api", "--port", str(port), "--no-access-log",
+         "--close-interval", "3600"],
+        env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+    )
+
+
+async def wait_healthy(url: str, server: subprocess.Popen[bytes], timeout_s: float = 600) -> float:
+    started = time.perf_counter()
+    async with httpx.AsyncClient(timeout=5) as client:
+        while True:
+            try:
+                if (await client.get(f"{url}/v1/health")).status_code == 200:
+                    return time.perf_counter() - started
+            except httpx.TransportError:
+                pass
+            if server.poll() is not None:
+                raise RuntimeError("the market API exited; see its log")
+            if time.perf_counter() - started > timeout_s:
+                raise RuntimeError("the market API did not start")
+            await asyncio.sleep(0.2)
+
+
+async def run(participants: int, zone_count: int, buys: int, concurrency: int, tmp: Path, progress: bool) -> dict[str, Any]:
+    def say(message: str) -> None:
+        if progress:
+            print(f"  {message}", file=sys.stderr, flush=True)
+
+    stack = Stack(tmp / "stack", [Broker()])
+    overrides = stack.up()
+    try:
+        settings = Settings(state_dir=tmp / "state", database_url=f"sqlite:///{tmp / 'market.db'}",
+                            kafka={**overrides["kafka"], "topic_prefix": "bench."})
+        now_ms = time.time_ns() // 1_000_000
+        day = now_ms - now_ms % DAY_MS + DAY_MS  # tomorrow, 00:00 UTC
+        window = (day + DAYLIGHT[0] * 3_600_000, day + DAYLIGHT[1] * 3_600_000)
+        rng = random.Random(7)
+
+        fleet = build_fleet(FleetConfig(meters=participants, zones=zone_count, seed=0))
+        seeded = time.perf_counter()
+        zones, members = await seed(settings, fleet, now_ms)
+        seed_s = time.perf_counter() - seeded
+        producers = [m for m in members if m["producer"]]
+        say(f"seeded {len(zones)} zones and {len(members)} participants ({len(producers)} producers) in {seed_s:.1f} s")
+        read_model = ReadModel(settings.database_url)
+        tokens = TokenStore(read_model.engine).issue_many(
+            [(m["participant"], "producer" if m["producer"] else "consumer") for m in members], now_ms)
+        for member, token in zip(members, tokens):
+            member["auth"] = {"Authorization": f"Bearer {token}"}
+        consumer_tokens = TokenStore(read_model.engine).issue_many([(m["participant"], "consumer") for m in producers], now_ms)
+        for member, token in zip(producers, consumer_tokens):
+            member["consumer_auth"] = {"Authorization": f"Bearer {token}"}
+        read_model.close()
+
+        env = os.environ | {
+            "QUARTIER_KAFKA__BOOTSTRAP": settings.kafka.bootstrap, "QUARTIER_KAFKA__FLAVOUR": settings.kafka.flavour,
+            "QUARTIER_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix, "QUARTIER_STATE_DIR": str(settings.state_dir),
+            "QUARTIER_DATABASE_URL": settings.database_url,
+        }
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+        server = start_api(env, port, tmp / "api.log")
+        try:
+            startup_s = await wait_healthy(url, server)
+            say(f"API up in {startup_s:.1f} s (folded the seeded log)")
+            limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+            async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+                health_calls = [lambda c: c.get("/v1/health")] * max(2000, len(producers) // 2)
+                health_s, health_status, _ = await hammer(client, health_calls, concurrency)
+                say(f"baseline: {len(health_calls) / health_s:,.0f} GET /v1/health per s")
+
+                def listing(m: dict[str, Any]) -> Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]:
+                    body = {"slot_start_ms": window[0], "slot_end_ms": window[1],
+                            "energy_wh_per_slot": max(10, m["capacity_w"] // 8),  # half the installation's peak
+                            "price_cents_per_kwh": rng.randint(8, 20)}
+                    return lambda c: c.post("/v1/offers", json=body, headers=m["auth"])
+
+                list_s, list_status, listed = await hammer(client, [listing(m) for m in producers], concurrency)
+                offers_by_zone: dict[str, list[str]] = {}
+                for answer in listed:
+                    if answer.status_code == 201:
+                        for offer in answer.json()["items"]:
+                            offers_by_zone.setdefault(offer["zone"], []).append(offer["offer_id"])
+                offers = sum(len(v) for v in offers_by_zone.values())
+                say(f"listing: {len(producers) / list_s:,.0f} calls/s ({offers:,} offers), statuses {dict(list_status)}")
+
+                def buying(m: dict[str, Any]) -> Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]:
+                    auth = m.get("consumer_auth", m["auth"])
+                    if zones[m["zone"]] == "bilateral":
+                        own = m["participant"]
+                        candidates = offers_by_zone.get(m["zone"], [])
+                        offer_id = rng.choice(candidates) if candidates else "none"
+                        body = {"offer_id": offer_id, "energy_wh": rng.choice((50, 100, 200))}
+                        del own
+                        return lambda c: c.post("/v1/orders", json=body, headers=auth)
+                    slot = rng.randrange(window[0], window[1], SLOT_MS)
+                    bid = {"slot_start_ms": slot, "energy_wh": rng.choice((100, 200, 400)),
+                           "price_cents_per_kwh": rng.randint(5, 25)}
+                    return lambda c: c.post("/v1/bids", json=bid, headers=auth)
+
+                buyers = [rng.choice(members) for _ in range(buys)]
+                buy_s, buy_status, _ = await hammer(client, [buying(m) for m in buyers], concurrency)
+                say(f"buying: {buys / buy_s:,.0f} requests/s, statuses {dict(buy_status)}")
+        finally:
+            server.terminate()
+            server.wait(timeout=120)
+
+        # Gate closure of every slot of the day, in this process, with the clock past every gate.
+        clock = ManualClock(window[1])
+        service = MarketService(settings, clock=clock, close_interval_s=None)
+        await service.start()
+        try:
+            due = service.state.due_slots(clock.now_ms())
+            auction_slots = [(z, s) for z, s in due if service.state.slots[(z, s)].mechanism != "bilateral"]
+            pure_started = time.perf_counter()
+            for zone, start in auction_slots:
+                commands.close_slot(service.state, zone, start, clock.now_ms())
+            pure_s = time.perf_counter() - pure_started
+            per_slot: list[float] = []
+            for zone, start in auction_slots:
+                started = time.perf_counter()
+                await service.execute(zone, lambda s, now, z=zone, t=start: commands.close_slot(s, z, t, now))
+                per_slot.append(time.perf_counter() - started)
+            trades = len(service.state.trades)
+            traded_wh = sum(t.energy_wh for t in service.state.trades.values())
+        finally:
+            await service.stop()
+        say(f"cleared {len(per_slot)} auction slots: {sum(per_slot) / max(1, len(per_slot)) * 1000:.1f} ms per slot")
+    finally:
+        stack.down()
+
+    listing_rps = len(producers) / list_s
+    buying_rps = buys / buy_s
+    baseline_rps = len(health_calls) / health_s
+    api_rps = (len(producers) + buys) / (list_s + buy_s)
+    return {
+        "participants": len(members),
+        "producers": len(producers),
+        "zones": len(zones),
+        "concurrency": concurrency,
+        "seed_s": round(seed_s, 2),
+        "api_startup_s": round(startup_s, 2),
+        "baseline_health_requests_per_s": round(baseline_rps),
+        "listing_requests_per_s": round(listing_rps),
+        "listing_offers_per_s": round(offers / list_s),
+        "listing_statuses": dict(list_status),
+        "buying_requests_per_s": round(buying_rps),
+        "buying_statuses": dict(buy_status),
+        "api_requests_per_s": round(api_rps),
+        "api_ratio_to_baseline": round(api_rps / baseline_rps, 3),
+        "offers": offers,
+        "auction_slots": len(per_slot),
+        "clearing_s_per_slot": round(sum(per_slot) / max(1, len(per_slot)), 5),
+        "clearing_max_s": round(max(per_slot, default=0.0), 5),
+        "clearing_decision_s_per_slot": round(pure_s / max(1, len(auction_slots)), 5),
+        "trades": trades,
+        "traded_wh": traded_wh,
+        "settlement_latency_s": None,
+        "settlement_note": "settlement to the chain is not built yet",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--participants", type=int, default=48_000)
+    parser.add_argument("--zones", type=int, default=100)
+    parser.add_argument("--buys", type=int, default=20_000, help="purchase and bid requests")
+    parser.add_argument("--concurrency", type=int, default=32, help="requests in flight")
+    parser.add_argument("--json", action="store_true", help="also print one JSON object on the last line")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-market-") as tmp:
+        result = asyncio.run(run(args.participants, args.zones, args.buys, args.concurrency, Path(tmp), progress=True))
+    print(
+        f"market: {result['participants']:,} participants ({result['producers']:,} producers) in {result['zones']} zones, "
+        f"{result['concurrency']} requests in flight\n"
+        f"  baseline GET /v1/health:    {result['baseline_health_requests_per_s']:>7,} requests/s\n"
+        f"  listing (40-slot window):   {result['listing_requests_per_s']:>7,} requests/s "
+        f"({result['listing_offers_per_s']:,} offers/s)\n"
+        f"  buying (purchases, bids):   {result['buying_requests_per_s']:>7,} requests/s\n"
+        f"  listing and buying:         {result['api_requests_per_s']:>7,} requests/s "
+        f"({result['api_ratio_to_baseline']}x baseline)\n"
+        f"  clearing, per auction slot: {result['clearing_s_per_slot'] * 1000:.2f} ms "
+        f"(decision alone {result['clearing_decision_s_per_slot'] * 1000:.2f} ms; {result['auction_slots']} slots, "
+        f"{result['trades']:,} trades)\n"
+        f"  settlement latency:         not measured ({result['settlement_note']})"
+    )
+    if args.json:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -65,7 +65,7 @@ class Instant(click.ParamType):
 @click.option("--producer-share", type=(float, float), default=(0.10, 0.25), show_default=True,
               help="Range each zone's share of solar producers is drawn from.")
 @click.option("--cloud-cover", type=float, default=None, help="Fix every zone's cloud cover, 0 clear to 1 overcast.")
-@click.option("--compression", type=click.Choice(["zstd", "snappy", "lz4", "gzip", "none"]), default="zstd",
+@click.option("--compression", type=click.Choice(["zstd", "snappy", "none"]), default="zstd",
               show_default=True, help="Kafka compression of the produced batches.")
 @click.option("--describe", is_flag=True, help="Print the fleet (one object per home) and exit without producing.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (or the fleet) as the last line.")

@@ -1,0 +1,295 @@
+"""The stream worker: readings in; rejected readings, alert events and InfluxDB points out.
+
+One Faust agent consumes ``meter.readings``. Per message it decodes the reading or batch (invalid
+readings go to ``meter.readings.rejected`` with their reason and source offset; the worker never
+stops on input), hands the valid readings to InfluxDB's batched writer and to the alert engine
+(:mod:`streams.alerting`), publishes the engine's alert transitions on ``alerts.events``, and writes a
+meter's durable alert state to the ``alert_state`` table only when the engine says it changed.
+Everything per reading stays cheap: one decode, one line of line protocol, attribute comparisons.
+
+The engine's durable state is a changelog-backed table keyed by meter, co-partitioned with
+``meter.readings`` (a meter's readings always come on its shard's partition, and its state is written
+to the same partition of the changelog), so a restarted worker gets back exactly the state of the
+meters it is given. The rules come from ``alerts.rules`` (:mod:`streams.rules_feed`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+
+from faust.types import EventT, StreamT
+from mode import Service
+
+from quartier import events, topics
+from quartier.events import AlertEvent, AlertRules, MeterReading, RejectedReading
+from quartier.settings import Settings
+from streams.alerting import AlertEngine, RuleError, decode_fleet, decode_meter, encode_state
+from streams.alerting.engine import Outcome
+from streams.app import QuartierApp, create_app
+from streams.influx_writer import InfluxWriter
+from streams.ingest import decode_message
+from streams.line_protocol import alert_line, reading_line
+from streams.metrics import ALERT_EVENTS, READINGS_CONSUMED, READINGS_REJECTED, RULES_APPLIED, RULES_REJECTED
+from streams.rules_feed import RulesFeed
+
+log = logging.getLogger(__name__)
+
+#: The table key of the engine's operator-level state (not a meter id: those are 12 digits).
+FLEET_KEY = b"~fleet"
+DEFAULT_DEADMAN_INTERVAL_S = 5.0
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class InfluxSink(Service):
+    """Starts the InfluxDB writer with the app and stops it (flushing) after the consumer has stopped."""
+
+    def __init__(self, writer: InfluxWriter) -> None:
+        super().__init__()
+        self.writer = writer
+
+    async def on_start(self) -> None:
+        await self.writer.start()
+
+    async def on_stop(self) -> None:
+        await self.writer.stop()
+
+
+class StreamWorker:
+    """The app, its agent, its table and the state shared between them."""
+
+    def __init__(self, settings: Settings, app_id: str, *, deadman_interval_s: float = DEFAULT_DEADMAN_INTERVAL_S) -> None:
+        self.settings = settings
+        self.app: QuartierApp = create_app(settings, app_id)
+        app = self.app
+        self.readings_topic_name = settings.topic(topics.METER_READINGS.name)
+        self.readings_topic = app.topic(self.readings_topic_name, partitions=topics.METER_READINGS.partitions)
+        self.rejected_topic = app.topic(
+            settings.topic(topics.METER_READINGS_REJECTED.name), partitions=topics.METER_READINGS_REJECTED.partitions
+        )
+        self.alerts_topic = app.topic(
+            settings.topic(topics.ALERTS_EVENTS.name), partitions=topics.ALERTS_EVENTS.partitions
+        )
+        # Co-partitioned with meter.readings: written to the partition the meter's readings come on.
+        self.state = app.Table(
+            "alert_state", partitions=topics.METER_READINGS.partitions, key_type=bytes, value_type=bytes
+        )
+        self.writer = InfluxWriter(settings)
+        app.add_dependency(InfluxSink(self.writer))
+        self.engine = AlertEngine()
+        self.rules: dict[str, AlertRules] = {}  # the latest per meter, to set up an engine after a rebalance
+        # Where each meter's state goes: the partition its readings come on (or its state came from).
+        self.partition_of: dict[str, int] = {}
+        self.assigned: set[int] = set()
+        self.unsaved: set[str] = set()  # meters whose state changed before their partition was known
+        self.feed = RulesFeed(
+            settings,
+            settings.topic(topics.ALERTS_RULES.name),
+            on_rules=self.apply_rules,
+            on_removed=self.remove_rules,
+            on_rejected=self.reject_rules,
+        )
+        self._pending: set[asyncio.Task[None]] = set()
+
+        app.agent(self.readings_topic, name="readings")(self.consume)
+        app.task(self.follow_rules)
+        self.state.on_recover(self.rebuild_engine)
+        if deadman_interval_s > 0:
+            app.timer(deadman_interval_s)(self.check_silence)
+
+    # --- the ingest path ---------------------------------------------------------------------------
+
+    async def consume(self, stream: StreamT) -> None:
+        await self.feed.ready.wait()  # judge no reading before the households' rules are known
+        async for event in stream.events():
+            await self.on_message(event)
+
+    async def on_message(self, event: EventT) -> None:
+        message = event.message
+        decoded = decode_message(event.value)
+        READINGS_CONSUMED.inc(decoded.consumed)
+        if decoded.rejections:
+            await self.reject(decoded.rejections, message.topic, message.partition, message.offset)
+        readings = decoded.readings
+        if not readings:
+            return
+        self.writer.write([reading_line(r) for r in readings])
+        partition = message.partition
+        partition_of = self.partition_of
+        for reading in readings:
+            partition_of[reading.meter] = partition
+        if self.unsaved:
+            for meter in self.unsaved.intersection([r.meter for r in readings]):
+                self.unsaved.discard(meter)
+                self.write_state(meter)
+        results = self.engine.on_readings(readings)
+        if results:
+            await self.handle(results)
+
+    async def reject(self, rejections: Iterable, topic: str, partition: int, offset: int) -> None:
+        now = wall_ms()
+        for rejection in rejections:
+            record = RejectedReading(
+                raw=rejection.raw, reason=rejection.reason, meter=rejection.meter, source_topic=topic,
+                source_partition=partition, source_offset=offset, rejected_at_ms=now,
+            )
+            key = rejection.meter.encode() if rejection.meter else None
+            await self.rejected_topic.send(key=key, value=events.encode(record))
+            READINGS_REJECTED.inc()
+            # The rejected topic is the record (and the counter the alarm); the log only helps debugging.
+            log.debug("rejected a reading from %s[%d]@%d: %s", topic, partition, offset, rejection.reason)
+
+    async def handle(self, results: list[tuple[str, Outcome]]) -> None:
+        """Publishes the events, then writes the states that changed (in that order: see below)."""
+        published = [event for _, outcome in results for event in outcome.events]
+        if published:
+            await self.publish(published)
+        for meter, outcome in results:
+            if outcome.problem:
+                log.warning("meter %s: %s", meter, outcome.problem)
+            if outcome.changed:
+                self.write_state(meter)
+
+    async def publish(self, alerts: list[AlertEvent]) -> None:
+        # Awaiting the broker's acknowledgement before the state is written: a state that says
+        # "raised" never survives a crash that lost the event (a replay would not raise it again).
+        # Transitions are rare, so waiting here costs nothing on the per-reading path.
+        acks = [
+            await self.alerts_topic.send(key=a.meter.encode() if a.meter else None, value=events.encode(a))
+            for a in alerts
+        ]
+        lines = []
+        for alert in alerts:
+            ALERT_EVENTS.labels(alert.kind, alert.state).inc()
+            try:
+                lines.append(alert_line(alert))
+            except ValueError as error:  # a non-finite value: the event is published, the point is not
+                log.error("alert %s not written to InfluxDB: %s", alert.id, error)
+        self.writer.write(lines)
+        await asyncio.gather(*acks)
+
+    # --- the durable state -------------------------------------------------------------------------
+
+    def write_state(self, meter: str) -> None:
+        durable = self.engine.durable(meter)
+        partition = self.partition_of.get(meter)
+        if durable is None:
+            return
+        if partition is None:
+            # Rules for a meter not read yet: its state is saved with its first reading. (Lost in
+            # between, it comes back anyway: a restarted worker applies every rule again.)
+            self.unsaved.add(meter)
+            return
+        self._put(meter.encode(), encode_state(durable), partition)
+
+    def write_fleet(self) -> None:
+        if self.assigned:
+            self._put(FLEET_KEY, encode_state(self.engine.fleet), min(self.assigned))
+
+    def _put(self, key: bytes, value: bytes, partition: int) -> None:
+        # Table.__setitem__ takes the partition from the event being processed, and the deadman
+        # timer and the rules feed write outside of any event: the partition is given explicitly.
+        self.state.data[key] = value
+        self.state.send_changelog(partition, key, value)
+
+    async def rebuild_engine(self) -> None:
+        """After each rebalance and recovery: an engine for exactly the meters of this worker's partitions."""
+        assignment = self.app.consumer.assignment()
+        self.assigned = {tp.partition for tp in assignment if tp.topic == self.readings_topic_name}
+        # Faust's memory store notes the changelog partition each recovered key came from.
+        recovered = getattr(self.state.data, "_key_partition", {})
+        for key, partition in recovered.items():
+            if key != FLEET_KEY:
+                self.partition_of[key.decode()] = partition
+        engine = AlertEngine()
+        now = wall_ms()
+        restored = 0
+        for key, value in list(self.state.data.items()):
+            if key == FLEET_KEY:
+                if recovered.get(key) in self.assigned:
+                    engine.restore_fleet(decode_fleet(value))
+                continue
+            meter = key.decode()
+            if self.partition_of.get(meter) in self.assigned:
+                engine.restore(meter, decode_meter(value), now)
+                restored += 1
+        self.engine = engine
+        for rules in list(self.rules.values()):
+            self._set_rules(rules)
+        log.info("alert engine rebuilt: partitions %s, %d meters restored", sorted(self.assigned), restored)
+
+    # --- rules -------------------------------------------------------------------------------------
+
+    async def follow_rules(self) -> None:
+        try:
+            await self.feed.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # without rules the worker would judge nothing: stop, loudly
+            log.exception("cannot read %s", self.feed.topic)
+            await self.app.crash(exc)
+
+    def apply_rules(self, rules: AlertRules) -> None:
+        self.rules[rules.meter] = rules
+        if self._set_rules(rules):
+            RULES_APPLIED.inc()
+
+    def _set_rules(self, rules: AlertRules) -> bool:
+        try:
+            outcome = self.engine.set_rules(rules)
+        except RuleError as error:
+            self.reject_rules(str(error), rules.meter)
+            return False
+        self._after(rules.meter, outcome)
+        return True
+
+    def remove_rules(self, meter: str) -> None:
+        self.rules.pop(meter, None)
+        self._after(meter, self.engine.remove_rules(meter))
+
+    def reject_rules(self, reason: str, meter: str) -> None:
+        RULES_REJECTED.inc()
+        log.error("alert rules for meter %s not applied: %s", meter or "?", reason)
+
+    def _after(self, meter: str, outcome: Outcome) -> None:
+        """An outcome produced outside the agent (rules, deadman): publish, then save, in a task."""
+        if outcome.events or outcome.changed:
+            self._spawn(self.handle([(meter, outcome)]))
+
+    def _spawn(self, work) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.ensure_future(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    # --- the deadman -------------------------------------------------------------------------------
+
+    async def check_silence(self) -> None:
+        outcome = self.engine.check_silence(wall_ms())
+        if outcome.events:
+            await self.publish(outcome.events)
+        for meter in outcome.changed_meters:
+            self.write_state(meter)
+        if outcome.fleet_changed:
+            self.write_fleet()
+
+
+def build_worker(settings: Settings, app_id: str, **options: float) -> StreamWorker:
+    return StreamWorker(settings, app_id, **options)
+
+
+def prepare_influx(settings: Settings) -> None:
+    """Creates the InfluxDB database and its policies (v1 API) if InfluxDB answers; the writer retries otherwise."""
+    if settings.influx.api != "v1":
+        return
+    from quartier.stack.influx import InfluxError, ensure_database
+
+    try:
+        ensure_database(settings)
+    except InfluxError as error:
+        log.error("InfluxDB database %s not prepared (%s); points wait in the writer's buffer",
+                  settings.influx.database, error)

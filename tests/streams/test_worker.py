@@ -1,0 +1,224 @@
+"""The stream worker (``quartier streams worker``) as a real process, on the real broker and InfluxDB."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from quartier import events, topics
+from quartier.events import AlertEvent, AlertRules, MeterReading, ReadingBatch, RejectedReading, alert_id, shard_of
+from quartier.kafka import ensure_topics, producer_config, read_all
+from quartier.settings import Settings
+from quartier.stack.component import pick_port
+from quartier.stack.influx import count_points
+from tests.conftest import merge
+from tests.streams.worker_process import WorkerProcess, scrape
+
+METER_ALERTED = "100000000001"  # has a 3,000 W limit
+METER_FREE = "100000000002"  # no rules: never alerted, whatever it draws
+METER_LATE = "100000000003"  # gets its rules while the worker runs
+METER_BAD = "100000000004"  # one of its frames is malformed
+
+
+def readings(meter: str, start_ms: int, powers: list[int], seq0: int = 0) -> list[MeterReading]:
+    """One reading a second from ``start_ms``; the index grows with the power drawn."""
+    out, wh = [], 5_000_000.0
+    for i, va in enumerate(powers):
+        wh += va / 3600
+        out.append(
+            MeterReading(
+                meter=meter, zone="rennes-01", time_ms=start_ms + i * 1000, seq=seq0 + i, drawn_va=va,
+                withdrawn_wh=int(wh), subscribed_kva=9, cutoff_kva=9,
+            )
+        )
+    return out
+
+
+async def send(settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+    producer = AIOKafkaProducer(**producer_config(settings))
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send(settings.topic(topic), value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def batches(settings: Settings, rs: list[MeterReading], size: int = 10) -> list[tuple[bytes, bytes]]:
+    shard = shard_of(rs[0].meter, settings.kafka.reading_shards)
+    return [
+        (str(shard).encode(), events.encode(ReadingBatch(shard=shard, readings=rs[i : i + size])))
+        for i in range(0, len(rs), size)
+    ]
+
+
+def quiet_rules(meter: str, **limits: Any) -> AlertRules:
+    return AlertRules(meter=meter, disconnect=False, fuse_warning=False, repeat_s=0, **limits)
+
+
+async def alerts_of(settings: Settings, meter: str) -> list[AlertEvent]:
+    all_alerts = await read_all(
+        settings, settings.topic(topics.ALERTS_EVENTS.name), events.decoder(AlertEvent).decode  # type: ignore[arg-type]
+    )
+    return [a for a in all_alerts if a.meter == meter]
+
+
+class Running:
+    def __init__(self, settings: Settings, worker: WorkerProcess, metrics_port: int) -> None:
+        self.settings = settings
+        self.worker = worker
+        self.metrics_port = metrics_port
+
+    def metric(self, name: str) -> float:
+        return scrape(self.metrics_port).get(name, 0.0)
+
+
+@pytest.fixture(scope="module")
+async def running(broker: dict[str, Any], influx: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
+    run = uuid.uuid4().hex[:10]
+    tmp: Path = tmp_path_factory.mktemp("worker")
+    settings = Settings(
+        **merge(
+            {"state_dir": tmp / "state", "kafka": {"topic_prefix": f"t{run}."}, "influx": {"database": f"t{run}"}},
+            merge(dict(broker), influx),
+        )
+    )
+    await ensure_topics(settings)
+    # Rules set before the worker starts: it must read them from the beginning of alerts.rules.
+    await send(
+        settings,
+        topics.ALERTS_RULES.name,
+        [(METER_ALERTED.encode(), events.encode(quiet_rules(METER_ALERTED, power_max_w=3_000, for_s=10)))],
+    )
+    port = pick_port(0)
+    argv = ["-m", "quartier.cli", "streams", "worker", "--app-id", f"t{run}", "--metrics-port", str(port),
+            "--deadman-interval", "0"]
+    with WorkerProcess(argv, settings, tmp / "worker.log") as worker:
+        running = Running(settings, worker, port)
+        await worker.until(lambda: _async(running.metric("quartier_alert_rules_applied_total") >= 1), 60, "rules loaded")
+        yield running
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+# Meter time a few minutes ago: InfluxDB refuses points older than the raw retention policy.
+START_MS = (int(time.time()) - 600) * 1000
+
+
+async def test_power_above_raises_once_and_resolves_once_with_the_same_id(running: Running) -> None:
+    settings = running.settings
+    alerted = readings(METER_ALERTED, START_MS, [1_000] * 20 + [5_000] * 30 + [1_000] * 20)
+    free = readings(METER_FREE, START_MS, [8_000] * 70)
+    await send(settings, topics.METER_READINGS.name, batches(settings, alerted) + batches(settings, free))
+
+    found = await running.worker.until(
+        lambda: _two(alerts_of(settings, METER_ALERTED)), 60, "the raised and resolved power alerts"
+    )
+    raised, resolved = found
+    first_above = alerted[20].time_ms
+    assert (raised.kind, raised.state, resolved.state) == ("power_above", "raised", "resolved")
+    assert raised.id == resolved.id == alert_id(METER_ALERTED, "power_above", first_above)
+    assert raised.episode_start_ms == first_above
+    assert raised.at_ms - first_above >= 10_000  # held for for_s (meter time) before it raised
+    assert resolved.at_ms == alerted[50].time_ms  # the first reading back under the limit
+    assert raised.threshold == 3_000 and raised.value == 5_000
+    assert await alerts_of(settings, METER_FREE) == []
+
+    async def all_points() -> bool:
+        where = f"meter = '{METER_ALERTED}' OR meter = '{METER_FREE}'"
+        return count_points(settings, "reading", where) == 140 and count_points(settings, "alert") >= 2
+
+    await running.worker.until(all_points, 60, "140 reading points and the alert points in InfluxDB")
+    assert running.metric('quartier_alert_events_total{kind=power_above,state=raised}') >= 1
+    assert running.metric('quartier_alert_events_total{kind=power_above,state=resolved}') >= 1
+
+
+async def _two(pending: Any) -> list[AlertEvent] | None:
+    found = await pending
+    return found if len(found) >= 2 else None
+
+
+async def test_malformed_readings_are_rejected_with_the_field_and_the_rest_goes_on(running: Running) -> None:
+    settings = running.settings
+    before = running.metric("quartier_readings_consumed_total")
+    good = readings(METER_BAD, START_MS, [500] * 3)
+    shard = shard_of(METER_BAD, settings.kafka.reading_shards)
+    batch = msgspec.json.decode(events.encode(ReadingBatch(shard=shard, readings=good)))
+    batch["readings"][1]["drawn_va"] = -7  # one bad frame inside a batch
+    await send(
+        settings,
+        topics.METER_READINGS.name,
+        [(str(shard).encode(), msgspec.json.encode(batch)), (str(shard).encode(), b'{"type": "reading", "meter": ')],
+    )
+
+    async def rejected() -> list[RejectedReading] | None:
+        found = await read_all(
+            settings, settings.topic(topics.METER_READINGS_REJECTED.name), events.decoder(RejectedReading).decode  # type: ignore[arg-type]
+        )
+        return found if len(found) >= 2 else None
+
+    bad_frame, garbage = sorted(await running.worker.until(rejected, 60, "two rejected readings"), key=lambda r: r.source_offset)
+    assert "$.readings[1].drawn_va" in bad_frame.reason
+    assert bad_frame.meter == METER_BAD
+    assert msgspec.json.decode(bad_frame.raw)["drawn_va"] == -7
+    assert "malformed JSON" in garbage.reason and garbage.raw == b'{"type": "reading", "meter": '
+    assert bad_frame.source_topic == settings.topic(topics.METER_READINGS.name)
+    assert garbage.source_offset > bad_frame.source_offset
+    # The two good frames of the batch went on; every reading counts as consumed, valid or not.
+    await running.worker.until(
+        lambda: _async(count_points(settings, "reading", f"meter = '{METER_BAD}'") == 2), 60, "the two good frames"
+    )
+    assert running.metric("quartier_readings_consumed_total") - before == 4
+    assert running.metric("quartier_readings_rejected_total") >= 2
+    assert running.worker.alive()
+
+
+async def test_a_rule_change_applies_without_a_restart(running: Running) -> None:
+    settings = running.settings
+    applied = running.metric("quartier_alert_rules_applied_total")
+    consumed = running.metric("quartier_readings_consumed_total")
+    early = readings(METER_LATE, START_MS, [2_500] * 15)
+    await send(settings, topics.METER_READINGS.name, batches(settings, early))
+    await running.worker.until(
+        lambda: _async(running.metric("quartier_readings_consumed_total") >= consumed + 15), 60, "the early readings"
+    )
+    await send(
+        settings,
+        topics.ALERTS_RULES.name,
+        [(METER_LATE.encode(), events.encode(quiet_rules(METER_LATE, power_max_w=2_000, for_s=2)))],
+    )
+    await running.worker.until(
+        lambda: _async(running.metric("quartier_alert_rules_applied_total") > applied), 60, "the new rules applied"
+    )
+    later = readings(METER_LATE, START_MS + 15_000, [2_500] * 10, seq0=15)
+    await send(settings, topics.METER_READINGS.name, batches(settings, later))
+
+    async def raised() -> list[AlertEvent] | None:
+        return [a for a in await alerts_of(settings, METER_LATE) if a.state == "raised"] or None
+
+    (alert,) = await running.worker.until(raised, 60, "the alert under the new rules")
+    assert alert.episode_start_ms >= later[0].time_ms  # nothing judged before the rules existed
+    assert alert.threshold == 2_000
+
+
+async def test_sigterm_stops_the_worker_cleanly_with_every_point_written(running: Running) -> None:
+    settings = running.settings
+    last = readings(METER_FREE, START_MS + 100_000, [900] * 50, seq0=100)
+    consumed = running.metric("quartier_readings_consumed_total")
+    await send(settings, topics.METER_READINGS.name, batches(settings, last, size=50))
+    await running.worker.until(
+        lambda: _async(running.metric("quartier_readings_consumed_total") >= consumed + 50), 60, "the last readings"
+    )
+    assert running.worker.terminate() == 0
+    where = f"meter = '{METER_FREE}' AND time >= {last[0].time_ms}ms"
+    assert count_points(settings, "reading", where) == 50

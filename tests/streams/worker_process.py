@@ -1,0 +1,104 @@
+"""Running a stream worker as a real subprocess in tests: its settings, its log, its end."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from quartier.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment variables that give a subprocess exactly these settings (broker, InfluxDB, prefix)."""
+    return {
+        "QUARTIER_STATE_DIR": str(settings.state_dir),
+        "QUARTIER_KAFKA__BOOTSTRAP": settings.kafka.bootstrap,
+        "QUARTIER_KAFKA__FLAVOUR": settings.kafka.flavour,
+        "QUARTIER_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
+        "QUARTIER_KAFKA__SESSION_TIMEOUT_S": str(settings.kafka.session_timeout_s),
+        "QUARTIER_INFLUX__URL": settings.influx.url,
+        "QUARTIER_INFLUX__API": settings.influx.api,
+        "QUARTIER_INFLUX__DATABASE": settings.influx.database,
+    }
+
+
+class WorkerProcess:
+    """A worker subprocess in its own session, logging to a file; killed at exit whatever happens."""
+
+    def __init__(self, argv: list[str], settings: Settings, log_path: Path) -> None:
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, *argv],
+                env={**os.environ, **settings_env(settings)},
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def terminate(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM, as an operator or a supervisor stops it; returns the exit code."""
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        return self.proc.wait(timeout=timeout_s)
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies at once, whatever it was doing."""
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def __enter__(self) -> WorkerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+    async def until(self, check: Callable[[], Awaitable[T | None]], timeout_s: float, what: str) -> T:
+        """Polls ``check`` until it returns something truthy; fails with the worker's log otherwise."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            result = await check()
+            if result:
+                return result
+            if not self.alive():
+                raise AssertionError(f"the worker exited ({self.proc.returncode}) before {what}:\n{self.log()}")
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"timed out after {timeout_s}s waiting for {what}:\n{self.log()}")
+            await asyncio.sleep(0.5)
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The worker's Prometheus samples by name (labels joined into the name), or {} if not serving yet."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return {}
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+    return samples

@@ -24,7 +24,7 @@ from faust.types import EventT, StreamT
 from mode import Service
 
 from quartier import events, topics
-from quartier.events import AlertEvent, AlertRules, MeterReading, RejectedReading
+from quartier.events import AlertEvent, AlertRules, RejectedReading
 from quartier.settings import Settings
 from streams.alerting import AlertEngine, RuleError, decode_fleet, decode_meter, encode_state
 from streams.alerting.engine import Outcome
@@ -126,7 +126,7 @@ class StreamWorker:
         if self.unsaved:
             for meter in self.unsaved.intersection([r.meter for r in readings]):
                 self.unsaved.discard(meter)
-                self.write_state(meter)
+                await self.write_state(meter)
         results = self.engine.on_readings(readings)
         if results:
             await self.handle(results)
@@ -153,7 +153,7 @@ class StreamWorker:
             if outcome.problem:
                 log.warning("meter %s: %s", meter, outcome.problem)
             if outcome.changed:
-                self.write_state(meter)
+                await self.write_state(meter)
 
     async def publish(self, alerts: list[AlertEvent]) -> None:
         # Awaiting the broker's acknowledgement before the state is written: a state that says
@@ -175,7 +175,7 @@ class StreamWorker:
 
     # --- the durable state -------------------------------------------------------------------------
 
-    def write_state(self, meter: str) -> None:
+    async def write_state(self, meter: str) -> None:
         durable = self.engine.durable(meter)
         partition = self.partition_of.get(meter)
         if durable is None:
@@ -185,17 +185,24 @@ class StreamWorker:
             # between, it comes back anyway: a restarted worker applies every rule again.)
             self.unsaved.add(meter)
             return
-        self._put(meter.encode(), encode_state(durable), partition)
+        await self._put(meter.encode(), encode_state(durable), partition)
 
-    def write_fleet(self) -> None:
+    async def write_fleet(self) -> None:
         if self.assigned:
-            self._put(FLEET_KEY, encode_state(self.engine.fleet), min(self.assigned))
+            await self._put(FLEET_KEY, encode_state(self.engine.fleet), min(self.assigned))
 
-    def _put(self, key: bytes, value: bytes, partition: int) -> None:
-        # Table.__setitem__ takes the partition from the event being processed, and the deadman
-        # timer and the rules feed write outside of any event: the partition is given explicitly.
+    async def _put(self, key: bytes, value: bytes, partition: int) -> None:
+        """Sets a table key and sends its changelog record, to the given partition.
+
+        Not ``table[key] = value``: that takes the partition from the event being processed, and the
+        deadman timer and the rules feed write outside of any event. And the record goes straight to
+        the producer rather than through Faust's send buffer (``Table.send_changelog``), because the
+        commit's flush of that buffer gives up after 0.1 s per message: a state write still in it could
+        be lost in a crash after its source offset was committed. The producer itself is flushed
+        before every commit.
+        """
         self.state.data[key] = value
-        self.state.send_changelog(partition, key, value)
+        await self.state.changelog_topic.send(key=key, value=value, partition=partition)
 
     async def rebuild_engine(self) -> None:
         """After each rebalance and recovery: an engine for exactly the meters of this worker's partitions."""
@@ -273,9 +280,9 @@ class StreamWorker:
         if outcome.events:
             await self.publish(outcome.events)
         for meter in outcome.changed_meters:
-            self.write_state(meter)
+            await self.write_state(meter)
         if outcome.fleet_changed:
-            self.write_fleet()
+            await self.write_fleet()
 
 
 def build_worker(settings: Settings, app_id: str, **options: float) -> StreamWorker:

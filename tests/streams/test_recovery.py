@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from quartier.kafka import ensure_topics, latest_offsets, producer_config, read_records
 from quartier.settings import Settings
-from tests.streams.worker_process import WorkerProcess
+from tests.streams.worker_support import WorkerProcess
 
 KEYS = 20
 PER_ROUND = 100  # records per key and round

@@ -10,65 +10,19 @@ from typing import Any
 
 import msgspec
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from quartier import events, topics
-from quartier.events import AlertEvent, AlertRules, MeterReading, ReadingBatch, RejectedReading, alert_id, shard_of
-from quartier.kafka import ensure_topics, producer_config, read_all
+from quartier.events import AlertEvent, ReadingBatch, RejectedReading, alert_id, shard_of
+from quartier.kafka import ensure_topics, read_all
 from quartier.settings import Settings
 from quartier.stack.component import pick_port
 from quartier.stack.influx import count_points
-from tests.conftest import merge
-from tests.streams.worker_process import WorkerProcess, scrape
+from tests.streams.worker_support import WorkerProcess, alerts_of, batches, quiet_rules, readings, scrape, send
 
 METER_ALERTED = "100000000001"  # has a 3,000 W limit
 METER_FREE = "100000000002"  # no rules: never alerted, whatever it draws
 METER_LATE = "100000000003"  # gets its rules while the worker runs
 METER_BAD = "100000000004"  # one of its frames is malformed
-
-
-def readings(meter: str, start_ms: int, powers: list[int], seq0: int = 0) -> list[MeterReading]:
-    """One reading a second from ``start_ms``; the index grows with the power drawn."""
-    out, wh = [], 5_000_000.0
-    for i, va in enumerate(powers):
-        wh += va / 3600
-        out.append(
-            MeterReading(
-                meter=meter, zone="rennes-01", time_ms=start_ms + i * 1000, seq=seq0 + i, drawn_va=va,
-                withdrawn_wh=int(wh), subscribed_kva=9, cutoff_kva=9,
-            )
-        )
-    return out
-
-
-async def send(settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
-    producer = AIOKafkaProducer(**producer_config(settings))
-    await producer.start()
-    try:
-        for key, value in messages:
-            await producer.send(settings.topic(topic), value, key=key)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-def batches(settings: Settings, rs: list[MeterReading], size: int = 10) -> list[tuple[bytes, bytes]]:
-    shard = shard_of(rs[0].meter, settings.kafka.reading_shards)
-    return [
-        (str(shard).encode(), events.encode(ReadingBatch(shard=shard, readings=rs[i : i + size])))
-        for i in range(0, len(rs), size)
-    ]
-
-
-def quiet_rules(meter: str, **limits: Any) -> AlertRules:
-    return AlertRules(meter=meter, disconnect=False, fuse_warning=False, repeat_s=0, **limits)
-
-
-async def alerts_of(settings: Settings, meter: str) -> list[AlertEvent]:
-    all_alerts = await read_all(
-        settings, settings.topic(topics.ALERTS_EVENTS.name), events.decoder(AlertEvent).decode  # type: ignore[arg-type]
-    )
-    return [a for a in all_alerts if a.meter == meter]
 
 
 class Running:
@@ -86,10 +40,9 @@ async def running(broker: dict[str, Any], influx: dict[str, Any], tmp_path_facto
     run = uuid.uuid4().hex[:10]
     tmp: Path = tmp_path_factory.mktemp("worker")
     settings = Settings(
-        **merge(
-            {"state_dir": tmp / "state", "kafka": {"topic_prefix": f"t{run}."}, "influx": {"database": f"t{run}"}},
-            merge(dict(broker), influx),
-        )
+        state_dir=tmp / "state",
+        kafka={**broker["kafka"], "topic_prefix": f"t{run}."},
+        influx={**influx["influx"], "database": f"t{run}"},
     )
     await ensure_topics(settings)
     # Rules set before the worker starts: it must read them from the beginning of alerts.rules.

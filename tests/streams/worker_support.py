@@ -1,4 +1,4 @@
-"""Running a stream worker as a real subprocess in tests: its settings, its log, its end."""
+"""Stream workers as real subprocesses in tests (settings, log, end), and the records tests feed them."""
 
 from __future__ import annotations
 
@@ -9,11 +9,15 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
+from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from quartier import events, topics
+from quartier.events import AlertEvent, AlertRules, MeterReading, ReadingBatch, shard_of
+from quartier.kafka import producer_config, read_all
 from quartier.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,3 +106,50 @@ def scrape(port: int) -> dict[str, float]:
             labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
             samples[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
     return samples
+
+
+# --- records ----------------------------------------------------------------------------------
+
+
+def readings(meter: str, start_ms: int, powers: list[int], seq0: int = 0) -> list[MeterReading]:
+    """One reading a second from ``start_ms``; the index grows with the power drawn."""
+    out, wh = [], 5_000_000.0
+    for i, va in enumerate(powers):
+        wh += va / 3600
+        out.append(
+            MeterReading(
+                meter=meter, zone="rennes-01", time_ms=start_ms + i * 1000, seq=seq0 + i, drawn_va=va,
+                withdrawn_wh=int(wh), subscribed_kva=9, cutoff_kva=9,
+            )
+        )
+    return out
+
+
+async def send(settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+    producer = AIOKafkaProducer(**producer_config(settings))
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send(settings.topic(topic), value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def batches(settings: Settings, rs: list[MeterReading], size: int = 10) -> list[tuple[bytes, bytes]]:
+    shard = shard_of(rs[0].meter, settings.kafka.reading_shards)
+    return [
+        (str(shard).encode(), events.encode(ReadingBatch(shard=shard, readings=rs[i : i + size])))
+        for i in range(0, len(rs), size)
+    ]
+
+
+def quiet_rules(meter: str, **limits: Any) -> AlertRules:
+    return AlertRules(meter=meter, disconnect=False, fuse_warning=False, repeat_s=0, **limits)
+
+
+async def alerts_of(settings: Settings, meter: str) -> list[AlertEvent]:
+    all_alerts = await read_all(
+        settings, settings.topic(topics.ALERTS_EVENTS.name), events.decoder(AlertEvent).decode  # type: ignore[arg-type]
+    )
+    return [a for a in all_alerts if a.meter == meter]

@@ -174,46 +174,55 @@ async def run(participants: int, zone_count: int, buys: int, concurrency: int, t
             startup_s = await wait_healthy(url, server)
             say(f"API up in {startup_s:.1f} s (folded the seeded log)")
             limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-            async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
-                health_calls = [lambda c: c.get("/v1/health")] * max(2000, len(producers) // 2)
-                health_s, health_status, _ = await hammer(client, health_calls, concurrency)
-                say(f"baseline: {len(health_calls) / health_s:,.0f} GET /v1/health per s")
 
-                def listing(m: dict[str, Any]) -> Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]:
-                    body = {"slot_start_ms": window[0], "slot_end_ms": window[1],
-                            "energy_wh_per_slot": max(10, m["capacity_w"] // 8),  # half the installation's peak
-                            "price_cents_per_kwh": rng.randint(8, 20)}
-                    return lambda c: c.post("/v1/offers", json=body, headers=m["auth"])
+            def client() -> httpx.AsyncClient:
+                # A fresh pool per phase: between phases this process works for seconds, longer than
+                # the server keeps an idle connection (uvicorn: 5 s), and a reused closed one fails.
+                return httpx.AsyncClient(base_url=url, timeout=120, limits=limits)
 
-                list_s, list_status, listed = await hammer(client, [listing(m) for m in producers], concurrency)
-                offers_by_zone: dict[str, list[str]] = {}
-                for answer in listed:
-                    if answer.status_code == 201:
-                        for offer in answer.json()["items"]:
-                            offers_by_zone.setdefault(offer["zone"], []).append(offer["offer_id"])
-                offers = sum(len(v) for v in offers_by_zone.values())
-                say(f"listing: {len(producers) / list_s:,.0f} calls/s ({offers:,} offers), statuses {dict(list_status)}")
+            health_calls = [lambda c: c.get("/v1/health")] * max(2000, len(producers) // 2)
+            async with client() as c:
+                health_s, health_status, _ = await hammer(c, health_calls, concurrency)
+            say(f"baseline: {len(health_calls) / health_s:,.0f} GET /v1/health per s")
 
-                def buying(m: dict[str, Any]) -> Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]:
-                    auth = m.get("consumer_auth", m["auth"])
-                    if zones[m["zone"]] == "bilateral":
-                        own = m["participant"]
-                        candidates = offers_by_zone.get(m["zone"], [])
-                        offer_id = rng.choice(candidates) if candidates else "none"
-                        body = {"offer_id": offer_id, "energy_wh": rng.choice((50, 100, 200))}
-                        del own
-                        return lambda c: c.post("/v1/orders", json=body, headers=auth)
-                    slot = rng.randrange(window[0], window[1], SLOT_MS)
-                    bid = {"slot_start_ms": slot, "energy_wh": rng.choice((100, 200, 400)),
-                           "price_cents_per_kwh": rng.randint(5, 25)}
-                    return lambda c: c.post("/v1/bids", json=bid, headers=auth)
+            def listing(m: dict[str, Any]) -> Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]:
+                body = {"slot_start_ms": window[0], "slot_end_ms": window[1],
+                        "energy_wh_per_slot": max(10, m["capacity_w"] // 8),  # half the installation's peak
+                        "price_cents_per_kwh": rng.randint(8, 20)}
+                return lambda c: c.post("/v1/offers", json=body, headers=m["auth"])
 
-                buyers = [rng.choice(members) for _ in range(buys)]
-                buy_s, buy_status, _ = await hammer(client, [buying(m) for m in buyers], concurrency)
-                say(f"buying: {buys / buy_s:,.0f} requests/s, statuses {dict(buy_status)}")
+            async with client() as c:
+                list_s, list_status, listed = await hammer(c, [listing(m) for m in producers], concurrency)
+            offers_by_zone: dict[str, list[str]] = {}
+            for answer in listed:
+                if answer.status_code == 201:
+                    for offer in answer.json()["items"]:
+                        offers_by_zone.setdefault(offer["zone"], []).append(offer["offer_id"])
+            offers = sum(len(v) for v in offers_by_zone.values())
+            say(f"listing: {len(producers) / list_s:,.0f} calls/s ({offers:,} offers), statuses {dict(list_status)}")
+
+            def buying(m: dict[str, Any]) -> Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]:
+                auth = m.get("consumer_auth", m["auth"])
+                if zones[m["zone"]] == "bilateral":
+                    candidates = offers_by_zone.get(m["zone"], [])
+                    body = {"offer_id": rng.choice(candidates) if candidates else "none",
+                            "energy_wh": rng.choice((50, 100, 200))}
+                    return lambda c: c.post("/v1/orders", json=body, headers=auth)
+                slot = rng.randrange(window[0], window[1], SLOT_MS)
+                bid = {"slot_start_ms": slot, "energy_wh": rng.choice((100, 200, 400)),
+                       "price_cents_per_kwh": rng.randint(5, 25)}
+                return lambda c: c.post("/v1/bids", json=bid, headers=auth)
+
+            buyers = [rng.choice(members) for _ in range(buys)]
+            buy_calls = [buying(m) for m in buyers]
+            async with client() as c:
+                buy_s, buy_status, _ = await hammer(c, buy_calls, concurrency)
+            say(f"buying: {buys / buy_s:,.0f} requests/s, statuses {dict(buy_status)}")
         finally:
             server.terminate()
             server.wait(timeout=120)
+            # Kept for a look after a failed run (the temporary directory goes away).
+            (Path(tempfile.gettempdir()) / "bench-market-api.log").write_bytes((tmp / "api.log").read_bytes())
 
         # Gate closure of every slot of the day, in this process, with the clock past every gate.
         clock = ManualClock(window[1])

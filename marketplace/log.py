@@ -22,6 +22,9 @@ from quartier.settings import Settings
 #: A command's events must fit one batch; a day's listing (96 offers) is about 25 kB.
 MAX_BATCH_BYTES = 1 << 20
 
+#: How long an append may wait for the broker before the command fails.
+APPEND_TIMEOUT_MS = 10_000
+
 _decoder = ev.decoder(ev.MarketEvent)
 
 
@@ -60,6 +63,8 @@ class MarketLog:
         # A command's batch is complete when it is sent, and its partition waits for the ack before
         # the next command: waiting for more records (linger) would only add latency to every command.
         config["linger_ms"] = 0
+        # A client waits for its command's answer: fail it (503) rather than hang for the default 40 s.
+        config["request_timeout_ms"] = APPEND_TIMEOUT_MS
         producer = AIOKafkaProducer(**config, max_batch_size=MAX_BATCH_BYTES, max_request_size=MAX_BATCH_BYTES + 4096)
         await producer.start()
         self._producer = producer

@@ -6,7 +6,9 @@ state, is appended to the zone's partition as one record batch, and only once th
 folded into the state and written to the read models (with the log position it reflects) before the
 answer goes out. So the next command, and the client's next read, see it: read-your-writes without
 waiting on a consumer. One process writes a deployment's market.events; a second writer is
-detected (the offsets it took are not where the state expects) and its events folded in first.
+detected (the offsets it took are not where the state expects) and its events folded in first; so
+is an append the broker did not confirm (timeout): the next command of that partition first folds
+whatever the log holds, so a retried command is checked against the truth.
 
 Restart: the state is folded again from the log; the read models are behind by whatever events came
 after their stored position, and only the entities those events touched are rewritten.
@@ -57,6 +59,7 @@ class MarketService:
         # One thread writes the read models, in the order commands complete.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="market-projector")
         self._stale = False
+        self._uncertain: set[int] = set()  # partitions with an append whose outcome is unknown
         self._scheduler: Any = None
 
     # --- life cycle ------------------------------------------------------------------------------
@@ -110,32 +113,47 @@ class MarketService:
             return []
         partition = self.log.partition_for(zone)
         async with self._locks[partition]:
+            if partition in self._uncertain:
+                # An earlier append was not confirmed: it may be on the log. Fold what the log holds
+                # before checking anything against the state.
+                await self._catch_up(partition)
+                self._uncertain.discard(partition)
             events = list(decide(self.state, self.clock.now_ms()))
             if not events:
                 return []
             for event in events:
                 if getattr(event, "zone", None) != zone:
                     raise RuntimeError(f"a command for zone {zone!r} produced {event!r}")
-            appended = await self.log.append(zone, events)
+            try:
+                appended = await self.log.append(zone, events)
+            except BaseException:
+                self._uncertain.add(partition)
+                raise
             expected = self.state.positions.get(appended.partition, 0)
             if appended.first_offset != expected:
-                await self._fold_foreign(appended.partition, expected, appended.first_offset)
+                log.error(
+                    "market.events partition %d: offsets %d..%d were not written by this service "
+                    "(another writer, or an append it could not confirm); folding them in",
+                    partition, expected, appended.first_offset - 1,
+                )
+                await self._catch_up(partition, until=appended.first_offset)
             touched: list[EntityRef] = []
             for i, event in enumerate(events):
                 touched += self.state.apply(event, appended.partition, appended.first_offset + i)
             await self._project(touched)
         return events
 
-    async def _fold_foreign(self, partition: int, start: int, end: int) -> None:
-        log.error(
-            "market.events partition %d: offsets %d..%d were written by another process; "
-            "run one market service per deployment", partition, start, end - 1,
-        )
+    async def _catch_up(self, partition: int, until: int | None = None) -> None:
+        """Folds the events of one partition the state has not seen, up to ``until`` (or the end)."""
+        start = self.state.positions.get(partition, 0)
+        # Other partitions start past their end, so only this one is read.
+        positions = {p: (start if p == partition else 1 << 62) for p in self.log.partitions}
         touched: list[EntityRef] = []
-        async for entry in replay(self.settings, {p: (start if p == partition else 1 << 62) for p in self.log.partitions}):
-            if entry.partition == partition and entry.offset < end:
+        async for entry in replay(self.settings, positions):
+            if entry.partition == partition and (until is None or entry.offset < until):
                 touched += self.state.apply(entry.event, entry.partition, entry.offset)
-        await self._project(touched)
+        if touched:
+            await self._project(touched)
 
     async def _project(self, touched: list[EntityRef]) -> None:
         # Rows are snapshotted here, in the event loop, so the writer thread never reads live state.

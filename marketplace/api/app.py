@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from aiokafka.errors import KafkaError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -52,6 +53,15 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, reason, "path", "path", headers=exc.headers)
 
 
+async def _log_unavailable(_request: Request, exc: Exception) -> Response:
+    # The append may or may not have reached the broker; the service folds whatever the log holds
+    # before the next command of that partition, so a retry is checked against the truth.
+    log.warning("market.events unavailable: %r", exc)
+    return error_response(503, "unavailable", "the market's log (Kafka) did not confirm the command: it may "
+                          "still have been recorded; a retry is checked against the log first",
+                          headers={"Retry-After": "5"})
+
+
 async def _server_error(_request: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal", "the market could not answer; the error is logged")
@@ -70,7 +80,7 @@ def create_app(service: MarketService, *, manage: bool = False) -> Starlette:
 
     app = Starlette(
         routes=[Route("/v1/openapi.json", openapi), Route("/v1/docs", documentation), *api.routes()],
-        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        exception_handlers={HTTPException: _http_error, KafkaError: _log_unavailable, Exception: _server_error},
         lifespan=lifespan,
     )
     app.state.service = service

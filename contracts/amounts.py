@@ -51,3 +51,20 @@ def slot_seconds(epoch_ms: int) -> int:
     if rest or seconds % SLOT_SECONDS:
         raise ValueError(f"slot_start_ms {epoch_ms} is not on a {SLOT_SECONDS // 60}-minute slot boundary")
     return seconds
+
+
+def pack_wh(values: list[int]) -> bytes:
+    """Deliveries as the contract takes them: 4-byte big-endian unsigned Wh, one after another."""
+    out = bytearray()
+    for index, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= UINT32_MAX:
+            raise ValueError(f"delivered_wh[{index}] must be an integer between 0 and {UINT32_MAX}, got {value!r}")
+        out += value.to_bytes(4, "big")
+    return bytes(out)
+
+
+def unpack_wh(packed: bytes) -> list[int]:
+    """The Wh values of a SettlementBatch event's packed ``deliveredWh``."""
+    if len(packed) % 4:
+        raise ValueError(f"packed deliveries must be a multiple of 4 bytes, got {len(packed)}")
+    return [int.from_bytes(packed[i : i + 4], "big") for i in range(0, len(packed), 4)]

@@ -15,6 +15,8 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.types import LogReceipt, TxReceipt
 
+from contracts.amounts import unpack_wh
+
 #: Blocks per eth_getLogs request: nodes limit the range (and the answer size) of one request.
 LOG_CHUNK_BLOCKS = 10_000
 
@@ -131,6 +133,8 @@ class EventReader:
             return None
         event = self.contract.events[name]().process_log(log)
         fields: dict[str, Any] = {key: _plain(value) for key, value in event["args"].items()}
+        if name == "SettlementBatch":  # packed 4-byte Wh on chain, a list here
+            fields["deliveredWh"] = unpack_wh(fields["deliveredWh"])
         fields.update(
             block=event["blockNumber"],
             txHash="0x" + bytes(event["transactionHash"]).hex(),

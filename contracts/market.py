@@ -22,7 +22,7 @@ from web3.contract import Contract
 from web3.types import TxReceipt
 
 from contracts import events as ev
-from contracts.amounts import UINT32_MAX, amount_cents
+from contracts.amounts import UINT32_MAX, amount_cents, pack_wh
 from contracts.artifacts import load
 from contracts.deployment import DeploymentRecord, load_deployment
 from contracts.errors import ContractRevert
@@ -290,7 +290,7 @@ class Market:
             _id("zone", zone),
             _uint("slot_start", slot_start, 2**64 - 1),
             _uint("first_position", first_position, UINT32_MAX),
-            [_uint(f"delivered_wh[{i}]", v, UINT32_MAX) for i, v in enumerate(delivered_wh)],
+            pack_wh(delivered_wh),
         )
 
     # --- payments and administration --------------------------------------------------------------

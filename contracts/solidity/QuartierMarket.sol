@@ -68,14 +68,25 @@ contract QuartierMarket is AccessControl, Pausable, ReentrancyGuardTransient {
         bool exists;
     }
 
+    /// The header (count, cursor, complete) shares one slot, written by the first order, so
+    /// settlement only ever rewrites a nonzero slot.
     struct SlotBook {
+        uint32 count; // orders placed
         uint32 settled; // orders settled so far (the cursor)
         bool complete;
-        Order[] orders; // placement order: settlement batches follow it
-        bytes32[] orderIds;
+        mapping(uint256 position => Order) orders; // placement order: settlement batches follow it
+        mapping(uint256 position => bytes32) orderIds;
     }
 
-    Offer[] private _offers;
+    /// Market-wide figures in one slot: one write per settlement batch.
+    struct Totals {
+        uint96 escrowed;
+        uint96 credited;
+        uint64 lastSettledSlotStart;
+    }
+
+    mapping(uint256 index => Offer) private _offers;
+    uint32 private _offerCount;
     mapping(bytes32 offerId => uint256 indexPlusOne) private _offerIndex;
     bytes32[] private _zones;
     mapping(bytes32 zone => uint256 indexPlusOne) private _zoneIndex;
@@ -87,12 +98,7 @@ contract QuartierMarket is AccessControl, Pausable, ReentrancyGuardTransient {
     /// nonzero-to-nonzero kind; the one expensive first write is paid by the account's own first
     /// listing or order.
     mapping(address account => uint256 centsPlusOne) private _creditPlusOne;
-    /// @notice Cents locked in orders not yet settled, cancelled or reclaimed.
-    uint256 public totalEscrowed;
-    /// @notice Cents owed to accounts and not yet withdrawn.
-    uint256 public totalCredited;
-    /// @notice Start (unix seconds) of the latest slot whose settlement completed, in any zone.
-    uint64 public lastSettledSlotStart;
+    Totals private _totals;
 
     // --- events --------------------------------------------------------------------------------
 
@@ -125,12 +131,13 @@ contract QuartierMarket is AccessControl, Pausable, ReentrancyGuardTransient {
     event OrderCancelled(bytes32 indexed orderId, uint256 refundCents);
     /// @notice An order's slot was not settled in time; the escrow is credited back.
     event OrderReclaimed(bytes32 indexed orderId, uint256 refundCents);
-    /// @notice Metered delivery for the orders at positions `firstPosition ..` of a slot.
+    /// @notice Metered delivery for the orders at positions `firstPosition ..` of a slot
+    ///         (`deliveredWh`: 4-byte big-endian Wh per order).
     event SettlementBatch(
         bytes32 indexed zone,
         uint64 indexed slotStart,
         uint32 firstPosition,
-        uint32[] deliveredWh,
+        bytes deliveredWh,
         uint256 paidCents,
         uint256 refundedCents
     );
@@ -163,6 +170,7 @@ contract QuartierMarket is AccessControl, Pausable, ReentrancyGuardTransient {
     error BatchOutOfOrder(bytes32 zone, uint64 slotStart, uint32 expectedPosition, uint32 firstPosition);
     error BatchExceedsSlot(bytes32 zone, uint64 slotStart, uint256 unsettledOrders, uint256 batchLength);
     error EmptyBatch(bytes32 zone, uint64 slotStart);
+    error MalformedDeliveries(uint256 byteLength);
     error DeliveryExceedsOrder(uint32 position, uint32 deliveredWh, uint32 orderedWh);
     error OrderAlreadySettled(bytes32 orderId);
     error SettlementNotOverdue(bytes32 orderId, uint64 reclaimableAt);
@@ -217,7 +225,8 @@ contract QuartierMarket is AccessControl, Pausable, ReentrancyGuardTransient {
         if (_offerIndex[offerId] != 0) revert OfferExists(offerId);
         _requireGateOpen(windowStart);
         uint32 zoneIndex = _registerZone(zone);
-        _offers.push(
+        uint32 index = _offerCount++;
+        _offers[index] = (
             Offer({
                 producer: msg.sender,
                 priceCentsPerKwh: priceCentsPerKwh,
@@ -228,7 +237,7 @@ contract QuartierMarket is AccessControl, Pausable, ReentrancyGuardTransient {
                 withdrawn: false
             })
         );
-        _offerIndex[offerId] = _offers.length;
+        _offerIndex[offerId] = uint256(index) + 1;
         _openCreditAccount(msg.sender);
         emit OfferListed(offerId, msg.sender, zone, windowStart, windowEnd, energyWh, priceCentsPerKwh);
     }
@@ -279,19 +288,17 @@ contract QuartierMarket is AccessControl, Pausable, ReentrancyGuardTransient {
         offer.remainingWh -= energyWh;
         uint64 bookKey = _bookKey(offer.zoneIndex, slot);
         SlotBook storage book = _books[bookKey];
-        uint32 position = uint32(book.orders.length);
-        book.orders.push(
-            Order({
-                consumer: msg.sender,
-                offerIndex: uint32(offerIndex),
-                energyWh: energyWh,
-                priceCentsPerKwh: priceCentsPerKwh
-            })
-        );
-        book.orderIds.push(orderId);
+        uint32 position = book.count++;
+        book.orders[position] = Order({
+            consumer: msg.sender,
+            offerIndex: uint32(offerIndex),
+            energyWh: energyWh,
+            priceCentsPerKwh: priceCentsPerKwh
+        });
+        book.orderIds[position] = orderId;
         _orderRefs[orderId] = OrderRef({bookKey: bookKey, position: position, exists: true});
         _openCreditAccount(msg.sender);
-        totalEscrowed += escrow;
+        _totals.escrowed += uint96(escrow);
         emit OrderPlaced(orderId, offerId, msg.sender, slotStart, position, energyWh, priceCentsPerKwh, escrow);
 
         token.safeTransferFrom(msg.sender, address(this), escrow);
@@ -344,8 +351,9 @@ contract QuartierMarket is AccessControl, Pausable, ReentrancyGuardTransient {
     /// @param zone The zone.
     /// @param slotStart Unix seconds; the slot must have ended.
     /// @param firstPosition The number of orders of the slot already settled.
-    /// @param deliveredWh Metered Wh delivered per order, at most what each order bought.
-    function settleBatch(bytes32 zone, uint64 slotStart, uint32 firstPosition, uint32[] calldata deliveredWh)
+    /// @param deliveredWh Metered Wh delivered per order, at most what each order bought, packed as
+    ///        4-byte big-endian unsigned integers (a quarter of the calldata of a uint32[]).
+    function settleBatch(bytes32 zone, uint64 slotStart, uint32 firstPosition, bytes calldata deliveredWh)
         external
         onlyRole(ORACLE_ROLE)
         whenNotPaused
@@ -358,23 +366,21 @@ contract QuartierMarket is AccessControl, Pausable, ReentrancyGuardTransient {
         if (book.complete) revert SlotAlreadySettled(zone, slotStart);
         uint32 done = book.settled;
         if (firstPosition != done) revert BatchOutOfOrder(zone, slotStart, done, firstPosition);
-        uint256 total = book.orders.length;
-        uint256 n = deliveredWh.length;
+        if (deliveredWh.length % 4 != 0) revert MalformedDeliveries(deliveredWh.length);
+        uint256 total = book.count;
+        uint256 n = deliveredWh.length / 4;
         if (n > total - done) revert BatchExceedsSlot(zone, slotStart, total - done, n);
         if (n == 0 && total != 0) revert EmptyBatch(zone, slotStart);
 
-        (uint256 paid, uint256 refunded) = _settleOrders(book.orders, done, deliveredWh);
+        (uint256 paid, uint256 refunded) = _settleOrders(book, done, deliveredWh);
 
         uint32 settled = uint32(done + n);
+        bool complete = settled == total;
         book.settled = settled;
-        totalEscrowed -= paid + refunded;
-        totalCredited += paid + refunded;
+        if (complete) book.complete = true;
+        _moveToCredit(paid + refunded, complete ? slotStart : 0);
         emit SettlementBatch(zone, slotStart, firstPosition, deliveredWh, paid, refunded);
-        if (settled == total) {
-            book.complete = true;
-            if (slotStart > lastSettledSlotStart) lastSettledSlotStart = slotStart;
-            emit SlotSettled(zone, slotStart, uint32(total));
-        }
+        if (complete) emit SlotSettled(zone, slotStart, uint32(total));
     }
 
     // --- payments ------------------------------------------------------------------------------
@@ -385,7 +391,7 @@ contract QuartierMarket is AccessControl, Pausable, ReentrancyGuardTransient {
         uint256 amount = creditOf(msg.sender);
         if (amount == 0) revert NothingToWithdraw(msg.sender);
         _creditPlusOne[msg.sender] = 1;
-        totalCredited -= amount;
+        _totals.credited -= uint96(amount);
         emit Withdrawn(msg.sender, amount);
         token.safeTransfer(msg.sender, amount);
     }
@@ -404,6 +410,24 @@ contract QuartierMarket is AccessControl, Pausable, ReentrancyGuardTransient {
     }
 
     // --- views ---------------------------------------------------------------------------------
+
+    /// @notice Cents locked in orders not yet settled, cancelled or reclaimed.
+    /// @return The amount in cents.
+    function totalEscrowed() external view returns (uint256) {
+        return _totals.escrowed;
+    }
+
+    /// @notice Cents owed to accounts and not yet withdrawn.
+    /// @return The amount in cents.
+    function totalCredited() external view returns (uint256) {
+        return _totals.credited;
+    }
+
+    /// @notice Start (unix seconds) of the latest slot whose settlement completed, in any zone.
+    /// @return Unix seconds, 0 before the first.
+    function lastSettledSlotStart() external view returns (uint64) {
+        return _totals.lastSettledSlotStart;
+    }
 
     /// @notice Cents `account` can withdraw (payments and refunds).
     /// @param account The account.
@@ -493,7 +517,7 @@ contract QuartierMarket is AccessControl, Pausable, ReentrancyGuardTransient {
         returns (uint32 orders, uint32 settled, bool complete)
     {
         SlotBook storage book = _bookOf(zone, slotStart);
-        return (uint32(book.orders.length), book.settled, book.complete);
+        return (book.count, book.settled, book.complete);
     }
 
     /// @notice The ids of a slot's orders in settlement order, from position `from`, at most `count`.
@@ -507,12 +531,12 @@ contract QuartierMarket is AccessControl, Pausable, ReentrancyGuardTransient {
         view
         returns (bytes32[] memory ids)
     {
-        bytes32[] storage all = _bookOf(zone, slotStart).orderIds;
-        uint256 end = from + count < all.length ? from + count : all.length;
+        SlotBook storage book = _bookOf(zone, slotStart);
+        uint256 end = from + count < book.count ? from + count : book.count;
         if (from >= end) return new bytes32[](0);
         ids = new bytes32[](end - from);
         for (uint256 i = from; i < end; ++i) {
-            ids[i - from] = all[i];
+            ids[i - from] = book.orderIds[i];
         }
     }
 
@@ -523,44 +547,69 @@ contract QuartierMarket is AccessControl, Pausable, ReentrancyGuardTransient {
         return (energyWh * priceCentsPerKwh) / 1000;
     }
 
-    /// Pays and refunds orders[from ..] for their delivery; returns the cents paid and refunded.
-    function _settleOrders(Order[] storage orders, uint256 from, uint32[] calldata deliveredWh)
+    /// Pays and refunds the book's orders from position `from` for their delivery; returns the
+    /// cents paid and refunded. Per order: one cold read of the order, the consumer's refund
+    /// credit when not all was delivered, and the producer's credit netted over consecutive orders.
+    function _settleOrders(SlotBook storage book, uint256 from, bytes calldata deliveredWh)
         private
         returns (uint256 paid, uint256 refunded)
     {
-        // Consecutive orders of one producer are netted into one credit write.
         address producer;
         uint256 producerDue;
-        for (uint256 i; i < deliveredWh.length; ++i) {
-            Order memory order = orders[from + i];
-            uint32 delivered = deliveredWh[i];
-            if (delivered > order.energyWh) revert DeliveryExceedsOrder(uint32(from + i), delivered, order.energyWh);
-            if (order.energyWh == 0) continue; // cancelled or reclaimed: already refunded
-            uint256 pay = _amount(delivered, order.priceCentsPerKwh);
-            uint256 refund = _amount(order.energyWh, order.priceCentsPerKwh) - pay;
-            if (pay != 0) {
-                address orderProducer = _offers[order.offerIndex].producer;
-                if (orderProducer != producer) {
-                    if (producerDue != 0) _credit(producer, producerDue);
-                    producer = orderProducer;
-                    producerDue = 0;
-                }
-                producerDue += pay;
-                paid += pay;
+        uint256 n = deliveredWh.length / 4;
+        for (uint256 i; i < n; ) {
+            uint256 delivered;
+            uint256 word;
+            Order storage stored = book.orders[from + i];
+            assembly ("memory-safe") {
+                // The i-th 4-byte big-endian word (the length was checked to be 4 * n).
+                delivered := shr(224, calldataload(add(deliveredWh.offset, mul(i, 4))))
+                // The order's one slot, read once and unpacked below (no memory copy per order).
+                word := sload(stored.slot)
             }
-            if (refund != 0) {
-                _credit(order.consumer, refund);
-                refunded += refund;
+            uint256 energyWh = uint32(word >> 192);
+            if (delivered > energyWh) revert DeliveryExceedsOrder(uint32(from + i), uint32(delivered), uint32(energyWh));
+            unchecked {
+                ++i;
+                // Cancelled or reclaimed orders (0 Wh) are already refunded.
+                if (energyWh == 0) continue;
+                uint256 price = word >> 224;
+                // Below 2**64: no overflow. pay <= escrow since delivered <= energyWh.
+                uint256 pay = (delivered * price) / 1000;
+                uint256 refund = (energyWh * price) / 1000 - pay;
+                if (pay != 0) {
+                    address orderProducer = _offers[uint32(word >> 160)].producer;
+                    if (orderProducer != producer) {
+                        if (producerDue != 0) _credit(producer, producerDue);
+                        producer = orderProducer;
+                        producerDue = 0;
+                    }
+                    producerDue += pay;
+                    paid += pay;
+                }
+                if (refund != 0) {
+                    _credit(address(uint160(word)), refund);
+                    refunded += refund;
+                }
             }
         }
         if (producerDue != 0) _credit(producer, producerDue);
     }
 
+    /// Settled escrow becomes credit; one write of the totals slot.
+    function _moveToCredit(uint256 cents, uint64 completedSlotStart) private {
+        Totals memory totals = _totals;
+        totals.escrowed -= uint96(cents);
+        totals.credited += uint96(cents);
+        if (completedSlotStart > totals.lastSettledSlotStart) totals.lastSettledSlotStart = completedSlotStart;
+        _totals = totals;
+    }
+
     function _release(address consumer, uint256 refund) private {
-        totalEscrowed -= refund;
+        _totals.escrowed -= uint96(refund);
         if (refund != 0) {
             _credit(consumer, refund);
-            totalCredited += refund;
+            _totals.credited += uint96(refund);
         }
     }
 

@@ -49,7 +49,7 @@ class DemoRun:
         self.duration_s = duration_s
         self.progress = progress
         run = uuid.uuid4().hex[:8]
-        self.run = run
+        self.run_id = run
         self.email_domain = f"{run}.demo.quartier.test"
         self.workdir = base.state_dir / "demo" / run
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -83,7 +83,7 @@ class DemoRun:
             env={**os.environ, **self.env},
             check=True,
             text=True,
-            stdout=subprocess.PIPE if capture else None,
+            stdout=subprocess.PIPE if capture else (None if self.progress else subprocess.DEVNULL),
             stderr=None if self.progress else subprocess.DEVNULL,
         )
 
@@ -176,10 +176,10 @@ class DemoRun:
         asyncio.run(ensure_topics(settings))
         ensure_database(settings)
         households = self.configure_households(settings)
-        self.say(f"demo {self.run}: {self.meters} meters, {households} with a {LOW_POWER_LIMIT_W} W limit")
+        self.say(f"demo {self.run_id}: {self.meters} meters, {households} with a {LOW_POWER_LIMIT_W} W limit")
         try:
             worker = self.start(
-                "worker", "streams", "worker", "--app-id", f"demo-{self.run}", "--metrics-port", str(self.metrics_port)
+                "worker", "streams", "worker", "--app-id", f"demo-{self.run_id}", "--metrics-port", str(self.metrics_port)
             )
             self.start("notifier", "notifier", "run")
             if not wait_until(lambda: worker.poll() is None and self.readings_consumed() >= 0 and self._metrics_up(), 60):
@@ -206,7 +206,7 @@ class DemoRun:
             summary = self._settle(settings, produced["readings_produced"])
         finally:
             self.stop_all()
-        return {"run": self.run, "meters": self.meters, "readings_produced": produced["readings_produced"], **summary,
+        return {"run": self.run_id, "meters": self.meters, "readings_produced": produced["readings_produced"], **summary,
                 "maildir": settings.smtp.maildir, "influx_database": settings.influx.database}
 
     def _metrics_up(self) -> bool:

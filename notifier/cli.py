@@ -19,7 +19,8 @@ def notifier() -> None:
 
 @notifier.command("run")
 @click.option("--log-level", default="INFO", show_default=True)
-def run(log_level: str) -> None:
+@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port.")
+def run(log_level: str, metrics_port: int | None) -> None:
     """Consume alert events and notify each household, until SIGTERM or Ctrl-C."""
     from notifier.service import Notifier
 
@@ -30,7 +31,8 @@ def run(log_level: str) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        stats = await Notifier.from_settings(Settings()).run(stop)
+        settings = Settings() if metrics_port is None else Settings(metrics_port=metrics_port)
+        stats = await Notifier.from_settings(settings).run(stop)
         click.echo(f"stopped: {stats.alerts} alert events, deliveries {stats.deliveries}, rejected {stats.rejected}")
 
     asyncio.run(main())
@@ -38,30 +40,45 @@ def run(log_level: str) -> None:
 
 @notifier.command("register")
 @click.option("--meter", help="Linky meter address (12 digits).")
+@click.option("--user", help="The user (household) the meter belongs to; default: the meter itself.")
 @click.option("--token", "tokens", multiple=True, help="An FCM device token; repeat for several devices.")
 @click.option("--email", help="Where alert emails go.")
 @click.option("--language", type=click.Choice(["fr", "en"]), help="Language of notifications.")
+@click.option("--time-zone", help="The user's IANA time zone (quiet hours and times shown).")
+@click.option("--quiet-hours", help='Daily quiet hours, e.g. 22:00-07:00 ("" turns them off).')
+@click.option("--channels", help="Channels wanted, comma-separated: push,email.")
+@click.option("--mute", help="Alert kinds the user does not want, comma-separated.")
+@click.option("--operator/--no-operator", default=None, help="Also receive operator-level alerts.")
 @click.option(
     "--from-file", "from_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="CSV with columns meter,token,email,language (one row per device); all rows or none.",
+    help="CSV with columns meter,token,email,language (one row per device) and optionally "
+    "user,time_zone,quiet_hours,channels,muted_kinds; all rows or none.",
 )
-def register(meter: str | None, tokens: tuple[str, ...], email: str | None, language: str | None,
-             from_file: Path | None) -> None:
-    """Register a household's devices, email and language for a meter (or many, from a CSV file)."""
+def register(meter: str | None, user: str | None, tokens: tuple[str, ...], email: str | None, language: str | None,
+             time_zone: str | None, quiet_hours: str | None, channels: str | None, mute: str | None,
+             operator: bool | None, from_file: Path | None) -> None:
+    """Register a user's devices, email and preferences for a meter (or many, from a CSV file)."""
     from notifier.contacts import ContactStore, RegistrationError, read_registrations, validate
     from notifier.database import notifier_engine
 
-    if (meter is None) == (from_file is None):
-        raise click.UsageError("give either --meter (with --token/--email/--language) or --from-file")
+    single = {
+        "meter": meter, "user": user, "tokens": tokens, "email": email, "language": language,
+        "time_zone": time_zone, "quiet_hours": quiet_hours, "operator": operator,
+        "channels": None if channels is None else [c.strip() for c in channels.split(",") if c.strip()],
+        "muted_kinds": None if mute is None else [k.strip() for k in mute.split(",") if k.strip()],
+    }
+    if (meter is None and user is None) == (from_file is None):
+        raise click.UsageError("give either --meter/--user (with their options) or --from-file")
     try:
         if from_file is not None:
-            if tokens or email or language:
-                raise click.UsageError("--from-file takes no --token, --email or --language")
+            if any(v for k, v in single.items() if k not in ("meter", "user")) or operator is not None:
+                raise click.UsageError("--from-file takes no other option")
             registrations = read_registrations(from_file)
         else:
-            registrations = [validate({"meter": meter, "tokens": tokens, "email": email, "language": language})]
+            registrations = [validate({k: v for k, v in single.items() if v is not None})]
     except RegistrationError as exc:
         raise click.ClickException(str(exc)) from None
     ContactStore(notifier_engine(Settings())).register(registrations)
     devices = sum(len(r.tokens) for r in registrations)
-    click.echo(f"registered {len(registrations)} meter(s), {devices} device(s)")
+    meters = sum(1 for r in registrations if r.meter)
+    click.echo(f"registered {meters} meter(s), {devices} device(s)")

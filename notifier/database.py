@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Engine, event
 from sqlmodel import SQLModel, create_engine
 
-from notifier import contacts, sent_log
+from notifier import contacts, pending, sent_log
 from quartier.settings import Settings
 
 
@@ -16,7 +16,7 @@ def notifier_engine(settings: Settings) -> Engine:
     if url.startswith("sqlite"):
         # WAL lets the CLI register contacts while a running notifier reads and writes.
         event.listen(engine, "connect", _sqlite_pragmas)
-    SQLModel.metadata.create_all(engine, tables=[t.__table__ for t in (*contacts.TABLES, *sent_log.TABLES)])
+    SQLModel.metadata.create_all(engine, tables=[t.__table__ for t in (*contacts.TABLES, *sent_log.TABLES, *pending.TABLES)])
     return engine
 
 
@@ -24,4 +24,7 @@ def _sqlite_pragmas(connection: object, _record: object) -> None:
     cursor = connection.cursor()  # type: ignore[attr-defined]
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=5000")
+    # WAL with synchronous=NORMAL survives a killed process (not a power cut) and commits without
+    # an fsync each time; the notifier commits once per batch.
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()

@@ -1,18 +1,24 @@
 """The notifier process: consumes ``alerts.events``, runs the delivery pipeline, logs deliveries.
 
-At-least-once: a poll's alert transitions go through the pipeline (whose record stage writes the
-sent log right after sending), their Delivery records are produced to ``notifications.deliveries``
-and flushed, and only then are the offsets committed. A crash anywhere before the commit replays
-the poll; the sent log turns the replay into ``deduplicated`` deliveries instead of second sends.
+At-least-once, with dedup: a window of alert transitions (what arrives within
+``group_window_s`` of the first, so a storm lands in one batch) goes through the pipeline, whose
+channels journal each acceptance the moment it happens and whose record stage writes the sent log;
+the Delivery records are produced to ``notifications.deliveries`` and flushed, and only then are
+the offsets committed. A crash anywhere before the commit replays the window; the sent log (with
+what the journal recovered at start) turns the replay into ``deduplicated`` deliveries instead of
+second sends. Between windows, notifications held through quiet hours or waiting for a retry are
+released when due.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client import CollectorRegistry, start_http_server
 
 from quartier import events, topics
 from quartier.events import AlertEvent, ContractError, Delivery
@@ -24,14 +30,19 @@ from notifier.channels.fcm import FcmChannel
 from notifier.contacts import ContactStore
 from notifier.database import notifier_engine
 from notifier.firebase import firebase_app
-from notifier.pipeline import Pipeline, build_pipeline
+from notifier.metrics import NotifierMetrics
+from notifier.pending import PendingStore
+from notifier.pipeline import Batch, Pipelines, build_pipelines
 from notifier.render import Renderer
-from notifier.sent_log import SentLog
+from notifier.sent_log import SentJournal, SentLog
 
 log = logging.getLogger(__name__)
 
-#: Alert transitions handled per poll (and per commit).
-MAX_POLL_RECORDS = 500
+#: Alert transitions handled per window at most (and per commit).
+MAX_WINDOW_RECORDS = 2000
+#: How often waiting notifications are looked at.
+RELEASE_EVERY_S = 0.5
+JOURNAL_FILE = "notifier-sent.journal"
 
 
 def group_id(settings: Settings) -> str:
@@ -47,32 +58,52 @@ class NotifierStats:
 
 
 class Notifier:
-    def __init__(self, settings: Settings, pipeline: Pipeline, channels: list[DeliveryChannel]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pipelines: Pipelines,
+        channels: list[DeliveryChannel],
+        sent_log: SentLog,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.settings = settings
-        self.pipeline = pipeline
+        self.pipelines = pipelines
         self.channels = channels
+        self.sent_log = sent_log
         self.stats = NotifierStats()
+        self.registry = registry or CollectorRegistry()
+        self.metrics = NotifierMetrics(self.registry)
         self._decoder = events.decoder(AlertEvent)
         self._alerts_topic = settings.topic(topics.ALERTS_EVENTS.name)
         self._deliveries_topic = settings.topic(topics.NOTIFICATIONS_DELIVERIES.name)
+        self._next_release = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Notifier":
         engine = notifier_engine(settings)
-        contacts, sent_log, renderer = ContactStore(engine), SentLog(engine), Renderer()
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        journal = SentJournal(settings.state_dir / f"{settings.kafka.topic_prefix}{JOURNAL_FILE}")
+        contacts, sent_log, pending, renderer = ContactStore(engine), SentLog(engine, journal), PendingStore(engine), Renderer()
+        options = settings.notifier
         channels: dict[str, DeliveryChannel] = {
-            "push": FcmChannel(firebase_app(settings.fcm), renderer),
-            "email": EmailChannel(settings.smtp, renderer),
+            "push": FcmChannel(firebase_app(settings.fcm), renderer, journal, threads=options.push_threads),
+            "email": EmailChannel(settings.smtp, renderer, journal, connections=options.email_connections),
         }
-        return cls(settings, build_pipeline(contacts, sent_log, channels), list(channels.values()))  # type: ignore[arg-type]
+        pipelines = build_pipelines(contacts, sent_log, pending, channels, options)  # type: ignore[arg-type]
+        return cls(settings, pipelines, list(channels.values()), sent_log)
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> NotifierStats:
-        """Consumes until ``stop`` is set; the poll in hand is finished and committed first."""
+        """Consumes until ``stop`` is set; the window in hand is finished and committed first."""
+        recovered = self.sent_log.recover()
+        if recovered:
+            log.info("recovered %d sends from the journal of an interrupted run", recovered)
+        if self.settings.metrics_port:
+            start_http_server(self.settings.metrics_port, registry=self.registry)
         await ensure_topics(self.settings, [topics.ALERTS_EVENTS, topics.NOTIFICATIONS_DELIVERIES])
         consumer = AIOKafkaConsumer(
             self._alerts_topic,
             group_id=group_id(self.settings),
-            max_poll_records=MAX_POLL_RECORDS,
+            max_poll_records=MAX_WINDOW_RECORDS,
             **consumer_config(self.settings),
         )
         producer = AIOKafkaProducer(**producer_config(self.settings))
@@ -83,18 +114,33 @@ class Notifier:
             ready.set()
         try:
             while not stop.is_set():
-                polled = await consumer.getmany(timeout_ms=500, max_records=MAX_POLL_RECORDS)
-                if not polled:
-                    continue
-                records = [record for batch in polled.values() for record in batch]
-                await self._handle(records, producer)
-                await consumer.commit()
+                records = await self._window(consumer)
+                if records:
+                    await self._handle(records, producer)
+                    await consumer.commit()
+                if time.monotonic() >= self._next_release:
+                    await self.release(producer)
+                    self._next_release = time.monotonic() + RELEASE_EVERY_S
         finally:
             await consumer.stop()
             await producer.stop()
             for channel in self.channels:
                 await channel.close()
+            if self.sent_log.journal is not None:
+                self.sent_log.journal.close()
         return self.stats
+
+    async def _window(self, consumer: AIOKafkaConsumer) -> list:
+        """What arrives within ``group_window_s`` of the first record (at most MAX_WINDOW_RECORDS)."""
+        polled = await consumer.getmany(timeout_ms=int(RELEASE_EVERY_S * 1000), max_records=MAX_WINDOW_RECORDS)
+        records = [record for batch in polled.values() for record in batch]
+        if not records:
+            return records
+        deadline = time.monotonic() + self.settings.notifier.group_window_s
+        while len(records) < MAX_WINDOW_RECORDS and (left := deadline - time.monotonic()) > 0:
+            polled = await consumer.getmany(timeout_ms=max(1, int(left * 1000)), max_records=MAX_WINDOW_RECORDS - len(records))
+            records += [record for batch in polled.values() for record in batch]
+        return records
 
     async def _handle(self, records: list, producer: AIOKafkaProducer) -> None:
         alerts: list[AlertEvent] = []
@@ -108,14 +154,25 @@ class Notifier:
                     "%s[%d]@%d is not an AlertEvent, skipped: %s", record.topic, record.partition, record.offset, exc
                 )
         self.stats.alerts += len(alerts)
-        deliveries = await self.pipeline.run(alerts)
-        await self._publish(deliveries, producer)
+        await self._finish(await self.pipelines.alerts.run(alerts), producer)
+
+    async def release(self, producer: AIOKafkaProducer) -> None:
+        """Sends what was held through quiet hours or waits for a retry, once due."""
+        due = self.pipelines.pending.due(int(time.time() * 1000))
+        if due:
+            await self._finish(await self.pipelines.release.run(notifications=due), producer)
+
+    async def _finish(self, batch: Batch, producer: AIOKafkaProducer) -> None:
+        await self._publish(batch.deliveries, producer)
+        self.metrics.observe(batch.counts, batch.latencies)
+        if self.sent_log.journal is not None:
+            self.sent_log.journal.empty_if_large()
 
     async def _publish(self, deliveries: list[Delivery], producer: AIOKafkaProducer) -> None:
         pending = [
             await producer.send(self._deliveries_topic, events.encode(d), key=d.alert_id.encode()) for d in deliveries
         ]
-        # Raises if any record was not written, so the offsets are not committed and the poll replays.
+        # Raises if any record was not written, so the offsets are not committed and the window replays.
         await asyncio.gather(*pending)
         for delivery in deliveries:
             self.stats.deliveries[delivery.status] = self.stats.deliveries.get(delivery.status, 0) + 1

@@ -1,10 +1,18 @@
 """Push notifications through Firebase Cloud Messaging, with the firebase-admin SDK.
 
-Messages go out with ``messaging.send_each`` (one HTTP request per message, on a thread pool) run
-in a worker thread: measured here it sends 2.5-4x faster than ``send_each_async`` (DESIGN.md; 630-710
-messages/s against 170/s on the local endpoint). Inside one call firebase-admin retries 500/503 with
-backoff and waits out a 429's Retry-After (urllib3); a 429 still standing after that is retried here,
-after the Retry-After the service announced, a bounded number of times.
+Each message is one ``messaging.send`` call on a long-lived pool of threads: the same HTTP request,
+error mapping and connection pool as ``send_each`` (which starts a new pool of one thread per
+message on every call), but each acceptance is known the moment it happens, so it goes to the
+sent journal right then (notifier.sent_log) and a kill leaves microseconds, not a batch, between
+"FCM accepted" and "recorded". Measured here (bench/notifier.py, docs/notifier.md): this and
+``send_each`` in batches of 100-500 send at the same rate, and both are 2-3x faster than
+``send_each_async``, whose httpx pool costs about 2 ms of CPU per message.
+
+One attempt per call: firebase-admin's own urllib3 retries are turned off (notifier.firebase), so
+the attempts in the delivery log are exact. A failure that may pass later (503 UNAVAILABLE, 500
+INTERNAL, 429 QUOTA_EXCEEDED, a lost connection) comes back as *transient* with the Retry-After the
+service announced; the retry stage schedules it. An unregistered token is *gone*; the rest is
+permanent and keeps FCM's reason.
 """
 
 from __future__ import annotations
@@ -14,15 +22,34 @@ import email.utils
 import time
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import firebase_admin
 from firebase_admin import exceptions, messaging
 
 from notifier.notification import Notification, Outcome
 from notifier.render import Renderer
+from notifier.sent_log import SentJournal
 
-#: Messages per send_each call: firebase-admin starts one thread per message of a call.
-BATCH_SIZE = 100
+#: FCM refuses a data payload over 4 KB: a grouped push lists this many alert ids at most.
+MAX_IDS_IN_DATA = 40
+#: How long FCM keeps a push for an offline device: a fuse warning is worthless after minutes.
+TTL_URGENT_S = 600
+TTL_DEFAULT_S = 86_400
+
+# 7.7 deprecates ``token`` for ``fid`` (installation ids); what the app registers with us is an FCM
+# registration token, which is still what ``token`` addresses. Filtered once: catch_warnings is
+# not thread-safe.
+warnings.filterwarnings("ignore", message="Message.token is deprecated", category=DeprecationWarning)
+
+#: Errors after which the same message may be accepted later.
+_TRANSIENT = (
+    messaging.QuotaExceededError,
+    exceptions.UnavailableError,
+    exceptions.InternalError,
+    exceptions.DeadlineExceededError,
+    exceptions.UnknownError,  # firebase-admin's wrapper for connection errors without a reply
+)
 
 
 class FcmChannel:
@@ -32,94 +59,109 @@ class FcmChannel:
         self,
         app: firebase_admin.App,
         renderer: Renderer,
-        quota_retries: int = 3,
-        max_retry_after_s: float = 60.0,
+        journal: SentJournal | None = None,
+        threads: int = 48,
     ) -> None:
         self.app = app
         self.renderer = renderer
-        self.quota_retries = quota_retries
-        self.max_retry_after_s = max_retry_after_s
+        self.journal = journal
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="fcm-send")
 
     async def send(self, notifications: Sequence[Notification]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
-        for start in range(0, len(notifications), BATCH_SIZE):
-            outcomes.extend(await self._send_batch(notifications[start : start + BATCH_SIZE]))
-        return outcomes
+        loop = asyncio.get_running_loop()
+        return list(
+            await asyncio.gather(*(loop.run_in_executor(self.executor, self._send_one, n) for n in notifications))
+        )
 
     async def close(self) -> None:
-        pass
+        self.executor.shutdown(wait=True, cancel_futures=True)
 
-    async def _send_batch(self, batch: Sequence[Notification]) -> list[Outcome]:
-        results: list[Outcome | None] = [None] * len(batch)
-        attempts = [0] * len(batch)
-        pending = list(range(len(batch)))
-        while pending:
-            messages = [self._message(batch[i]) for i in pending]
-            response = await asyncio.to_thread(messaging.send_each, messages, app=self.app)
-            retry: list[int] = []
-            wait_s = 0.0
-            for i, sent in zip(pending, response.responses):
-                attempts[i] += 1
-                notification = batch[i]
-                error = sent.exception
-                if sent.success:
-                    results[i] = Outcome(notification, "sent", attempts[i], provider_id=sent.message_id)
-                elif isinstance(error, messaging.UnregisteredError):
-                    results[i] = Outcome(
-                        notification, "failed", attempts[i], reason="unregistered device token", address_gone=True
-                    )
-                elif isinstance(error, messaging.QuotaExceededError) and attempts[i] <= self.quota_retries:
-                    retry.append(i)
-                    wait_s = max(wait_s, self._retry_after_s(error))
-                else:
-                    results[i] = Outcome(notification, "failed", attempts[i], reason=_reason(error))
-            if retry:
-                await asyncio.sleep(wait_s)
-            pending = retry
-        assert all(result is not None for result in results)
-        return results  # type: ignore[return-value]
+    def _send_one(self, notification: Notification) -> Outcome:
+        """Runs in a pool thread."""
+        try:
+            message = self.message(notification)
+            provider_id = messaging.send(message, app=self.app)
+        except messaging.UnregisteredError:
+            return Outcome(notification, "failed", reason="unregistered device token", address_gone=True)
+        except _TRANSIENT as error:
+            return Outcome(notification, "failed", reason=_reason(error), transient=True, retry_after_s=_retry_after_s(error))
+        except exceptions.FirebaseError as error:
+            return Outcome(notification, "failed", reason=_reason(error))
+        except ValueError as error:  # firebase-admin validates the message before sending
+            return Outcome(notification, "failed", reason=f"invalid message: {error}")
+        if self.journal is not None:
+            self.journal.note(notification.keys, provider_id)
+        return Outcome(notification, "sent", provider_id=provider_id)
 
-    def _message(self, notification: Notification) -> messaging.Message:
+    def message(self, notification: Notification) -> messaging.Message:
         alert = notification.alert
-        words = self.renderer.render(alert, notification.language)
-        with warnings.catch_warnings():
-            # 7.7 deprecates ``token`` for ``fid`` (installation ids); what the app registers with
-            # us is an FCM registration token, which is still what ``token`` addresses.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return messaging.Message(
-                token=notification.address,
-                notification=messaging.Notification(title=words.title, body=words.summary),
-                data={
-                    "alert_id": alert.id,
-                    "kind": alert.kind,
-                    "state": alert.state,
-                    "meter": alert.meter or "",
-                    "value": repr(alert.value),
-                    "threshold": repr(alert.threshold),
-                    "at_ms": str(alert.at_ms),
+        if notification.grouped:
+            words = self.renderer.render_group(notification.alerts, notification.language, notification.zone)
+            ids = [a.id for a in notification.alerts]
+            data = {
+                "kind": "group",
+                "count": str(len(ids)),
+                "alert_ids": ",".join(ids[:MAX_IDS_IN_DATA]),
+            }
+            body = words.summary
+            collapse, tag = "group", f"group-{ids[0]}"
+        else:
+            words = self.renderer.render(alert, notification.language, notification.zone)
+            data = {
+                "alert_id": alert.id,
+                "kind": alert.kind,
+                "state": alert.state,
+                "meter": alert.meter or "",
+                "value": repr(alert.value),
+                "threshold": repr(alert.threshold),
+                "at_ms": str(alert.at_ms),
+            }
+            body = f"{words.summary} {words.advice}" if notification.urgent and alert.state == "raised" else words.summary
+            # One pending push per kind on an offline device (the latest wins), and on the phone
+            # the resolution replaces the raised notification of the same episode.
+            collapse, tag = alert.kind, alert.id
+        urgent = notification.urgent
+        return messaging.Message(
+            token=notification.address,
+            notification=messaging.Notification(title=words.title, body=body),
+            data=data,
+            android=messaging.AndroidConfig(
+                priority="high" if urgent else "normal",
+                collapse_key=collapse,
+                ttl=TTL_URGENT_S if urgent else TTL_DEFAULT_S,
+                notification=messaging.AndroidNotification(tag=tag, channel_id="urgent" if urgent else "alerts"),
+            ),
+            apns=messaging.APNSConfig(
+                headers={
+                    "apns-priority": "10" if urgent else "5",
+                    "apns-collapse-id": collapse,
+                    "apns-push-type": "alert",
                 },
-                # The resolution replaces a raised notification the phone has not shown yet.
-                android=messaging.AndroidConfig(priority="high", collapse_key=alert.id),
-            )
-
-    def _retry_after_s(self, error: exceptions.FirebaseError) -> float:
-        """The wait the service asked for (seconds or an HTTP date), within bounds; 1 s if none."""
-        response = error.http_response
-        header = response.headers.get("Retry-After") if response is not None else None
-        wait_s = 1.0
-        if header:
-            header = header.strip()
-            if header.isdigit():
-                wait_s = float(header)
-            else:
-                try:
-                    wait_s = email.utils.parsedate_to_datetime(header).timestamp() - time.time()
-                except (TypeError, ValueError):
-                    pass  # unreadable: the default wait
-        return min(max(wait_s, 0.0), self.max_retry_after_s)
+                payload=messaging.APNSPayload(
+                    aps=messaging.Aps(
+                        sound="default" if urgent else None,
+                        thread_id=alert.meter or "operator",
+                        custom_data={"interruption-level": "time-sensitive" if urgent else "active"},
+                    )
+                ),
+            ),
+        )
 
 
-def _reason(error: exceptions.FirebaseError | None) -> str:
-    if error is None:
-        return "no answer"
+def _retry_after_s(error: exceptions.FirebaseError) -> float | None:
+    """The wait the service asked for (seconds or an HTTP date), if it said."""
+    response = error.http_response
+    header = response.headers.get("Retry-After") if response is not None else None
+    if not header:
+        return None
+    header = header.strip()
+    if header.isdigit():
+        return float(header)
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(header).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None  # unreadable: the retry stage's own backoff
+
+
+def _reason(error: exceptions.FirebaseError) -> str:
     return f"{type(error).__name__} ({error.code}): {error}"

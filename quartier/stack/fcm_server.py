@@ -101,6 +101,8 @@ class SendRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _send_request = msgspec.json.Decoder(SendRequest)
+_raw_json = msgspec.json.Decoder()
+_encode = msgspec.json.Encoder().encode
 
 
 # --- FCM's error replies ---------------------------------------------------------------------
@@ -189,6 +191,9 @@ class Endpoint:
         self.store_dir = workdir / "messages"
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.access_tokens: dict[str, float] = {}
+        # One append-only file per project, kept open; unbuffered, so a reader (and a kill) sees
+        # every accepted message at once.
+        self.stores: dict[str, Any] = {}
         self.histories: dict[tuple[str, str], TokenHistory] = {}
 
     # --- OAuth ---
@@ -247,12 +252,16 @@ class Endpoint:
         name = f"projects/{project}/messages/{message_id}"
         if not send_request.validate_only:
             # Stored as the client sent it, not as re-encoded from the validated struct.
-            record = {"name": name, "received_ms": int(time.time() * 1000), "message": json.loads(raw)["message"]}
-            with open(self.store_dir / f"{project}.jsonl", "a") as out:
-                out.write(json.dumps(record) + "\n")
+            record = {"name": name, "received_ms": int(time.time() * 1000), "message": _raw_json.decode(raw)["message"]}
+            self.store(project).write(_encode(record) + b"\n")
         if device is not None:
             self.note_attempt(project, device, 200, early=False)
         return JSONResponse({"name": name})
+
+    def store(self, project: str) -> Any:
+        if (out := self.stores.get(project)) is None:
+            out = self.stores[project] = open(self.store_dir / f"{project}.jsonl", "ab", buffering=0)
+        return out
 
     def injected_error(self, project: str, device: str) -> JSONResponse | None:
         if device.startswith("unregistered-"):

@@ -80,6 +80,25 @@ class FcmSettings(BaseModel):
     credentials_file: str = ""
 
 
+class NotifierSettings(BaseModel):
+    # Alerts of one user within this window become one message once there are group_min_alerts
+    # distinct episodes among them (a storm); fewer go out one by one.
+    group_window_s: float = Field(0.25, ge=0, le=60)
+    group_min_alerts: int = Field(3, ge=2)
+    # Flood guard per user and channel: raised notifications per hour (resolutions always pass).
+    user_raised_per_hour: int = Field(30, ge=1)
+    # Provider quotas, paced globally (FCM's default project quota is 600,000 a minute).
+    push_per_s: float = Field(10_000, gt=0)
+    email_per_s: float = Field(2_000, gt=0)
+    # Transient failures are tried again after base * 2^(attempt-1) s (with jitter, at least the
+    # Retry-After announced), up to max_attempts attempts in all.
+    retry_base_s: float = Field(2.0, gt=0)
+    retry_max_s: float = Field(300.0, gt=0)
+    max_attempts: int = Field(6, ge=1)
+    push_threads: int = Field(48, ge=1, le=500)
+    email_connections: int = Field(4, ge=1, le=64)
+
+
 class ChainSettings(BaseModel):
     rpc_url: str = "http://127.0.0.1:8545"
     chain_id: int = 31337
@@ -105,6 +124,7 @@ class Settings(BaseSettings):
     smtp: SmtpSettings = SmtpSettings()
     fcm: FcmSettings = FcmSettings()
     chain: ChainSettings = ChainSettings()
+    notifier: NotifierSettings = NotifierSettings()
 
     @classmethod
     def settings_customise_sources(

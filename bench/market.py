@@ -90,25 +90,31 @@ async def seed(settings: Settings, fleet: Any, now_ms: int) -> tuple[dict[str, s
 
 async def hammer(client: httpx.AsyncClient, calls: Sequence[Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]],
                  concurrency: int) -> tuple[float, Counter[int], list[httpx.Response]]:
-    """Runs the calls with ``concurrency`` in flight; returns seconds, status counts, responses."""
+    """Runs the calls with ``concurrency`` in flight; returns seconds, status counts (0: no answer,
+    the connection failed), and the answers."""
     pending = iter(range(len(calls)))
     responses: list[httpx.Response | None] = [None] * len(calls)
 
+    failures: Counter[int] = Counter()
+
     async def worker() -> None:
         for i in pending:
-            responses[i] = await calls[i](client)
+            try:
+                responses[i] = await calls[i](client)
+            except httpx.TransportError:
+                failures[0] += 1  # counted as status 0: the connection failed, no answer
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
     done = [r for r in responses if r is not None]
-    return elapsed, Counter(r.status_code for r in done), done
+    return elapsed, Counter(r.status_code for r in done) + failures, done
 
 
 def start_api(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "quartier.cli", "market", "api", "--port", str(port), "--no-access-log",
-         "--close-interval", "3600"],
+         "--close-interval", "3600", "--keep-alive", "60"],
         env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
     )
 

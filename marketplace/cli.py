@@ -23,7 +23,9 @@ def market() -> None:
 @click.option("--close-interval", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds between checks for slots whose gate has closed.")
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="Log every request.")
-def api(host: str, port: int, close_interval: float, access_log: bool) -> None:
+@click.option("--keep-alive", default=5, show_default=True, type=click.IntRange(1, 3600),
+              help="Seconds an idle client connection stays open.")
+def api(host: str, port: int, close_interval: float, access_log: bool, keep_alive: int) -> None:
     """Serve the REST API (and close slots at their gate) until interrupted."""
     import uvicorn
 
@@ -32,7 +34,8 @@ def api(host: str, port: int, close_interval: float, access_log: bool) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     service = MarketService(Settings(), close_interval_s=close_interval)
-    uvicorn.run(create_app(service, manage=True), host=host, port=port, log_level="info", access_log=access_log)
+    uvicorn.run(create_app(service, manage=True), host=host, port=port, log_level="info", access_log=access_log,
+                timeout_keep_alive=keep_alive)
 
 
 @market.command("rebuild")

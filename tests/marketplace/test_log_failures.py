@@ -7,7 +7,6 @@ import asyncio
 from pathlib import Path
 
 from quartier import events as ev
-
 from quartier.stack import Stack
 from quartier.stack.broker import Broker
 

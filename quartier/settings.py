@@ -96,7 +96,7 @@ class NotifierSettings(BaseModel):
     retry_max_s: float = Field(300.0, gt=0)
     max_attempts: int = Field(6, ge=1)
     push_threads: int = Field(48, ge=1, le=500)
-    email_connections: int = Field(4, ge=1, le=64)
+    email_connections: int = Field(8, ge=1, le=64)
 
 
 class ChainSettings(BaseModel):

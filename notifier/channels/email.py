@@ -61,7 +61,7 @@ class EmailChannel:
         smtp: SmtpSettings,
         renderer: Renderer,
         journal: SentJournal | None = None,
-        connections: int = 4,
+        connections: int = 8,
         timeout_s: float = 30.0,
     ) -> None:
         self.smtp = smtp
@@ -110,6 +110,8 @@ class EmailChannel:
             timeout=self.timeout_s,
         )
         await client.connect()
+        if client.last_ehlo_response is None:  # no STARTTLS or AUTH: EHLO now, to see 8BITMIME
+            await client.ehlo()
         self._clients[slot_number] = client
         return client
 

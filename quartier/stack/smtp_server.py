@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import argparse
 import hmac
+import itertools
+import os
+import time
 import json
 import logging
 import signal
@@ -19,13 +22,46 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.handlers import Mailbox
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 #: The name the server gives in its greeting; fixed so the server never waits on a DNS lookup.
 SERVER_HOSTNAME = "smtp.quartier.local"
 
 log = logging.getLogger("quartier.smtp")
+
+
+class MaildirHandler:
+    """Stores each accepted message in a Maildir as the client sent it, with X-Peer, X-MailFrom
+    and X-RcptTo in front (the headers aiosmtpd's ``Mailbox`` handler adds).
+
+    aiosmtpd's ``Mailbox`` parses every message and flattens it again, then ``mailbox.Maildir``
+    fsyncs the file: measured here, about 1.7 ms of CPU and a disk flush per message, which held
+    the whole server to about 190 messages/s. This writes the bytes and renames the file into
+    ``new/`` (the Maildir delivery protocol); a killed server keeps what it acknowledged, a power
+    cut may not, which is fine for a development server.
+    """
+
+    def __init__(self, maildir: Path) -> None:
+        self.maildir = maildir
+        for sub in ("tmp", "new", "cur"):
+            (maildir / sub).mkdir(parents=True, exist_ok=True)
+        self._counter = itertools.count()
+        self._host = SERVER_HOSTNAME
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        head = (
+            f"X-Peer: {peer}\nX-MailFrom: {envelope.mail_from}\nX-RcptTo: {', '.join(envelope.rcpt_tos)}\n"
+        ).encode()
+        content = envelope.original_content or envelope.content or b""
+        if isinstance(content, str):
+            content = content.encode("utf-8", "surrogateescape")
+        now = time.time()
+        name = f"{int(now)}.M{int((now % 1) * 1_000_000):06d}P{os.getpid()}Q{next(self._counter)}.{self._host}"
+        tmp = self.maildir / "tmp" / name
+        tmp.write_bytes(head + content.replace(b"\r\n", b"\n"))
+        os.rename(tmp, self.maildir / "new" / name)
+        return "250 Message accepted for delivery"
 
 
 class PasswordAuthenticator:
@@ -63,7 +99,7 @@ def build_controller(
             auth_require_tls=bool(tls_cert),
         )
     return Controller(
-        Mailbox(maildir),
+        MaildirHandler(maildir),
         hostname="127.0.0.1",
         port=port,
         server_hostname=SERVER_HOSTNAME,
@@ -82,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # aiosmtpd logs every command line at INFO: five log lines per message, a third of its CPU.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
 
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

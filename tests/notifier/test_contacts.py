@@ -25,16 +25,33 @@ def test_register_then_read_back_and_move_a_device(settings: Settings) -> None:
     store = ContactStore(notifier_engine(settings))
     store.register([validate({"meter": METER_A, "tokens": ["t1", "t2"], "email": "a@example.test", "language": "en"})])
     store.register([validate({"meter": METER_B, "tokens": ["t2"]})])  # the phone changed hands
-    found = store.recipients([METER_A, METER_B, "999999999999"])
-    assert found[METER_A].tokens == ("t1",) and found[METER_A].email == "a@example.test"
-    assert found[METER_A].language == "en"
-    assert found[METER_B].tokens == ("t2",) and found[METER_B].email is None and found[METER_B].language == "fr"
-    assert "999999999999" not in found
+    found = store.recipients_by_meter([METER_A, METER_B, "999999999999"])
+    [a], [b] = found[METER_A], found[METER_B]
+    assert a.tokens == ("t1",) and a.email == "a@example.test" and a.language == "en" and a.user == METER_A
+    assert b.tokens == ("t2",) and b.email is None and b.language == "fr"
+    assert "999999999999" not in found and found[None] == []
     # Updating one field keeps the others.
-    store.register([validate({"meter": METER_A, "language": "fr"})])
-    assert store.recipients([METER_A])[METER_A].email == "a@example.test"
+    store.register([validate({"meter": METER_A, "language": "fr", "quiet_hours": "22:30-06:45"})])
+    [a] = store.recipients_by_meter([METER_A])[METER_A]
+    assert a.email == "a@example.test" and str(a.quiet_hours) == "22:30-06:45"
+    assert store.quiet_periods([METER_A, METER_B]).keys() == {METER_A}
     assert store.remove_tokens(["t1", "never-known"]) == 1
     assert store.recipients([METER_A])[METER_A].tokens == ()
+
+
+def test_a_user_owns_several_meters_and_operators_get_operator_alerts(settings: Settings) -> None:
+    store = ContactStore(notifier_engine(settings))
+    store.register([
+        validate({"meter": METER_A, "user": "landlord", "email": "l@example.test", "time_zone": "America/Montreal"}),
+        validate({"meter": METER_B, "user": "landlord", "tokens": ["l-phone"], "channels": ["push"]}),
+        validate({"user": "ops", "operator": True, "email": "ops@example.test", "muted_kinds": ["disconnected"]}),
+    ])
+    found = store.recipients_by_meter([METER_A, METER_B, None])
+    assert found[METER_A] == found[METER_B] and found[METER_A][0].user == "landlord"
+    assert found[METER_A][0].tokens == ("l-phone",) and found[METER_A][0].channels == {"push"}
+    assert found[METER_A][0].time_zone.key == "America/Montreal"
+    [ops] = found[None]
+    assert ops.user == "ops" and ops.muted_kinds == {"disconnected"}
 
 
 @pytest.mark.parametrize(
@@ -44,6 +61,12 @@ def test_register_then_read_back_and_move_a_device(settings: Settings) -> None:
         ({"meter": METER_A, "email": "not an address"}, "email"),
         ({"meter": METER_A, "language": "de"}, "language"),
         ({"meter": METER_A, "tokens": ["has space"]}, "tokens.0"),
+        ({"meter": METER_A, "time_zone": "Mars/Olympus"}, "time_zone"),
+        ({"meter": METER_A, "quiet_hours": "late"}, "quiet_hours"),
+        ({"meter": METER_A, "channels": ["pigeon"]}, "channels.0"),
+        ({"meter": METER_A, "muted_kinds": ["solar_flare"]}, "muted_kinds.0"),
+        ({"meter": METER_A, "email": "josé@example.test"}, "email"),
+        ({"tokens": ["t"]}, "meter"),
     ],
 )
 def test_bad_registration_names_the_field(values: dict[str, object], field: str) -> None:
@@ -62,6 +85,22 @@ def test_bulk_file_merges_rows_per_meter(tmp_path: Path) -> None:
     registrations = {r.meter: r for r in read_registrations(path)}
     assert registrations[METER_A].tokens == ("phone-1", "tablet-1")
     assert registrations[METER_B].tokens == () and registrations[METER_B].language == "en"
+
+
+def test_bulk_file_takes_optional_preference_columns(tmp_path: Path) -> None:
+    path = tmp_path / "contacts.csv"
+    path.write_text(
+        "meter,token,email,language,user,time_zone,quiet_hours,channels\n"
+        f"{METER_A},phone-1,a@example.test,fr,flat-3,Europe/Paris,22:00-07:00,\"push,email\"\n"
+        f"{METER_B},,b@example.test,en,,,,email\n"
+    )
+    registrations = {r.meter: r for r in read_registrations(path)}
+    assert registrations[METER_A].user_id == "flat-3" and registrations[METER_A].quiet_hours == "22:00-07:00"
+    assert registrations[METER_A].channels == ("push", "email") and registrations[METER_B].channels == ("email",)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"meter,token,email,language,quiet_hours\n{METER_A},p,,fr,soon\n")
+    with pytest.raises(RegistrationError, match=rf"^{bad}:2: quiet_hours: "):
+        read_registrations(bad)
 
 
 def test_cli_registers_from_a_file_and_refuses_a_bad_file_whole(tmp_path: Path, settings: Settings, monkeypatch) -> None:
@@ -85,7 +124,10 @@ def test_cli_registers_from_a_file_and_refuses_a_bad_file_whole(tmp_path: Path, 
                                   "--email", "b@example.test", "--language", "en"])
     assert result.exit_code == 0, result.output
     store = ContactStore(notifier_engine(settings))
-    found = store.recipients([f"{i:012d}" for i in range(1, 31)] + [METER_A, METER_B])
-    assert len(found) == 31
+    found = store.recipients_by_meter([f"{i:012d}" for i in range(1, 31)] + [METER_A, METER_B])
+    assert len(found) == 31 + 1  # and the operators' entry
     assert METER_A not in found  # nothing from the bad file was registered
-    assert found[METER_B].tokens == ("p1", "p2") and found["000000000003"].language == "en"
+    assert found[METER_B][0].tokens == ("p1", "p2") and found["000000000003"][0].language == "en"
+
+    result = runner.invoke(main, ["notifier", "register", "--meter", METER_B, "--quiet-hours", "25:00-07:00"])
+    assert result.exit_code != 0 and "quiet_hours: " in result.output

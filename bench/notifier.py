@@ -4,7 +4,9 @@ endpoint and SMTP server (STARTTLS + AUTH), on the real broker.
 ``python -m bench.notifier [--users 5000] [--events 10000] [--json]``
 
 1. **Throughput**: ``--events`` alert transitions (each user's power alert raised, then resolved)
-   are on ``alerts.events`` before the notifier starts; every user has one phone and one email.
+   are on ``alerts.events`` before the notifier starts; every user has one phone and one email,
+   and wants pushes only, then emails only (each channel's capacity), then both at once (one
+   process: both channels share its interpreter lock and the machine's two cores).
    Rates come from the providers' own clocks: the FCM endpoint's receive time of each push and the
    Maildir delivery time of each email, first to last.
 2. **Latency**: with the notifier running and caught up, transitions are produced at a steady
@@ -42,7 +44,7 @@ from quartier.kafka import ensure_topics, producer_config
 from quartier.settings import Settings
 from quartier.stack import Stack
 from quartier.stack.broker import Broker
-from quartier.stack.fcm import FcmEndpoint, fetch_messages
+from quartier.stack.fcm import FcmEndpoint, count_messages, fetch_messages
 from quartier.stack.smtp import SmtpServer
 
 START_MS = 1_790_000_000_000
@@ -99,13 +101,13 @@ async def produce(settings: Settings, alerts: list[AlertEvent], rate_per_s: floa
         await producer.stop()
 
 
-def register(settings: Settings, users: int, domain: str) -> None:
+def register(settings: Settings, users: int, domain: str, channels: tuple[str, ...]) -> None:
     from notifier.contacts import ContactStore, validate
     from notifier.database import notifier_engine
 
     ContactStore(notifier_engine(settings)).register([
         validate({"meter": meter_of(i), "tokens": [f"bench-{i}"], "email": f"home-{i}@{domain}",
-                  "language": "en" if i % 2 else "fr"})
+                  "language": "en" if i % 2 else "fr", "channels": list(channels)})
         for i in range(users)
     ])
 
@@ -113,19 +115,24 @@ def register(settings: Settings, users: int, domain: str) -> None:
 async def wait_for(settings: Settings, pushes: int, emails: int, timeout_s: float) -> tuple[list[dict[str, Any]], list[float]]:
     deadline = time.monotonic() + timeout_s
     while True:
-        pushed = fetch_messages(settings, settings.fcm.project_id)
-        mailed = maildir_times_ms(settings.smtp.maildir)
-        if (len(pushed) >= pushes and len(mailed) >= emails) or time.monotonic() > deadline:
-            return pushed, mailed
+        done = count_messages(settings, settings.fcm.project_id) >= pushes and maildir_count(settings.smtp.maildir) >= emails
+        if done or time.monotonic() > deadline:
+            return fetch_messages(settings, settings.fcm.project_id), maildir_times_ms(settings.smtp.maildir)
         await asyncio.sleep(0.5)
 
 
+def maildir_count(maildir: str) -> int:
+    return sum(len(os.listdir(Path(maildir) / sub)) for sub in ("new", "cur") if (Path(maildir) / sub).is_dir())
+
+
 async def pipeline_run(settings: Settings, users: int, events_n: int, paced_rate: float, paced_events: int,
-                       domain: str) -> dict[str, Any]:
+                       domain: str, channels: tuple[str, ...]) -> dict[str, Any]:
     from notifier.service import Notifier
 
     await ensure_topics(settings, [topics.ALERTS_EVENTS, topics.NOTIFICATIONS_DELIVERIES])
-    register(settings, users, domain)
+    register(settings, users, domain, channels)
+    pushes_expected = len(range(events_n)) if "push" in channels else 0
+    emails_expected = len(range(events_n)) if "email" in channels else 0
     backlog = [transition(i, "raised") for i in range(min(users, events_n))]
     backlog += [transition(i, "resolved") for i in range(events_n - len(backlog))]
     await produce(settings, backlog)
@@ -136,7 +143,7 @@ async def pipeline_run(settings: Settings, users: int, events_n: int, paced_rate
     started = time.time() * 1000
     task = asyncio.create_task(notifier.run(stop))
     try:
-        pushed, mailed = await wait_for(settings, len(backlog), mail_before + len(backlog), 600)
+        pushed, mailed = await wait_for(settings, pushes_expected, mail_before + emails_expected, 600)
         mailed = [t for t in mailed if t >= started]
         push_times = sorted(m["received_ms"] for m in pushed)
         result: dict[str, Any] = {
@@ -146,12 +153,14 @@ async def pipeline_run(settings: Settings, users: int, events_n: int, paced_rate
             "emails_per_s": len(mailed) / max(1e-3, (mailed[-1] - mailed[0]) / 1000) if mailed else 0.0,
             "backlog_wall_s": (max(push_times[-1] if push_times else 0, mailed[-1] if mailed else 0) - started) / 1000,
         }
+        if not paced_events:
+            return result
         # Latency: a second episode per user, produced at a steady rate while the notifier runs.
         paced = [transition(i % users, "raised" if (i // users) % 2 == 0 else "resolved", start_ms=START_MS + 3_600_000)
                  for i in range(paced_events)]
         produced_at = time.time() * 1000
         await produce(settings, paced, paced_rate)
-        pushed2, mailed2 = await wait_for(settings, len(backlog) + len(paced), mail_before + len(backlog) + len(paced), 300)
+        pushed2, _ = await wait_for(settings, pushes_expected + len(paced), mail_before + emails_expected + len(paced), 300)
         ids = {a.id for a in paced}
         sent_ms = {}
         for m in pushed2:
@@ -249,13 +258,27 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                "fcm": {**overrides["fcm"], "project_id": f"bench{run}"}}
         )
         domain = f"{run}.bench.test"
-        base = await baseline(settings, args.baseline_events, domain)
-        result = await pipeline_run(settings, args.users, args.events, args.paced_rate, args.paced_events, domain)
-        result.update(base)
-        result["push_ratio_to_baseline"] = result["pushes_per_s"] / base["baseline_pushes_per_s"]
-        result["email_ratio_to_baseline"] = result["emails_per_s"] / base["baseline_emails_per_s"]
+        result: dict[str, Any] = await baseline(settings, args.baseline_events, domain)
+        phases = {"push": (("push",), 0), "email": (("email",), 0), "both": (("push", "email"), args.paced_events)}
+        for phase, (channels, paced) in phases.items():
+            own = settings.model_copy(update={
+                "kafka": settings.kafka.model_copy(update={"topic_prefix": f"bench{run}{phase}."}),
+                "fcm": settings.fcm.model_copy(update={"project_id": f"bench{run}{phase}"}),
+                "database_url": f"sqlite:///{root / f'notifier-{phase}.db'}",
+                "state_dir": root / f"state-{phase}",
+            })
+            found = await pipeline_run(own, args.users, args.events, args.paced_rate, paced, f"{phase}.{domain}", channels)
+            if phase == "both":
+                result.update({k: v for k, v in found.items() if k.startswith("latency")})
+                result["both_pushes_per_s"], result["both_emails_per_s"] = found["pushes_per_s"], found["emails_per_s"]
+                result["both_wall_s"] = found["backlog_wall_s"]
+            else:
+                result[f"{phase}{'es' if phase == 'push' else 's'}_per_s"] = found[f"{phase}{'es' if phase == 'push' else 's'}_per_s"]
+                result[f"{phase}_wall_s"] = found["backlog_wall_s"]
+        result["push_ratio_to_baseline"] = result["pushes_per_s"] / result["baseline_pushes_per_s"]
+        result["email_ratio_to_baseline"] = result["emails_per_s"] / result["baseline_emails_per_s"]
         result.update({"users": args.users, "events": args.events, "paced_rate_per_s": args.paced_rate,
-                       "cpus": os.cpu_count()})
+                       "cpus": os.cpu_count(), "load_average_1m": os.getloadavg()[0]})
         return result
     finally:
         for stack in stacks:
@@ -270,17 +293,24 @@ def main() -> None:
     parser.add_argument("--paced-events", type=int, default=2000)
     parser.add_argument("--baseline-events", type=int, default=1000)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--debug", action="store_true", help="log each pipeline stage's time")
     args = parser.parse_args()
+    if args.debug:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        logging.getLogger("notifier.pipeline").setLevel(logging.DEBUG)
     result = asyncio.run(main_async(args))
     print(
-        f"notifier: {result['events']} alert events for {result['users']} users (one phone, one email each)\n"
-        f"  pushes  {result['pushes']:>6}  {result['pushes_per_s']:8.0f}/s   baseline send_each_async "
-        f"{result['baseline_pushes_per_s']:6.0f}/s  ratio {result['push_ratio_to_baseline']:.1f}x\n"
-        f"  emails  {result['emails']:>6}  {result['emails_per_s']:8.0f}/s   baseline one connection + EmailMessage "
-        f"{result['baseline_emails_per_s']:6.0f}/s  ratio {result['email_ratio_to_baseline']:.1f}x\n"
-        f"  latency at {result['paced_rate_per_s']:.0f} events/s: push p50 {result['latency_push_p50_s']:.3f} s "
+        f"notifier: {result['events']} alert events for {result['users']} users, one channel at a time, then both\n"
+        f"  pushes {result['pushes_per_s']:7.0f}/s  (both channels at once {result['both_pushes_per_s']:5.0f}/s)"
+        f"   baseline send_each_async {result['baseline_pushes_per_s']:5.0f}/s  ratio {result['push_ratio_to_baseline']:.1f}x\n"
+        f"  emails {result['emails_per_s']:7.0f}/s  (both channels at once {result['both_emails_per_s']:5.0f}/s)"
+        f"   baseline 1 connection + EmailMessage {result['baseline_emails_per_s']:5.0f}/s  ratio {result['email_ratio_to_baseline']:.1f}x\n"
+        f"  latency at {result['paced_rate_per_s']:.0f} events/s (both channels): push p50 {result['latency_push_p50_s']:.3f} s "
         f"p99 {result['latency_push_p99_s']:.3f} s; email p50 {result['latency_email_p50_s']:.3f} s "
-        f"p99 {result['latency_email_p99_s']:.3f} s; all p99 {result['latency_p99_s']:.3f} s",
+        f"p99 {result['latency_email_p99_s']:.3f} s; all p99 {result['latency_p99_s']:.3f} s\n"
+        f"  (load average {result['load_average_1m']:.1f} on {result['cpus']} cores)",
         file=sys.stderr if args.json else sys.stdout,
     )
     if args.json:

@@ -385,7 +385,11 @@ class Pipeline:
     async def run(self, alerts: Sequence[AlertEvent] = (), notifications: Sequence[Notification] = ()) -> Batch:
         batch = Batch(alerts, list(notifications))
         for stage in self.stages:
+            started = time.perf_counter()
             batch = await stage(batch)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s: %.3f s, %d notifications on", type(stage).__name__, time.perf_counter() - started,
+                          len(batch.notifications))
         return batch
 
 

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 MAX_WINDOW_RECORDS = 2000
 #: How often waiting notifications are looked at.
 RELEASE_EVERY_S = 0.5
+FETCH_MAX_WAIT_MS = 50
 JOURNAL_FILE = "notifier-sent.journal"
 
 
@@ -104,6 +105,8 @@ class Notifier:
             self._alerts_topic,
             group_id=group_id(self.settings),
             max_poll_records=MAX_WINDOW_RECORDS,
+            # aiokafka's default lets a fetch wait 500 ms for more data: half the latency budget.
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             **consumer_config(self.settings),
         )
         producer = AIOKafkaProducer(**producer_config(self.settings))

@@ -104,6 +104,15 @@ def fetch_messages(settings: Settings, project_id: str) -> list[dict[str, Any]]:
     return answer.json()["messages"]
 
 
+def count_messages(settings: Settings, project_id: str) -> int:
+    """How many messages the local endpoint accepted for ``project_id`` (cheap enough to poll)."""
+    answer = httpx.get(
+        f"{endpoint_base(settings.fcm.endpoint)}/_store/count", params={"project": project_id}, timeout=10
+    )
+    answer.raise_for_status()
+    return int(answer.json()["count"])
+
+
 def fetch_attempts(settings: Settings, project_id: str, token: str) -> list[dict[str, Any]]:
     """Every send attempt the endpoint saw for one device token: status, and whether a retry
     came before the Retry-After it had announced (``early``)."""

@@ -14,6 +14,7 @@
   each test or demo run can use its own.
 - ``GET /_store/messages?project=P``: every stored message of a project, oldest first;
   ``GET /_store/attempts?project=P&token=T``: every attempt for one device token;
+  ``GET /_store/count?project=P``: how many messages a project has (cheap, for polling);
   ``GET /_health``.
 
 Error injection, by device-token prefix (the rest of the token is free, so tests stay apart):
@@ -309,6 +310,14 @@ class Endpoint:
         lines = path.read_text().splitlines() if path.exists() else []
         return JSONResponse({"messages": [json.loads(line) for line in lines]})
 
+    async def count(self, request: Request) -> Response:
+        project = request.query_params.get("project", "")
+        if not PROJECT_ID.match(project):
+            return JSONResponse({"error": f"query parameter project: invalid project id {project!r}"}, status_code=400)
+        path = self.store_dir / f"{project}.jsonl"
+        with open(path, "rb") if path.exists() else _nothing() as stored:
+            return JSONResponse({"count": sum(1 for _ in stored)})
+
     async def attempts(self, request: Request) -> Response:
         project = request.query_params.get("project", "")
         token = request.query_params.get("token", "")
@@ -319,6 +328,12 @@ class Endpoint:
         return JSONResponse({"service": "fcm"})
 
 
+def _nothing() -> Any:
+    import io
+
+    return io.BytesIO()
+
+
 def build_app(workdir: Path, retry_after_s: int = 1) -> Starlette:
     endpoint = Endpoint(workdir, retry_after_s)
     return Starlette(
@@ -327,6 +342,7 @@ def build_app(workdir: Path, retry_after_s: int = 1) -> Starlette:
             Route("/v1/projects/{project}/messages:send", endpoint.send, methods=["POST"]),
             Route("/_store/messages", endpoint.messages, methods=["GET"]),
             Route("/_store/attempts", endpoint.attempts, methods=["GET"]),
+            Route("/_store/count", endpoint.count, methods=["GET"]),
             Route("/_health", endpoint.health, methods=["GET"]),
         ]
     )

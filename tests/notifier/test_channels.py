@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any, Callable
 
 from notifier.channels.email import EmailChannel
@@ -10,6 +11,7 @@ from notifier.channels.fcm import FcmChannel
 from notifier.firebase import firebase_app
 from notifier.notification import Notification
 from notifier.render import Renderer
+from notifier.sent_log import SentJournal
 from quartier.events import AlertEvent, alert_id
 from quartier.settings import Settings
 from quartier.stack.fcm import fetch_attempts, fetch_messages
@@ -18,101 +20,159 @@ from quartier.stack.smtp import read_mailbox
 METER = "012345678901"
 
 
-def _alert(state: str = "raised", kind: str = "power_above") -> AlertEvent:
+def _alert(state: str = "raised", kind: str = "power_above", **detail: float) -> AlertEvent:
     start = 1_790_000_000_000
     return AlertEvent(
         id=alert_id(METER, kind, start), meter=METER, kind=kind, state=state,  # type: ignore[arg-type]
-        value=2_345.0, threshold=1_500.0, at_ms=start, episode_start_ms=start,
+        value=2_345.0, threshold=1_500.0, at_ms=start, episode_start_ms=start, detail=detail,
     )
 
 
-async def test_push_outcomes_follow_what_fcm_answered(fcm: dict[str, Any], make_settings: Callable[..., Settings]) -> None:
+def _push(token: str, alert: AlertEvent | None = None, language: str = "fr") -> Notification:
+    return Notification((alert or _alert(),), "push", token, language)  # type: ignore[arg-type]
+
+
+async def test_push_outcomes_follow_what_fcm_answered_one_request_per_attempt(
+    fcm: dict[str, Any], make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
     settings = make_settings(fcm)
-    channel = FcmChannel(firebase_app(settings.fcm), Renderer())
-    tokens = ["phone-ok", "unregistered-old-phone", "invalid-garbage", "flaky503-1-phone"]
-    outcomes = await channel.send([Notification(_alert(), "push", t, "fr") for t in tokens])
+    journal = SentJournal(tmp_path / "journal")
+    channel = FcmChannel(firebase_app(settings.fcm), Renderer(), journal, threads=4)
+    tokens = ["phone-ok", "tablet-ok", "unregistered-old-phone", "invalid-garbage", "flaky503-1-phone", "quota429-1-phone"]
+    try:
+        outcomes = await channel.send([_push(t) for t in tokens])
+    finally:
+        await channel.close()
     by_token = {o.notification.address: o for o in outcomes}
     assert [o.notification.address for o in outcomes] == tokens
-    assert by_token["phone-ok"].status == "sent" and by_token["phone-ok"].provider_id
-    assert by_token["flaky503-1-phone"].status == "sent"
-    assert by_token["unregistered-old-phone"].status == "failed" and by_token["unregistered-old-phone"].address_gone
-    assert by_token["invalid-garbage"].status == "failed" and not by_token["invalid-garbage"].address_gone
-    assert "INVALID_ARGUMENT" in (by_token["invalid-garbage"].reason or "")
+    for ok in ("phone-ok", "tablet-ok"):
+        assert by_token[ok].status == "sent" and by_token[ok].provider_id and by_token[ok].attempts == 1
+    gone = by_token["unregistered-old-phone"]
+    assert gone.status == "failed" and gone.address_gone and not gone.transient
+    invalid = by_token["invalid-garbage"]
+    assert invalid.status == "failed" and not invalid.address_gone and not invalid.transient
+    assert "INVALID_ARGUMENT" in (invalid.reason or "")
+    # firebase-admin's own retries are off: a 503 or a 429 is one request, returned as transient.
+    unavailable, quota = by_token["flaky503-1-phone"], by_token["quota429-1-phone"]
+    assert unavailable.transient and "UnavailableError" in (unavailable.reason or "")
+    assert quota.transient and quota.retry_after_s == 1.0 and "QuotaExceededError" in (quota.reason or "")
+    project = settings.fcm.project_id
+    assert [a["status"] for a in fetch_attempts(settings, project, "flaky503-1-phone")] == [503]
+    assert [a["status"] for a in fetch_attempts(settings, project, "quota429-1-phone")] == [429]
 
-    stored = {m["message"]["token"]: m for m in fetch_messages(settings, settings.fcm.project_id)}
-    assert set(stored) == {"phone-ok", "flaky503-1-phone"}
+    stored = {m["message"]["token"]: m for m in fetch_messages(settings, project)}
+    assert set(stored) == {"phone-ok", "tablet-ok"}
+    # Each acceptance went to the journal as it happened, with FCM's message id.
+    assert sorted((key.recipient, provider) for key, provider, _ in journal.read()) == sorted(
+        (by_token[t].notification.recipient, stored[t]["name"]) for t in ("phone-ok", "tablet-ok"))
     pushed = stored["phone-ok"]["message"]
     assert pushed["notification"]["title"] == "Puissance au-dessus de votre limite"
     assert "2\u202f345 W" in pushed["notification"]["body"]
     assert pushed["data"]["alert_id"] == _alert().id and pushed["data"]["state"] == "raised"
-    assert pushed["android"]["collapse_key"] == _alert().id
+    assert pushed["android"]["collapse_key"] == "power_above" and pushed["android"]["priority"] == "normal"
+    assert pushed["android"]["notification"]["tag"] == _alert().id
+    assert pushed["apns"]["headers"]["apns-collapse-id"] == "power_above"
+    assert pushed["apns"]["headers"]["apns-priority"] == "5"
 
 
-async def test_quota_exceeded_beyond_the_sdk_retries_waits_for_retry_after(
-    fcm: dict[str, Any], make_settings: Callable[..., Settings]
-) -> None:
-    """firebase-admin's own retries (4) are used up by six 429s; the channel waits and tries again."""
-    settings = make_settings(fcm)
-    channel = FcmChannel(firebase_app(settings.fcm), Renderer())
-    [outcome] = await channel.send([Notification(_alert(), "push", "quota429-6-phone", "en")])
-    assert outcome.status == "sent" and outcome.attempts == 2
-    attempts = fetch_attempts(settings, settings.fcm.project_id, "quota429-6-phone")
-    assert [a["status"] for a in attempts] == [429] * 6 + [200]
-    assert not any(a["early"] for a in attempts), attempts
-
-
-async def test_quota_exceeded_for_too_long_is_a_failure_with_its_reason(
+async def test_urgent_push_is_high_priority_short_lived_and_says_what_to_do(
     fcm: dict[str, Any], make_settings: Callable[..., Settings]
 ) -> None:
     settings = make_settings(fcm)
-    channel = FcmChannel(firebase_app(settings.fcm), Renderer(), quota_retries=0)
-    [outcome] = await channel.send([Notification(_alert(), "push", "quota429-9-phone", "en")])
-    assert outcome.status == "failed" and "QuotaExceededError" in (outcome.reason or "")
-    assert fetch_messages(settings, settings.fcm.project_id) == []
+    channel = FcmChannel(firebase_app(settings.fcm), Renderer(), threads=1)
+    fuse = _alert(kind="fuse_limit", seconds_to_cut=90)
+    try:
+        [outcome] = await channel.send([_push("phone", fuse, "en")])
+    finally:
+        await channel.close()
+    assert outcome.status == "sent"
+    [stored] = fetch_messages(settings, settings.fcm.project_id)
+    message = stored["message"]
+    assert message["android"]["priority"] == "high" and message["android"]["ttl"] == "600s"
+    assert message["apns"]["headers"]["apns-priority"] == "10"
+    assert message["apns"]["payload"]["aps"]["sound"] == "default"
+    assert "cuts the power in about 90 s" in message["notification"]["body"]
 
 
-async def test_email_is_multipart_in_the_household_language_over_one_connection(
-    smtp: dict[str, Any], make_settings: Callable[..., Settings]
+async def test_a_grouped_push_lists_its_alerts(fcm: dict[str, Any], make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(fcm)
+    channel = FcmChannel(firebase_app(settings.fcm), Renderer(), threads=1)
+    storm = tuple(
+        AlertEvent(id=f"a{i:02d}", meter=f"3000000000{i:02d}", kind="disconnected", state="raised", value=60, threshold=30,
+                   at_ms=1_790_000_000_000, episode_start_ms=1_790_000_000_000) for i in range(12)
+    )
+    try:
+        [outcome] = await channel.send([Notification(storm, "push", "manager-phone", "en")])
+    finally:
+        await channel.close()
+    assert outcome.status == "sent"
+    [stored] = fetch_messages(settings, settings.fcm.project_id)
+    assert stored["message"]["notification"]["title"] == "12 alerts on your meters"
+    assert stored["message"]["data"] == {"kind": "group", "count": "12", "alert_ids": ",".join(a.id for a in storm)}
+
+
+async def test_email_is_multipart_in_the_household_language_over_reused_connections(
+    smtp: dict[str, Any], make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     settings = make_settings(smtp)
     domain = f"{uuid.uuid4().hex[:8]}.example.test"
-    channel = EmailChannel(settings.smtp, Renderer())
+    journal = SentJournal(tmp_path / "journal")
+    channel = EmailChannel(settings.smtp, Renderer(), journal, connections=2)
     try:
         outcomes = await channel.send([
-            Notification(_alert("raised"), "email", f"fr@{domain}", "fr"),
-            Notification(_alert("raised"), "email", f"en@{domain}", "en"),
-            Notification(_alert("resolved"), "email", f"en@{domain}", "en"),
+            Notification((_alert("raised"),), "email", f"fr@{domain}", "fr"),
+            Notification((_alert("raised"),), "email", f"en@{domain}", "en"),
+            Notification((_alert("resolved"),), "email", f"en@{domain}", "en"),
         ])
-        connection = channel._client
-        more = await channel.send([Notification(_alert("resolved"), "email", f"fr@{domain}", "fr")])
-        assert channel._client is connection  # reused, not reopened per mail
+        connections = list(channel._clients)
+        more = await channel.send([Notification((_alert("resolved"),), "email", f"fr@{domain}", "fr")])
+        assert channel._clients[0] is connections[0]  # reused, not reopened per mail
+        # The server drops a connection (a restart, an idle timeout): the channel reconnects.
+        channel._clients[0].transport.close()  # type: ignore[union-attr]
+        again = await channel.send([Notification((_alert("raised", "fuse_limit", seconds_to_cut=50),), "email", f"en@{domain}", "en")])
+        assert channel._clients[0] is not connections[0]
     finally:
         await channel.close()
-    assert [o.status for o in outcomes + more] == ["sent"] * 4
+    assert [o.status for o in outcomes + more + again] == ["sent"] * 5
+    assert len(journal.read()) == 5
 
     french = read_mailbox(settings.smtp.maildir, recipient=f"fr@{domain}")
     english = read_mailbox(settings.smtp.maildir, recipient=f"en@{domain}")
     assert [m["Subject"] for m in french] == [
         "Puissance au-dessus de votre limite", "Puissance au-dessus de votre limite : situation rétablie"]
-    assert [m["Subject"] for m in english] == ["Power above your limit", "Power above your limit: back to normal"]
-    message = english[0]
+    assert sorted(m["Subject"] for m in english) == [
+        "Power above your limit", "Power above your limit: back to normal", "Power close to your cut-off limit"]
+    message = next(m for m in english if m["Subject"] == "Power above your limit")
     assert message.get_content_type() == "multipart/alternative"
     assert message["X-Quartier-Alert-Id"] == _alert().id and message["Content-Language"] == "en"
     text = message.get_body(("plain",)).get_content()
     html = message.get_body(("html",)).get_content()
     assert "2,345 W measured" in text and "against a threshold of 1,500 W" in text
+    assert "Switch off a large appliance" in text
     assert "<h1" in html and "2,345 W measured" in html
     assert outcomes[1].provider_id == message["Message-ID"].strip()
 
 
-async def test_email_refused_by_the_server_is_a_failure_with_its_reason(
+async def test_email_refused_by_the_server_is_a_permanent_failure_with_its_reason(
     smtp: dict[str, Any], make_settings: Callable[..., Settings]
 ) -> None:
     settings = make_settings(smtp)
     wrong = settings.smtp.model_copy(update={"password": "not-the-password"})
     channel = EmailChannel(wrong, Renderer())
     try:
-        [outcome] = await channel.send([Notification(_alert(), "email", "x@example.test", "fr")])
+        [outcome] = await channel.send([Notification((_alert(),), "email", "x@example.test", "fr")])
     finally:
         await channel.close()
-    assert outcome.status == "failed" and "535" in (outcome.reason or "")
+    assert outcome.status == "failed" and "535" in (outcome.reason or "") and not outcome.transient
+
+
+async def test_email_with_the_server_down_is_a_transient_failure(make_settings: Callable[..., Settings]) -> None:
+    from quartier.stack.component import pick_port
+
+    settings = make_settings(smtp={"host": "127.0.0.1", "port": pick_port(0), "starttls": False})
+    channel = EmailChannel(settings.smtp, Renderer(), timeout_s=5)
+    try:
+        [outcome] = await channel.send([Notification((_alert(),), "email", "x@example.test", "fr")])
+    finally:
+        await channel.close()
+    assert outcome.status == "failed" and outcome.transient and "SMTP connection" in (outcome.reason or "")

@@ -2,7 +2,7 @@
 
 Chain id 31337, the well-known dev mnemonic (so account N is the same on every run and in
 eth-tester), auto-mining, and the chain state kept in ``<workdir>/anvil-state.json``: anvil loads it
-at start and writes it at exit and every few seconds, so deployed contracts survive a restart.
+at start and writes it at exit and every 30 seconds, so deployed contracts survive a restart.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ CHAIN_ID = 31337
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
 STATE_FILE = "anvil-state.json"
 #: Seconds between state dumps while running (exit dumps too; this bounds what a crash loses).
-STATE_INTERVAL_S = 5
+#: Each dump rewrites the whole chain with its history (about 5 MB per 1,000 transactions), so
+#: not too often.
+STATE_INTERVAL_S = 30
 
 
 def repo_root() -> Path:

@@ -15,7 +15,8 @@ contract's custom error. Units: euro cents, Wh, cents per kWh, unix seconds; ids
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, TypeVar
+from pathlib import Path
+from typing import Any, Iterable, Mapping, TypeVar
 
 from web3 import Web3
 from web3.contract import Contract
@@ -127,7 +128,7 @@ class Market:
         return cls(w3, record)
 
     @classmethod
-    def from_state(cls, w3: Web3, state_dir) -> "Market":  # type: ignore[no-untyped-def]
+    def from_state(cls, w3: Web3, state_dir: Path) -> "Market":
         """The market recorded for ``w3``'s chain under ``state_dir`` (DeploymentError if none)."""
         return cls(w3, load_deployment(w3, state_dir))
 
@@ -285,7 +286,7 @@ class Market:
         result.complete = True
         return result
 
-    def _settle_call(self, zone: bytes, slot_start: int, first_position: int, delivered_wh: list[int]):  # type: ignore[no-untyped-def]
+    def _settle_call(self, zone: bytes, slot_start: int, first_position: int, delivered_wh: list[int]) -> Any:
         return self.contract.functions.settleBatch(
             _id("zone", zone),
             _uint("slot_start", slot_start, 2**64 - 1),

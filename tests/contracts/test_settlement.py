@@ -150,3 +150,18 @@ def test_a_sender_keeps_its_nonces_across_many_unawaited_transactions(world: Wor
     other.transact(world.market.token.functions.mint(recipients[0], 1))
     receipt = admin.transact(world.market.token.functions.mint(recipients[0], 1))
     assert receipt["status"] == 1
+
+
+def test_batches_shrink_to_fit_the_per_transaction_gas_cap(world: World) -> None:
+    """With a small cap, settle_slot estimates, splits, and never sends a batch over the cap."""
+    order_ids, energy = _orders(world, 12)
+    world.after_slot()
+    capped_oracle = Sender(world.w3, world.oracle.account, gas_cap=120_000)
+    half = {order_id: wh // 2 for order_id, wh in zip(order_ids, energy)}  # refunds: heavier batches
+
+    settlement = world.market.settle_slot(capped_oracle, world.zone, world.slot, half)
+
+    assert settlement.complete and len(settlement.batches) > 1
+    assert max(settlement.gas_used) <= 120_000
+    assert [b.first_position for b in settlement.batches] == sorted({b.first_position for b in settlement.batches})
+    assert settlement.deliveries == 12

@@ -20,7 +20,11 @@ def notifier() -> None:
 @notifier.command("run")
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port.")
-def run(log_level: str, metrics_port: int | None) -> None:
+@click.option(
+    "--channel", "channels", multiple=True, type=click.Choice(["push", "email"]),
+    help="Only these channels (repeat for several); default both. One process per channel uses one core each.",
+)
+def run(log_level: str, metrics_port: int | None, channels: tuple[str, ...]) -> None:
     """Consume alert events and notify each household, until SIGTERM or Ctrl-C."""
     from notifier.service import Notifier
 
@@ -32,7 +36,7 @@ def run(log_level: str, metrics_port: int | None) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         settings = Settings() if metrics_port is None else Settings(metrics_port=metrics_port)
-        stats = await Notifier.from_settings(settings).run(stop)
+        stats = await Notifier.from_settings(settings, channels or ("push", "email")).run(stop)
         click.echo(f"stopped: {stats.alerts} alert events, deliveries {stats.deliveries}, rejected {stats.rejected}")
 
     asyncio.run(main())

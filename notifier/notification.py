@@ -32,6 +32,7 @@ class Notification:
     user: str = ""
     zone: ZoneInfo = ZoneInfo("Europe/Paris")
     attempts: int = 0  # attempts already made (a retry carries them)
+    held: bool = False  # comes from the pending table (quiet hours or a retry)
     recipient: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:

@@ -94,13 +94,13 @@ class PendingStore:
                 session.exec(delete(PendingNotification).where(_COLUMNS.in_(wanted[start : start + _CHUNK])))  # type: ignore[call-overload]
             session.commit()
 
-    def due(self, now_ms: int, limit: int = 2000) -> list[Notification]:
-        """Notifications whose time has come, grouped messages rebuilt whole."""
+    def due(self, now_ms: int, channels: Iterable[str] = ("push", "email"), limit: int = 2000) -> list[Notification]:
+        """Notifications on ``channels`` whose time has come, grouped messages rebuilt whole."""
         with Session(self.engine) as session:
             rows = list(
                 session.exec(
                     select(PendingNotification)
-                    .where(PendingNotification.due_ms <= now_ms)
+                    .where(PendingNotification.due_ms <= now_ms, PendingNotification.channel.in_(list(channels)))  # type: ignore[attr-defined]
                     .order_by(PendingNotification.due_ms)  # type: ignore[arg-type]
                     .limit(limit)
                 )
@@ -128,5 +128,6 @@ def _notification(rows: list[PendingNotification]) -> Notification:
         user=first.user_id,
         zone=ZoneInfo(first.time_zone),
         attempts=first.attempts,
+        held=True,
         recipient=first.recipient,
     )

@@ -241,7 +241,8 @@ class Group:
             alerts = sorted((a for n in members for a in n.alerts), key=lambda a: (a.kind != "fuse_limit", a.at_ms))
             first = members[0]
             out.append(Notification(tuple(alerts), first.channel, first.address, first.language, first.user, first.zone,
-                                    attempts=max(n.attempts for n in members), recipient=first.recipient))
+                                    attempts=max(n.attempts for n in members), held=any(n.held for n in members),
+                                    recipient=first.recipient))
         batch.notifications = out
         return batch
 
@@ -361,7 +362,8 @@ class Record:
     async def __call__(self, batch: Batch) -> Batch:
         sent = [o for o in batch.outcomes if o.status == "sent"]
         self.sent_log.record((key, o.provider_id) for o in sent for key in o.notification.keys)
-        self.pending.forget(key for o in batch.outcomes for key in o.notification.keys)
+        # Only released notifications have rows; a retried one was held again by the retry stage.
+        self.pending.forget(key for o in batch.outcomes if o.notification.held for key in o.notification.keys)
         self.contacts.remove_tokens(
             o.notification.address for o in batch.outcomes if o.address_gone and o.notification.channel == "push"
         )

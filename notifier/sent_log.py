@@ -26,6 +26,8 @@ from typing import NamedTuple
 
 import msgspec
 from sqlalchemy import Engine, tuple_
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, Session, SQLModel, select
 
 
@@ -113,10 +115,8 @@ class SentLog:
         if self.journal is None:
             return 0
         lines = self.journal.read()
-        with Session(self.engine) as session:
-            for key, provider_id, sent_ms in lines:
-                session.merge(SentNotification(**key._asdict(), provider_id=provider_id, sent_ms=sent_ms))
-            session.commit()
+        by_key = {key: provider_id for key, provider_id, _ in lines}
+        self.record(by_key.items())
         self.journal.empty_if_large(0)
         return len(lines)
 
@@ -136,23 +136,14 @@ class SentLog:
                 found.update(SentKey(*row) for row in rows)
         return found
 
-    def record(self, sent: Iterable[tuple[SentKey, str | None]], session: Session | None = None) -> None:
+    def record(self, sent: Iterable[tuple[SentKey, str | None]]) -> None:
         """Notes successful sends (key, provider message id); recording one twice is harmless."""
         now = int(time.time() * 1000)
-        rows = [
-            {**key._asdict(), "provider_id": provider_id, "sent_ms": now} for key, provider_id in sent
-        ]
+        rows = [{**key._asdict(), "provider_id": provider_id, "sent_ms": now} for key, provider_id in sent]
         if not rows:
             return
-        own = session is None
-        session = session or Session(self.engine)
-        try:
-            existing = self.already_sent(SentKey(r["alert_id"], r["alert_state"], r["channel"], r["recipient"]) for r in rows)
-            fresh = [r for r in rows if SentKey(r["alert_id"], r["alert_state"], r["channel"], r["recipient"]) not in existing]
-            if fresh:
-                session.execute(SentNotification.__table__.insert(), fresh)  # type: ignore[attr-defined]
-            if own:
-                session.commit()
-        finally:
-            if own:
-                session.close()
+        table = SentNotification.__table__  # type: ignore[attr-defined]
+        insert = postgresql_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        with Session(self.engine) as session:
+            session.execute(insert(table).on_conflict_do_nothing(), rows)
+            session.commit()

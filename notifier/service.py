@@ -46,9 +46,14 @@ FETCH_MAX_WAIT_MS = 50
 JOURNAL_FILE = "notifier-sent.journal"
 
 
-def group_id(settings: Settings) -> str:
-    # The topic prefix keeps test runs and demo runs in their own consumer groups.
-    return f"{settings.kafka.topic_prefix}quartier-notifier"
+ALL_CHANNELS = ("push", "email")
+
+
+def group_id(settings: Settings, channels: tuple[str, ...] = ALL_CHANNELS) -> str:
+    # The topic prefix keeps test runs and demo runs in their own consumer groups; a process per
+    # channel reads every alert in its own group (its dedup keys, held rows and journal are its own).
+    suffix = "" if set(channels) == set(ALL_CHANNELS) else "-" + "-".join(sorted(channels))
+    return f"{settings.kafka.topic_prefix}quartier-notifier{suffix}"
 
 
 @dataclass
@@ -68,6 +73,7 @@ class Notifier:
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.settings = settings
+        self.channel_names = tuple(channel.name for channel in channels)
         self.pipelines = pipelines
         self.channels = channels
         self.sent_log = sent_log
@@ -80,16 +86,22 @@ class Notifier:
         self._next_release = 0.0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Notifier":
+    def from_settings(cls, settings: Settings, channel_names: tuple[str, ...] = ALL_CHANNELS) -> "Notifier":
+        """A notifier for ``channel_names``: both by default; one process per channel lets each
+        use its own core (the push threads and the SMTP connections share one interpreter lock)."""
+        if not channel_names or set(channel_names) - set(ALL_CHANNELS):
+            raise ValueError(f"channels must be among {ALL_CHANNELS}, got {channel_names}")
         engine = notifier_engine(settings)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
-        journal = SentJournal(settings.state_dir / f"{settings.kafka.topic_prefix}{JOURNAL_FILE}")
+        suffix = "" if set(channel_names) == set(ALL_CHANNELS) else "-" + "-".join(sorted(channel_names))
+        journal = SentJournal(settings.state_dir / f"{settings.kafka.topic_prefix}{JOURNAL_FILE}{suffix}")
         contacts, sent_log, pending, renderer = ContactStore(engine), SentLog(engine, journal), PendingStore(engine), Renderer()
         options = settings.notifier
-        channels: dict[str, DeliveryChannel] = {
-            "push": FcmChannel(firebase_app(settings.fcm), renderer, journal, threads=options.push_threads),
-            "email": EmailChannel(settings.smtp, renderer, journal, connections=options.email_connections),
-        }
+        channels: dict[str, DeliveryChannel] = {}
+        if "push" in channel_names:
+            channels["push"] = FcmChannel(firebase_app(settings.fcm), renderer, journal, threads=options.push_threads)
+        if "email" in channel_names:
+            channels["email"] = EmailChannel(settings.smtp, renderer, journal, connections=options.email_connections)
         pipelines = build_pipelines(contacts, sent_log, pending, channels, options)  # type: ignore[arg-type]
         return cls(settings, pipelines, list(channels.values()), sent_log)
 
@@ -103,7 +115,7 @@ class Notifier:
         await ensure_topics(self.settings, [topics.ALERTS_EVENTS, topics.NOTIFICATIONS_DELIVERIES])
         consumer = AIOKafkaConsumer(
             self._alerts_topic,
-            group_id=group_id(self.settings),
+            group_id=group_id(self.settings, self.channel_names),
             max_poll_records=MAX_WINDOW_RECORDS,
             # aiokafka's default lets a fetch wait 500 ms for more data: half the latency budget.
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
@@ -112,7 +124,7 @@ class Notifier:
         producer = AIOKafkaProducer(**producer_config(self.settings))
         await producer.start()
         await consumer.start()
-        log.info("consuming %s as group %s", self._alerts_topic, group_id(self.settings))
+        log.info("consuming %s as group %s", self._alerts_topic, group_id(self.settings, self.channel_names))
         if ready is not None:
             ready.set()
         try:
@@ -161,7 +173,7 @@ class Notifier:
 
     async def release(self, producer: AIOKafkaProducer) -> None:
         """Sends what was held through quiet hours or waits for a retry, once due."""
-        due = self.pipelines.pending.due(int(time.time() * 1000))
+        due = self.pipelines.pending.due(int(time.time() * 1000), self.channel_names)
         if due:
             await self._finish(await self.pipelines.release.run(notifications=due), producer)
 

@@ -386,3 +386,21 @@ async def test_killed_mid_batch_and_restarted_every_notification_arrives_once(
     deduplicated = [d for d in await _deliveries(settings) if d.status == "deduplicated"]
     assert len(deduplicated) >= sent_before_kill - duplicates
     print(f"killed after {sent_before_kill} sends; {len(deduplicated)} skipped on replay; {duplicates} sent twice")
+
+
+def test_a_process_per_channel_reads_every_alert_in_its_own_group(
+    smtp: dict[str, Any], make_settings: Callable[..., Settings]
+) -> None:
+    from notifier.service import group_id
+
+    settings = make_settings(smtp)
+    email_only = Notifier.from_settings(settings, ("email",))
+    try:
+        assert email_only.channel_names == ("email",)
+        assert group_id(settings, ("email",)) != group_id(settings, ("push",)) != group_id(settings)
+        assert group_id(settings) == f"{settings.kafka.topic_prefix}quartier-notifier"
+    finally:
+        assert email_only.sent_log.journal is not None
+        email_only.sent_log.journal.close()
+    with pytest.raises(ValueError, match="channels must be among"):
+        Notifier.from_settings(settings, ("pigeon",))

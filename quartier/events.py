@@ -152,6 +152,8 @@ class AlertRules(Record, tag="alert_rules", kw_only=True):
     spending_pace: bool = True
     time_zone: Annotated[str, Meta(min_length=1, max_length=64)] = "Europe/Paris"  # day and month boundaries
     tariff: Literal["base", "peak_offpeak", "tempo"] = "base"
+    # Not read by the notifier: delivery preferences (channels, language, quiet hours) live in its
+    # store, one place each (docs/notifier.md). Kept so existing records stay valid.
     channels: tuple[Channel, ...] = ("push", "email")
     language: Literal["fr", "en"] = "fr"
     expert: bool = False

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import firebase_admin
 import requests
-from firebase_admin import _http_client, credentials, messaging
+from firebase_admin import credentials, messaging
 from google.oauth2 import service_account
 
 from quartier.settings import FcmSettings

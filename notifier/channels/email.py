@@ -32,7 +32,7 @@ import aiosmtplib
 
 from quartier.settings import SmtpSettings
 from notifier.notification import Notification, Outcome
-from notifier.render import CompiledAlert, Renderer, Slotted, escaped, slot, slot_values
+from notifier.render import Renderer, Slotted, escaped, slot, slot_values
 from notifier.sent_log import SentJournal
 
 log = logging.getLogger(__name__)
@@ -238,5 +238,3 @@ def _address_header(sender: str) -> str:
     name, address = email.utils.parseaddr(sender)
     return email.utils.formataddr((name, address), charset="utf-8")
 
-
-__all__ = ["EmailChannel", "CompiledAlert"]

@@ -1,0 +1,504 @@
+"""The whole ingest pipeline on one machine: simulator → broker → stream worker(s) → InfluxDB and alerts.
+
+``python -m bench.pipeline [--meters 48000] [--duration 300] [--workers 1] [--profile-s 0] [--json]``
+
+Everything runs for real, each part as its own process, as ``quartier demo`` runs them: a private
+stack (the embedded broker and InfluxDB) in a temporary state directory, ``quartier streams worker``
+(one or more, one consumer group), then ``quartier simulate`` in real time (1 Hz per meter) for
+``--duration`` seconds. A share of the households (``--alerted-share``) has a power limit low
+enough to raise alerts, so the alert path carries load too.
+
+Measured, each figure from the component that did the work:
+
+- **sustained readings/s**: the worker's ``quartier_readings_consumed_total``, sampled every few
+  seconds, over the run after a warm-up (the first fifth, at most 30 s);
+- **lag**: readings produced (the simulator's summary) minus readings consumed, when the simulator
+  stops, and again after a drain; during the run, ``meters × seconds since the simulator started −
+  consumed`` approximates it (its growth is what says whether the worker keeps up);
+- **reading-to-alert latency**: for every alert event a reading caused (not the deadman's),
+  ``produced_ms`` (the worker's wall clock) minus the reading's time. A Linky meter's clock is off
+  by up to a second (the simulator draws offsets with σ = 400 ms), so the reading's true time is its
+  meter time minus that meter's offset, which the bench knows because the fleet is deterministic.
+  Both figures are reported; the headline is the true one;
+- **points written / rejected**: InfluxDB's ``count(*)`` of ``reading``, and the worker's
+  ``quartier_readings_rejected_total`` (malformed frames, ``--malformed-fraction``);
+- **worker peak memory**: the kernel's high-water mark of each worker's resident set (VmHWM), with
+  psutil samples as a cross-check;
+- **raw ceiling**, in the same run after the workers stopped: a plain aiokafka consumer in a new group
+  drains the same ``meter.readings`` topic from the beginning and decodes every message with the
+  contract's msgspec decoder, nothing else. The ratio is sustained / raw ceiling.
+
+``--profile-s N`` samples the (first) worker with py-spy for N seconds in the middle of the run and
+prints where its time goes (``pip install py-spy``; it is a measuring tool, not a dependency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from quartier import events, topics
+from quartier.kafka import end_offsets, ensure_topics, producer_config, read_all
+from quartier.settings import Settings
+from quartier.stack import Stack
+from quartier.stack.broker import Broker
+from quartier.stack.component import pick_port, wait_until
+from quartier.stack.influx import Influx, count_points, ensure_database
+
+SEED = 7
+LOW_POWER_LIMIT_W = 1_500
+ALERT_FOR_S = 5.0
+SAMPLE_EVERY_S = 5.0
+#: Alert kinds a reading causes; the deadman's (disconnected, ingest_down) come from a timer.
+READING_KINDS = {"power_above", "power_below", "fuse_limit", "energy_day_above", "energy_day_below",
+                 "spending_day_above", "spending_day_below", "spending_month_above", "spending_month_below"}
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def scrape(port: int) -> dict[str, float]:
+    """One worker's Prometheus samples, summed over labels (``{sample name: value}``); empty if down."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return {}
+    totals: Counter[str] = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] += sample.value
+    return dict(totals)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The kernel's resident-set high-water mark of a process (VmHWM), in MB; 0 if unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+@dataclass
+class Sample:
+    t: float  # monotonic
+    consumed: float
+    rejected: float
+    written: float
+    alert_events: float
+    producing: bool = False  # the simulator was still running after this sample was taken
+
+
+@dataclass
+class Worker:
+    process: subprocess.Popen[bytes]
+    metrics_port: int
+    rss_peak_mb: float = 0.0
+    hwm_mb: float = 0.0
+    log: Path = field(default_factory=Path)
+
+
+class PipelineRun:
+    def __init__(self, root: Path, args: argparse.Namespace) -> None:
+        self.root = root
+        self.args = args
+        run = uuid.uuid4().hex[:8]
+        self.run_id = run
+        self.env = {
+            "QUARTIER_STATE_DIR": str(root / "stack"),
+            "QUARTIER_KAFKA__TOPIC_PREFIX": f"bench{run}.",
+            "QUARTIER_INFLUX__DATABASE": f"bench_{run}",
+        }
+        self.workers: list[Worker] = []
+        self.samples: list[Sample] = []
+        self._stop_sampling = threading.Event()
+
+    # --- set-up ------------------------------------------------------------------------------
+
+    def settings(self) -> Settings:
+        # The bench's own process takes the run's environment, so that Settings() here sees exactly
+        # what the subprocesses see (the stack's ports from stack.json, the run's prefix and database).
+        os.environ.update(self.env)
+        return Settings()
+
+    def say(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    def fleet(self, settings: Settings) -> tuple[list[str], dict[str, float]]:
+        """The fleet's meter ids and each meter's clock offset (ms), rebuilt from the seed as the simulator does."""
+        from simulator.config import FleetConfig
+        from simulator.engine import Simulation
+        from simulator.fleet import build_fleet
+
+        config = FleetConfig(meters=self.args.meters, seed=SEED, shards=settings.kafka.reading_shards)
+        fleet = build_fleet(config)
+        offsets = Simulation(fleet, start_t=time.time()).modules.clock_offset_ms
+        return list(fleet.meter_ids), {m: float(o) for m, o in zip(fleet.meter_ids, offsets)}
+
+    async def produce_rules(self, settings: Settings, meters: list[str]) -> int:
+        every = max(1, round(1 / self.args.alerted_share)) if self.args.alerted_share > 0 else 0
+        chosen = meters[::every] if every else []
+        now_ms = int(time.time() * 1000)
+        producer = AIOKafkaProducer(**producer_config(settings))
+        await producer.start()
+        try:
+            topic = settings.topic(topics.ALERTS_RULES.name)
+            for meter in chosen:
+                rules = events.AlertRules(meter=meter, power_max_w=LOW_POWER_LIMIT_W, for_s=ALERT_FOR_S, updated_ms=now_ms)
+                await producer.send(topic, events.encode(rules), key=meter.encode())
+            await producer.flush()
+        finally:
+            await producer.stop()
+        return len(chosen)
+
+    def start_worker(self, index: int) -> Worker:
+        port = pick_port(0)
+        log = self.root / f"worker-{index}.log"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "quartier.cli", "streams", "worker", "--app-id", f"bench-{self.run_id}",
+             "--metrics-port", str(port), "--loglevel", "warning"],
+            env={**os.environ, **self.env}, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        worker = Worker(process, port, log=log)
+        self.workers.append(worker)
+        return worker
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            worker.hwm_mb = max(worker.hwm_mb, peak_rss_mb(worker.process.pid))
+            if worker.process.poll() is None:
+                os.killpg(worker.process.pid, signal.SIGTERM)
+        for worker in self.workers:
+            try:
+                worker.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.process.pid, signal.SIGKILL)
+                worker.process.wait()
+
+    # --- measuring -----------------------------------------------------------------------------
+
+    def totals(self) -> dict[str, float]:
+        out: Counter[str] = Counter()
+        for worker in self.workers:
+            out.update(scrape(worker.metrics_port))
+        return dict(out)
+
+    def sample(self) -> Sample:
+        m = self.totals()
+        s = Sample(
+            time.monotonic(), m.get("quartier_readings_consumed_total", 0.0), m.get("quartier_readings_rejected_total", 0.0),
+            m.get("quartier_influx_points_written_total", 0.0), m.get("quartier_alert_events_total", 0.0),
+        )
+        self.samples.append(s)
+        return s
+
+    def watch_memory(self) -> None:
+        """Samples each worker's RSS every second (psutil) until told to stop."""
+        while not self._stop_sampling.wait(1.0):
+            for worker in self.workers:
+                try:
+                    rss = psutil.Process(worker.process.pid).memory_info().rss / 2**20
+                except psutil.Error:
+                    continue
+                worker.rss_peak_mb = max(worker.rss_peak_mb, rss)
+                worker.hwm_mb = max(worker.hwm_mb, peak_rss_mb(worker.process.pid))
+
+    def profile(self, seconds: float) -> subprocess.Popen[bytes] | None:
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if not Path(spy).exists():
+            self.say("py-spy not found: pip install py-spy to profile")
+            return None
+        return subprocess.Popen(
+            [spy, "record", "--pid", str(self.workers[0].process.pid), "--duration", str(int(seconds)),
+             "--rate", "50", "--format", "raw", "--nonblocking", "--output", str(self.root / "profile.txt")],
+            stdout=subprocess.DEVNULL, stderr=(self.root / "py-spy.log").open("wb"),
+        )
+
+    # --- the run -------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        args = self.args
+        settings = self.settings()
+        asyncio.run(ensure_topics(settings))
+        ensure_database(settings)
+        meters, clock_offsets = self.fleet(settings)
+        households = asyncio.run(self.produce_rules(settings, meters))
+        self.say(f"pipeline {self.run_id}: {args.meters:,} meters for {args.duration:.0f} s, {args.workers} worker(s), "
+                 f"{households:,} households with a {LOW_POWER_LIMIT_W} W limit; logs in {self.root}")
+        for i in range(args.workers):
+            self.start_worker(i)
+        rules_in = lambda: self.totals().get("quartier_alert_rules_applied_total", 0) >= households  # noqa: E731
+        if not wait_until(lambda: all(w.process.poll() is None for w in self.workers) and rules_in(), 120, 0.5):
+            raise RuntimeError(f"the worker(s) did not start or apply the rules; see {self.root}/worker-*.log")
+        memory = threading.Thread(target=self.watch_memory, daemon=True)
+        memory.start()
+
+        simulator = subprocess.Popen(
+            [sys.executable, "-m", "quartier.cli", "simulate", "--meters", str(args.meters), "--duration", str(args.duration),
+             "--seed", str(SEED), "--malformed-fraction", str(args.malformed_fraction), "--json", "--no-progress"],
+            env={**os.environ, **self.env}, stdout=subprocess.PIPE, stderr=(self.root / "simulator.log").open("wb"), text=True,
+        )
+        sim_start = time.monotonic()
+        self.sample()
+        profiler = None
+        profile_at = sim_start + max(0.0, (args.duration - args.profile_s) / 2)
+        while simulator.poll() is None:
+            time.sleep(SAMPLE_EVERY_S)
+            s = self.sample()
+            s.producing = simulator.poll() is None
+            elapsed = s.t - sim_start
+            if args.profile_s and profiler is None and s.t >= profile_at:
+                profiler = self.profile(args.profile_s)
+            if any(w.process.poll() is not None for w in self.workers):
+                simulator.send_signal(signal.SIGTERM)
+                raise RuntimeError(f"a worker exited during the run; see {self.root}/worker-*.log")
+            first = next((x.t for x in self.samples if x.consumed > 0), s.t)
+            approx_lag = min(s.t - first + SAMPLE_EVERY_S, args.duration) * args.meters - s.consumed
+            rate = (s.consumed - self.samples[-2].consumed) / (s.t - self.samples[-2].t)
+            self.say(f"  {elapsed:6.0f} s  consumed {s.consumed:>12,.0f}  {rate:>9,.0f}/s  lag≈{approx_lag:>11,.0f}  "
+                     f"written {s.written:>12,.0f}  alerts {s.alert_events:>7,.0f}")
+        out, _ = simulator.communicate()
+        at_stop = self.sample()
+        if simulator.returncode:
+            raise RuntimeError(f"the simulator failed (exit {simulator.returncode}); see {self.root}/simulator.log")
+        produced = json.loads(out.strip().splitlines()[-1])
+        # The worker counts a malformed frame as one reading consumed (and rejected); the simulator
+        # counts it apart from the readings it produced.
+        readings = int(produced["readings_produced"]) + int(produced["malformed"])
+        lag_end = readings - at_stop.consumed
+
+        drain_began = time.monotonic()
+        wait_until(lambda: self.sample().consumed >= readings, args.drain_timeout, 1.0)
+        drained = self.samples[-1]
+        drain_s = drained.t - drain_began if drained.consumed >= readings else float("nan")
+        if profiler is not None:
+            profiler.wait(timeout=args.profile_s + 60)
+        # Let the InfluxDB writer flush what it holds before counting (it flushes on stop too).
+        wait_until(lambda: self.sample().written + self.samples[-1].rejected >= drained.consumed, 30, 1.0)
+        self._stop_sampling.set()
+        memory.join()
+        self.stop_workers()
+
+        points = count_points(settings, "reading")
+        latency = self.alert_latency(settings, clock_offsets)
+        ceiling = asyncio.run(raw_ceiling(settings))
+
+        # The window: from the first consumed reading plus a warm-up to the last sample taken while
+        # the simulator still produced (the simulator's own start-up and the tail are left out).
+        warm = min(30.0, args.duration / 5)
+        began = next((s.t for s in self.samples if s.consumed > 0), sim_start)
+        window = [s for s in self.samples if s.producing and s.t >= began + warm]
+        if len(window) >= 2:
+            sustained = (window[-1].consumed - window[0].consumed) / (window[-1].t - window[0].t)
+        else:
+            sustained = float("nan")
+        steps = [(b.consumed - a.consumed) / (b.t - a.t) for a, b in zip(window, window[1:])]
+        half = window[len(window) // 2:]
+        lag_growth = float("nan")
+        if len(half) >= 2:
+            # Growth of the approximate lag over the second half of the run, readings per second:
+            # about 0 when the worker keeps up, the shortfall when it does not.
+            produced_rate = args.meters
+            lag_growth = produced_rate - (half[-1].consumed - half[0].consumed) / (half[-1].t - half[0].t)
+        result: dict[str, Any] = {
+            "meters": args.meters,
+            "duration_s": args.duration,
+            "workers": args.workers,
+            "alerted_households": households,
+            "readings_produced": int(produced["readings_produced"]),
+            "malformed_sent": int(produced["malformed"]),
+            "simulator_achieved_rate": produced["achieved_rate"],
+            "simulator_max_lag_s": produced["max_lag_s"],
+            "sustained_readings_per_s": round(sustained),
+            "min_interval_readings_per_s": round(min(steps)) if steps else None,
+            "lag_end": int(lag_end),
+            "lag_growth_per_s_second_half": round(lag_growth),
+            "lag_after_drain": int(readings - drained.consumed),
+            "drain_s": round(drain_s, 1),
+            **latency,
+            "points_written": points,
+            "rejected": int(drained.rejected),
+            "worker_peak_rss_mb": round(max(max(w.hwm_mb, w.rss_peak_mb) for w in self.workers), 1),
+            "worker_peak_rss_mb_sampled": round(max(w.rss_peak_mb for w in self.workers), 1),
+            **ceiling,
+            "ratio_to_raw_ceiling": round(sustained / ceiling["raw_ceiling_per_s"], 3),
+            "target_readings_per_s": args.meters,
+            "ratio_to_target": round(sustained / args.meters, 3),
+            "cpus": os.cpu_count(),
+            "load_average_1m_end": round(os.getloadavg()[0], 2),
+        }
+        if args.profile_s:
+            result["profile"] = summarise_profile(self.root / "profile.txt")
+        return result
+
+    def alert_latency(self, settings: Settings, clock_offsets: dict[str, float]) -> dict[str, Any]:
+        decoder = events.Decoder(events.AlertEvent)
+        alerts: list[events.AlertEvent] = asyncio.run(
+            read_all(settings, settings.topic(topics.ALERTS_EVENTS.name), decoder.decode)  # type: ignore[arg-type]
+        )
+        caused = [a for a in alerts if a.kind in READING_KINDS and a.meter is not None]
+        meter_clock = [(a.produced_ms - a.at_ms) / 1000 for a in caused]
+        true_time = [(a.produced_ms - (a.at_ms - clock_offsets.get(a.meter or "", 0.0))) / 1000 for a in caused]
+        return {
+            "alert_events": len(alerts),
+            "alert_events_by_kind": dict(Counter(f"{a.kind}/{a.state}" for a in alerts)),
+            "latency_samples": len(caused),
+            "latency_p50_s": round(percentile(true_time, 0.50), 3),
+            "latency_p99_s": round(percentile(true_time, 0.99), 3),
+            "latency_max_s": round(max(true_time, default=float("nan")), 3),
+            "latency_meter_clock_p50_s": round(percentile(meter_clock, 0.50), 3),
+            "latency_meter_clock_p99_s": round(percentile(meter_clock, 0.99), 3),
+        }
+
+
+async def raw_ceiling(settings: Settings) -> dict[str, Any]:
+    """A plain aiokafka consumer (its own group) drains meter.readings from the start, decoding with msgspec."""
+    topic = settings.topic(topics.METER_READINGS.name)
+    decoder = events.Decoder(events.IngestMessage)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap, group_id=f"raw-ceiling-{uuid.uuid4().hex[:6]}",
+        enable_auto_commit=False, auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 2**20,
+        fetch_max_bytes=64 * 2**20,
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(topics.METER_READINGS.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await end_offsets(consumer, tps, settings.kafka.flavour)
+        readings = messages = 0
+        began = time.perf_counter()
+        while pending := [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for tp, records in (await consumer.getmany(*pending, timeout_ms=500, max_records=10_000)).items():
+                for record in records:
+                    if record.offset >= ends[tp]:
+                        continue
+                    messages += 1
+                    try:
+                        decoded = decoder.decode(record.value)
+                    except events.ContractError:
+                        readings += 1  # a malformed frame counts once, as the worker counts it
+                        continue
+                    readings += len(decoded.readings) if isinstance(decoded, events.ReadingBatch) else 1
+        elapsed = time.perf_counter() - began
+    finally:
+        await consumer.stop()
+    return {"raw_ceiling_per_s": round(readings / elapsed), "raw_readings": readings, "raw_messages": messages,
+            "raw_s": round(elapsed, 2)}
+
+
+#: Frames every stack goes through (entry point, click, the event loop): not worth listing.
+SCAFFOLDING = ("(core.py)", "(<frozen runpy>)", "(base_events.py)", "(cli.py)", "(threading.py)", "Handle._run (events.py)",
+               "run_worker (app.py)", "Worker.execute_from_commandline (worker.py)")
+
+
+def summarise_profile(path: Path, top: int = 20) -> dict[str, Any]:
+    """Self and inclusive shares of py-spy's collapsed stacks (``frame;frame;... count`` lines)."""
+    if not path.exists():
+        return {"error": f"no profile at {path}"}
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")" for f in stack.split(";")]
+        total += n
+        own[frames[-1]] += n
+        for frame in set(frames):
+            if not frame.endswith(SCAFFOLDING):
+                inclusive[frame] += n
+    share = lambda c: {k: round(v / total, 3) for k, v in c.most_common(top)}  # noqa: E731
+    return {"samples": total, "self": share(own), "inclusive": share(inclusive), "file": str(path)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--meters", type=int, default=48_000)
+    parser.add_argument("--duration", type=float, default=300.0, help="seconds of real-time simulation")
+    parser.add_argument("--workers", type=int, default=1, help="stream worker processes (one consumer group)")
+    parser.add_argument("--alerted-share", type=float, default=0.10, help=f"households with a {LOW_POWER_LIMIT_W} W limit")
+    parser.add_argument("--malformed-fraction", type=float, default=0.001)
+    parser.add_argument("--drain-timeout", type=float, default=120.0, help="seconds to wait for the lag to drain")
+    parser.add_argument("--profile-s", type=float, default=0.0, help="py-spy the first worker for this long mid-run")
+    parser.add_argument("--keep", action="store_true", help="keep the run's directory (logs, profile)")
+    parser.add_argument("--json", action="store_true", help="also print one JSON object on the last line")
+    args = parser.parse_args()
+    for name in ("meters", "workers"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if args.duration <= 0:
+        parser.error("--duration must be positive")
+    if not 0 <= args.alerted_share <= 1:
+        parser.error("--alerted-share must be between 0 and 1")
+
+    root = Path(tempfile.mkdtemp(prefix="quartier-bench-pipeline-"))
+    stack = Stack(root / "stack", [Broker(), Influx()])
+    bench = PipelineRun(root, args)
+    try:
+        stack.up()
+        result = bench.run()
+    finally:
+        bench._stop_sampling.set()
+        bench.stop_workers()
+        stack.down()
+        if not args.keep and not args.profile_s:
+            shutil.rmtree(root, ignore_errors=True)
+    print_summary(result)
+    if args.json:
+        print(json.dumps(result))
+
+
+def print_summary(r: dict[str, Any]) -> None:
+    print(f"{r['meters']:,} meters for {r['duration_s']:.0f} s, {r['workers']} worker(s), "
+          f"{r['readings_produced']:,} readings produced ({r['simulator_achieved_rate']:,.0f}/s)")
+    print(f"sustained:       {r['sustained_readings_per_s']:>12,} readings/s  (target {r['target_readings_per_s']:,}, "
+          f"ratio {r['ratio_to_target']}; slowest interval {r['min_interval_readings_per_s']:,}/s)")
+    print(f"raw ceiling:     {r['raw_ceiling_per_s']:>12,} readings/s  (aiokafka + msgspec, same topic; "
+          f"ratio {r['ratio_to_raw_ceiling']})")
+    print(f"lag at the end:  {r['lag_end']:>12,} readings  (growth {r['lag_growth_per_s_second_half']:,}/s over "
+          f"the second half; {r['lag_after_drain']:,} after a {r['drain_s']} s drain)")
+    print(f"alert latency:   p50 {r['latency_p50_s']} s, p99 {r['latency_p99_s']} s, max {r['latency_max_s']} s "
+          f"over {r['latency_samples']:,} events (meter clocks: p50 {r['latency_meter_clock_p50_s']}, "
+          f"p99 {r['latency_meter_clock_p99_s']})")
+    print(f"InfluxDB:        {r['points_written']:>12,} points written, {r['rejected']:,} readings rejected")
+    print(f"worker memory:   {r['worker_peak_rss_mb']:>12,} MB peak RSS")
+    print(f"load average:    {r['load_average_1m_end']} (1 min, at the end) on {r['cpus']} cores")
+    if "profile" in r and "self" in r["profile"]:
+        print(f"worker profile ({r['profile']['samples']:,} samples), self time:")
+        for frame, share in list(r["profile"]["self"].items())[:12]:
+            print(f"  {share:6.1%}  {frame}")
+        print("inclusive:")
+        for frame, share in list(r["profile"]["inclusive"].items())[:15]:
+            print(f"  {share:6.1%}  {frame}")
+
+
+if __name__ == "__main__":
+    main()

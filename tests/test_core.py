@@ -132,3 +132,16 @@ def test_the_compose_file_is_valid() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert {"kafka", "influxdb", "postgres", "anvil", "smtp", "worker", "notifier", "api"} <= set(result.stdout.split())
+
+
+def test_installing_the_node_tools_leaves_the_lock_file_as_committed() -> None:
+    """./dev runs `npm install` against the lock file: the pins must hold, the lock must not move."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--", "package.json", "package-lock.json"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout
+    assert changed == ""
+    lock = json.loads((ROOT / "package-lock.json").read_text())["packages"]
+    assert lock["node_modules/solc"]["version"] == "0.8.37"

@@ -11,6 +11,8 @@ What the embedded broker (Tansu) needs from Faust, and why (docs/operations.md h
   4 partitions, for ever, and a table's changelog must have as many partitions as its source.
 - on flavour ``tansu`` only, the Fetch-based highwater lookup of :mod:`streams.tansu`, without
   which table recovery stops short after a restart.
+
+And one correction for Faust itself, whatever the broker: :class:`SteadyFlowControl`.
 """
 
 from __future__ import annotations
@@ -21,10 +23,29 @@ from typing import Any
 
 import faust
 from faust.types import TransportT
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 
 from quartier.kafka import ensure_topics
 from quartier.settings import Settings
 from quartier.topics import ALL, METER_READINGS
+
+
+class SteadyFlowControl(FlowControlEvent):
+    """Faust's flow control, except that resuming flow that is already flowing clears nothing.
+
+    ``FlowControlEvent.resume()`` empties every stream's buffer, and Faust's table recovery calls it
+    twice: when it starts reading changelogs, and again after it has resumed the stream partitions
+    and sought them to their committed offsets. Records fetched between those two calls (a worker
+    restarted with records waiting) sit in the agent's buffer and the second call dropped them:
+    never processed, never acknowledged, and not fetched again until the next restart. Clearing on
+    the way from suspended to flowing is kept: that is what drops records fetched before a rebalance.
+    """
+
+    def resume(self) -> None:
+        if self.is_active():
+            return
+        super().resume()
 
 
 class QuartierApp(faust.App):
@@ -36,6 +57,10 @@ class QuartierApp(faust.App):
         super().__init__(app_id, **options)
         self.quartier_settings = settings
         self.extra_topics = dict(extra_topics or {})
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        return SteadyFlowControl(loop=self.loop)
 
     def _new_transport(self) -> TransportT:
         if self.quartier_settings.kafka.flavour == "tansu":

@@ -1,9 +1,9 @@
 """The stream worker: readings in; rejected readings, alert events and InfluxDB points out.
 
-One Faust agent consumes ``meter.readings``. Per message it decodes the reading or batch (invalid
-readings go to ``meter.readings.rejected`` with their reason and source offset; the worker never
-stops on input), hands the valid readings to InfluxDB's batched writer and to the alert engine
-(:mod:`streams.alerting`), publishes the engine's alert transitions on ``alerts.events``, and writes a
+One Faust agent consumes ``meter.readings``. Per message it decodes the reading or batch (readings
+that fail the contract or physics, an energy index going down, go to ``meter.readings.rejected`` with
+their reason and source offset; the worker never stops on input), hands the valid readings to
+InfluxDB's batched writer and to the alert engine (:mod:`streams.alerting`), publishes the engine's alert transitions on ``alerts.events``, and writes a
 meter's durable alert state to the ``alert_state`` table only when the engine says it changed.
 Everything per reading stays cheap: one decode, one line of line protocol, attribute comparisons.
 
@@ -30,9 +30,10 @@ from streams.alerting import AlertEngine, RuleError, decode_fleet, decode_meter,
 from streams.alerting.engine import Outcome
 from streams.app import QuartierApp, create_app
 from streams.influx_writer import InfluxWriter
-from streams.ingest import decode_message
+from streams.ingest import Rejection, decode_message
 from streams.line_protocol import alert_line, reading_line
 from streams.metrics import ALERT_EVENTS, READINGS_CONSUMED, READINGS_REJECTED, RULES_APPLIED, RULES_REJECTED
+from streams.physics import IndexGuard
 from streams.rules_feed import RulesFeed
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class StreamWorker:
         self.writer = InfluxWriter(settings)
         app.add_dependency(InfluxSink(self.writer))
         self.engine = AlertEngine()
+        self.index_guard = IndexGuard()
         self.rules: dict[str, AlertRules] = {}  # the latest per meter, to set up an engine after a rebalance
         # Where each meter's state goes: the partition its readings come on (or its state came from).
         self.partition_of: dict[str, int] = {}
@@ -105,17 +107,26 @@ class StreamWorker:
     # --- the ingest path ---------------------------------------------------------------------------
 
     async def consume(self, stream: StreamT) -> None:
-        await self.feed.ready.wait()  # judge no reading before the households' rules are known
+        ready = self.feed.ready
+        # Wait inside the loop, not before it: Faust registers the agent's channel with its
+        # conductor only once the stream is iterated.
         async for event in stream.events():
+            if not ready.is_set():
+                await ready.wait()  # judge no reading before the households' rules are known
             await self.on_message(event)
 
     async def on_message(self, event: EventT) -> None:
         message = event.message
         decoded = decode_message(event.value)
         READINGS_CONSUMED.inc(decoded.consumed)
-        if decoded.rejections:
-            await self.reject(decoded.rejections, message.topic, message.partition, message.offset)
+        rejections = decoded.rejections
         readings = decoded.readings
+        if readings:
+            readings, unphysical = self.index_guard.check(readings)
+            if unphysical:
+                rejections = rejections + [Rejection(events.encode(r), why, r.meter) for r, why in unphysical]
+        if rejections:
+            await self.reject(rejections, message.topic, message.partition, message.offset)
         if not readings:
             return
         self.writer.write([reading_line(r) for r in readings])
@@ -131,7 +142,7 @@ class StreamWorker:
         if results:
             await self.handle(results)
 
-    async def reject(self, rejections: Iterable, topic: str, partition: int, offset: int) -> None:
+    async def reject(self, rejections: Iterable[Rejection], topic: str, partition: int, offset: int) -> None:
         now = wall_ms()
         for rejection in rejections:
             record = RejectedReading(

@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from quartier import events, topics
-from quartier.events import AlertEvent, ReadingBatch, RejectedReading, alert_id, shard_of
+from quartier.events import AlertEvent, MeterReading, ReadingBatch, RejectedReading, alert_id, shard_of
 from quartier.kafka import ensure_topics, read_all
 from quartier.settings import Settings
 from quartier.stack.component import pick_port
@@ -108,31 +108,38 @@ async def test_malformed_readings_are_rejected_with_the_field_and_the_rest_goes_
     shard = shard_of(METER_BAD, settings.kafka.reading_shards)
     batch = msgspec.json.decode(events.encode(ReadingBatch(shard=shard, readings=good)))
     batch["readings"][1]["drawn_va"] = -7  # one bad frame inside a batch
+    # Valid by the contract, impossible by physics: the energy index went down.
+    backwards = msgspec.structs.replace(good[2], time_ms=good[2].time_ms + 1000, seq=3, withdrawn_wh=good[2].withdrawn_wh - 900)
+    key = str(shard).encode()
     await send(
         settings,
         topics.METER_READINGS.name,
-        [(str(shard).encode(), msgspec.json.encode(batch)), (str(shard).encode(), b'{"type": "reading", "meter": ')],
+        [(key, msgspec.json.encode(batch)), (key, b'{"type": "reading", "meter": '), (key, events.encode(backwards))],
     )
 
     async def rejected() -> list[RejectedReading] | None:
         found = await read_all(
             settings, settings.topic(topics.METER_READINGS_REJECTED.name), events.decoder(RejectedReading).decode  # type: ignore[arg-type]
         )
-        return found if len(found) >= 2 else None
+        return found if len(found) >= 3 else None
 
-    bad_frame, garbage = sorted(await running.worker.until(rejected, 60, "two rejected readings"), key=lambda r: r.source_offset)
+    bad_frame, garbage, unphysical = sorted(
+        await running.worker.until(rejected, 60, "three rejected readings"), key=lambda r: r.source_offset
+    )
     assert "$.readings[1].drawn_va" in bad_frame.reason
     assert bad_frame.meter == METER_BAD
     assert msgspec.json.decode(bad_frame.raw)["drawn_va"] == -7
     assert "malformed JSON" in garbage.reason and garbage.raw == b'{"type": "reading", "meter": '
     assert bad_frame.source_topic == settings.topic(topics.METER_READINGS.name)
     assert garbage.source_offset > bad_frame.source_offset
+    assert unphysical.reason.startswith("withdrawn_wh: ") and unphysical.meter == METER_BAD
+    assert events.decoder(MeterReading).decode(unphysical.raw) == backwards
     # The two good frames of the batch went on; every reading counts as consumed, valid or not.
     await running.worker.until(
         lambda: _async(count_points(settings, "reading", f"meter = '{METER_BAD}'") == 2), 60, "the two good frames"
     )
-    assert running.metric("quartier_readings_consumed_total") - before == 4
-    assert running.metric("quartier_readings_rejected_total") >= 2
+    assert running.metric("quartier_readings_consumed_total") - before == 5
+    assert running.metric("quartier_readings_rejected_total") >= 3
     assert running.worker.alive()
 
 

@@ -112,8 +112,12 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def readings(meter: str, start_ms: int, powers: list[int], seq0: int = 0) -> list[MeterReading]:
-    """One reading a second from ``start_ms``; the index grows with the power drawn."""
-    out, wh = [], 5_000_000.0
+    """One reading a second from ``start_ms``; the index grows with the power drawn.
+
+    The index starts at 10 Wh per second of ``start_ms`` (more than any power here adds), so a later
+    call for the same meter never goes below an earlier one: the worker rejects an index going down.
+    """
+    out, wh = [], start_ms / 100
     for i, va in enumerate(powers):
         wh += va / 3600
         out.append(

@@ -112,6 +112,7 @@ class Sample:
     written: float
     alert_events: float
     producing: bool = False  # the simulator was still running after this sample was taken
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds used so far, per process
 
 
 @dataclass
@@ -136,6 +137,8 @@ class PipelineRun:
         }
         self.workers: list[Worker] = []
         self.samples: list[Sample] = []
+        #: The processes whose CPU time is followed, by name (the stack's servers, workers, simulator).
+        self.processes: dict[str, int] = {}
         self._stop_sampling = threading.Event()
 
     # --- set-up ------------------------------------------------------------------------------
@@ -185,6 +188,7 @@ class PipelineRun:
             env={**os.environ, **self.env}, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         worker = Worker(process, port, log=log)
+        self.processes[f"worker-{index}"] = process.pid
         self.workers.append(worker)
         return worker
 
@@ -213,9 +217,20 @@ class PipelineRun:
         s = Sample(
             time.monotonic(), m.get("quartier_readings_consumed_total", 0.0), m.get("quartier_readings_rejected_total", 0.0),
             m.get("quartier_influx_points_written_total", 0.0), m.get("quartier_alert_events_total", 0.0),
+            cpu_s=self.cpu_seconds(),
         )
         self.samples.append(s)
         return s
+
+    def cpu_seconds(self) -> dict[str, float]:
+        out = {}
+        for name, pid in self.processes.items():
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except psutil.Error:
+                continue
+            out[name] = times.user + times.system
+        return out
 
     def watch_memory(self) -> None:
         """Samples each worker's RSS every second (psutil) until told to stop."""
@@ -264,6 +279,8 @@ class PipelineRun:
             env={**os.environ, **self.env}, stdout=subprocess.PIPE, stderr=(self.root / "simulator.log").open("wb"), text=True,
         )
         sim_start = time.monotonic()
+        self.processes["simulator"] = simulator.pid
+        self.processes.update(self.stack_pids())
         self.sample()
         profiler = None
         profile_at = sim_start + max(0.0, (args.duration - args.profile_s) / 2)
@@ -342,9 +359,15 @@ class PipelineRun:
             "drain_s": round(drain_s, 1),
             **latency,
             "points_written": points,
+            # Readings the worker accepted that InfluxDB did not have when the workers stopped (the
+            # writer spools them to disk at stop, for the next worker on the same state directory).
+            "points_unwritten_at_stop": int(readings - drained.rejected - points),
             "rejected": int(drained.rejected),
             "worker_peak_rss_mb": round(max(max(w.hwm_mb, w.rss_peak_mb) for w in self.workers), 1),
             "worker_peak_rss_mb_sampled": round(max(w.rss_peak_mb for w in self.workers), 1),
+            "cores_used": self.cpu_use(window),
+            "influx_write_rate_per_s": round((window[-1].written - window[0].written) / (window[-1].t - window[0].t))
+            if len(window) >= 2 else None,
             **ceiling,
             "ratio_to_raw_ceiling": round(sustained / ceiling["raw_ceiling_per_s"], 3),
             "target_readings_per_s": args.meters,
@@ -355,6 +378,19 @@ class PipelineRun:
         if args.profile_s:
             result["profile"] = summarise_profile(self.root / "profile.txt")
         return result
+
+    def stack_pids(self) -> dict[str, int]:
+        record = json.loads((self.root / "stack" / "stack.json").read_text())
+        return {name: entry["pid"] for name, entry in record["components"].items()}
+
+    def cpu_use(self, window: list[Sample]) -> dict[str, float]:
+        """Cores each process used over the window (CPU seconds per wall second): where the time goes."""
+        if len(window) < 2:
+            return {}
+        first, last = window[0], window[-1]
+        wall = last.t - first.t
+        return {name: round((last.cpu_s[name] - first.cpu_s.get(name, 0.0)) / wall, 3)
+                for name in last.cpu_s if name in first.cpu_s}
 
     def alert_latency(self, settings: Settings, clock_offsets: dict[str, float]) -> dict[str, Any]:
         decoder = events.Decoder(events.AlertEvent)
@@ -488,8 +524,11 @@ def print_summary(r: dict[str, Any]) -> None:
     print(f"alert latency:   p50 {r['latency_p50_s']} s, p99 {r['latency_p99_s']} s, max {r['latency_max_s']} s "
           f"over {r['latency_samples']:,} events (meter clocks: p50 {r['latency_meter_clock_p50_s']}, "
           f"p99 {r['latency_meter_clock_p99_s']})")
-    print(f"InfluxDB:        {r['points_written']:>12,} points written, {r['rejected']:,} readings rejected")
+    print(f"InfluxDB:        {r['points_written']:>12,} points written, {r['rejected']:,} readings rejected, "
+          f"{r['points_unwritten_at_stop']:,} not yet written when the worker stopped")
     print(f"worker memory:   {r['worker_peak_rss_mb']:>12,} MB peak RSS")
+    print(f"InfluxDB rate:   {r['influx_write_rate_per_s']:>12,} points/s acknowledged during the run")
+    print("cores used:      " + ", ".join(f"{name} {cores:.2f}" for name, cores in r["cores_used"].items()))
     print(f"load average:    {r['load_average_1m_end']} (1 min, at the end) on {r['cpus']} cores")
     if "profile" in r and "self" in r["profile"]:
         print(f"worker profile ({r['profile']['samples']:,} samples), self time:")

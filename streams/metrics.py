@@ -15,6 +15,7 @@ READINGS_CONSUMED = Counter(
 READINGS_REJECTED = Counter(
     "quartier_readings_rejected_total", "Readings (or undecodable messages) sent to meter.readings.rejected."
 )
+SLOTS_PUBLISHED = Counter("quartier_meter_slots_total", "Metered 15-minute slots published on meter.slots.")
 ALERT_EVENTS = Counter("quartier_alert_events_total", "Alert transitions published.", ["kind", "state"])
 RULES_APPLIED = Counter("quartier_alert_rules_applied_total", "AlertRules records read from alerts.rules and applied.")
 RULES_REJECTED = Counter(

@@ -24,7 +24,7 @@ from faust.types import EventT, StreamT
 from mode import Service
 
 from quartier import events, topics
-from quartier.events import AlertEvent, AlertRules, RejectedReading
+from quartier.events import AlertEvent, AlertRules, RejectedReading, SlotEnergy
 from quartier.settings import Settings
 from streams.alerting import AlertEngine, RuleError, decode_fleet, decode_meter, encode_state
 from streams.alerting.engine import Outcome
@@ -32,9 +32,12 @@ from streams.app import QuartierApp, create_app
 from streams.influx_writer import InfluxWriter
 from streams.ingest import Rejection, decode_message
 from streams.line_protocol import alert_line, reading_line
-from streams.metrics import ALERT_EVENTS, READINGS_CONSUMED, READINGS_REJECTED, RULES_APPLIED, RULES_REJECTED
+from streams.metrics import (
+    ALERT_EVENTS, READINGS_CONSUMED, READINGS_REJECTED, RULES_APPLIED, RULES_REJECTED, SLOTS_PUBLISHED,
+)
 from streams.physics import IndexGuard
 from streams.rules_feed import RulesFeed
+from streams.slots import SlotTracker
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,10 @@ class StreamWorker:
         self.alerts_topic = app.topic(
             settings.topic(topics.ALERTS_EVENTS.name), partitions=topics.ALERTS_EVENTS.partitions
         )
+        self.slots_topic = app.topic(settings.topic(topics.METER_SLOTS.name), partitions=topics.METER_SLOTS.partitions)
+        # In memory: after a restart the slot in progress is rebuilt from the replayed readings
+        # (streams/slots.py); the market keeps the most complete record per (meter, slot).
+        self.slots = SlotTracker()
         # Co-partitioned with meter.readings: written to the partition the meter's readings come on.
         self.state = app.Table(
             "alert_state", partitions=topics.METER_READINGS.partitions, key_type=bytes, value_type=bytes
@@ -141,6 +148,15 @@ class StreamWorker:
         results = self.engine.on_readings(readings)
         if results:
             await self.handle(results)
+        on_reading = self.slots.on_reading
+        closed = [slot for reading in readings for slot in on_reading(reading)]
+        if closed:
+            await self.publish_slots(closed)
+
+    async def publish_slots(self, slots: list[SlotEnergy]) -> None:
+        for slot in slots:
+            await self.slots_topic.send(key=slot.meter.encode(), value=events.encode(slot))
+        SLOTS_PUBLISHED.inc(len(slots))
 
     async def reject(self, rejections: Iterable[Rejection], topic: str, partition: int, offset: int) -> None:
         now = wall_ms()
@@ -294,6 +310,9 @@ class StreamWorker:
             await self.write_state(meter)
         if outcome.fleet_changed:
             await self.write_fleet()
+        # The same timer closes the slots of meters that went quiet after their slot ended.
+        if closed := self.slots.close_due(wall_ms()):
+            await self.publish_slots(closed)
 
 
 def build_worker(settings: Settings, app_id: str, **options: float) -> StreamWorker:

@@ -171,6 +171,31 @@ async def test_a_rule_change_applies_without_a_restart(running: Running) -> None
     assert alert.threshold == 2_000
 
 
+async def test_metered_slots_come_from_index_differences(running: Running) -> None:
+    """The market settles on meter.slots: a full quarter hour at 3,600 VA is 900 Wh, seen whole."""
+    from streams.slots import SLOT_MS, slot_start
+
+    settings = running.settings
+    meter = "100000000005"
+    boundary = slot_start(int(time.time() * 1000)) - 2 * SLOT_MS
+    # From 30 s before a slot boundary to 30 s after the next one, one reading a second, 1 Wh a second.
+    series = readings(meter, boundary - 30_000, [3_600] * (30 + 900 + 31))
+    await send(settings, topics.METER_READINGS.name, batches(settings, series, size=100))
+
+    async def slots() -> list[events.SlotEnergy]:
+        found = await read_all(
+            settings, settings.topic(topics.METER_SLOTS.name), events.decoder(events.SlotEnergy).decode  # type: ignore[arg-type]
+        )
+        mine = [s for s in found if s.meter == meter]
+        return mine if len(mine) >= 2 else []
+
+    first, full = sorted(await running.worker.until(slots, 60, "two closed slots"), key=lambda s: s.slot_start_ms)
+    assert (first.slot_start_ms, full.slot_start_ms) == (boundary - SLOT_MS, boundary)
+    assert first.imported_wh == 30 and first.completeness == pytest.approx(30 / 900)  # seen from its last 30 s
+    assert full.imported_wh == 900 and full.completeness == 1.0
+    assert full.exported_wh == 0 and full.zone == "rennes-01"
+
+
 async def test_sigterm_stops_the_worker_cleanly_with_every_point_written(running: Running) -> None:
     settings = running.settings
     last = readings(METER_FREE, START_MS + 100_000, [900] * 50, seq0=100)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CLOSE_JOB = "market-close-due-slots"
+ALLOCATE_JOB = "market-allocate-due-slots"
 _RUNNING: dict[str, MarketService] = {}
 
 
@@ -36,6 +37,16 @@ async def close_due_slots(key: str) -> None:
     closed = await service.close_due_slots()
     if closed:
         log.info("closed %d slot(s)", closed)
+
+
+async def allocate_due_slots(key: str) -> None:
+    service = _RUNNING.get(key)
+    if service is None:
+        log.warning("allocate_due_slots: no market service %s is running in this process", key)
+        return
+    allocated = await service.allocate_due_slots()
+    if allocated:
+        log.info("allocated %d slot(s)", allocated)
 
 
 def start(service: MarketService) -> AsyncIOScheduler:
@@ -54,6 +65,14 @@ def start(service: MarketService) -> AsyncIOScheduler:
         seconds=service.close_interval_s,
         args=[key],
         id=CLOSE_JOB,
+        replace_existing=True,
+    )
+    scheduler.add_job(
+        allocate_due_slots,
+        "interval",
+        seconds=service.close_interval_s,
+        args=[key],
+        id=ALLOCATE_JOB,
         replace_existing=True,
     )
     return scheduler

@@ -31,7 +31,10 @@ from marketplace import commands, scheduler
 from marketplace.auth import TokenStore
 from marketplace.clock import Clock, SystemClock
 from marketplace.log import MarketLog, replay
+from marketplace.meterfeed import MeterFeed
+from marketplace.metering import MeterStore
 from marketplace.readmodel import ReadModel, snapshot
+from marketplace.settlement import SettlementTiming, allocate_slot, closed_slots, slot_meters
 from marketplace.state import EntityRef, MarketState
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,7 @@ class MarketService:
         *,
         clock: Clock | None = None,
         close_interval_s: float | None = 5.0,
+        settlement: SettlementTiming | None = None,
     ) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
@@ -54,6 +58,9 @@ class MarketService:
         self.read_model = ReadModel(self.database_url)
         self.tokens = TokenStore(self.read_model.engine)
         self.log = MarketLog(settings)
+        self.settlement = settlement or SettlementTiming()
+        self.meters = MeterStore(self.read_model.engine)
+        self._meter_feed = MeterFeed(settings, self.meters)
         self.state = MarketState()
         self._locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         # One thread writes the read models, in the order commands complete.
@@ -67,6 +74,7 @@ class MarketService:
     async def start(self) -> None:
         await self.log.start()
         await self._load()
+        await self._meter_feed.start()
         if self.close_interval_s:
             self._scheduler = scheduler.start(self)
 
@@ -78,6 +86,7 @@ class MarketService:
         for lock in list(self._locks.values()):
             async with lock:
                 pass
+        await self._meter_feed.stop()
         await self.log.stop()
         self._writer.shutdown(wait=True)
         self.read_model.close()
@@ -180,3 +189,18 @@ class MarketService:
             if await self.execute(zone, decide):
                 closed += 1
         return closed
+
+    async def allocate_due_slots(self) -> int:
+        """Allocates every closed slot whose meter data is complete or whose deadline passed."""
+        allocated = 0
+        for zone, start in closed_slots(self.state):
+            meters = slot_meters(self.state, zone, start)
+            metered = await asyncio.to_thread(self.meters.slot, start, meters)
+
+            def decide(state: MarketState, now_ms: int, zone: str = zone, start: int = start,
+                       metered: dict = metered) -> Sequence[msgspec.Struct]:  # type: ignore[type-arg]
+                return allocate_slot(state, zone, start, metered, now_ms, self.settlement)
+
+            if await self.execute(zone, decide):
+                allocated += 1
+        return allocated

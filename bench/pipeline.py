@@ -484,7 +484,7 @@ def main() -> None:
     parser.add_argument("--malformed-fraction", type=float, default=0.001)
     parser.add_argument("--drain-timeout", type=float, default=120.0, help="seconds to wait for the lag to drain")
     parser.add_argument("--profile-s", type=float, default=0.0, help="py-spy the first worker for this long mid-run")
-    parser.add_argument("--keep", action="store_true", help="keep the run's directory (logs, profile)")
+    parser.add_argument("--keep", action="store_true", help="keep the run's directory (logs, raw profile, data)")
     parser.add_argument("--json", action="store_true", help="also print one JSON object on the last line")
     args = parser.parse_args()
     for name in ("meters", "workers"):
@@ -505,7 +505,9 @@ def main() -> None:
         bench._stop_sampling.set()
         bench.stop_workers()
         stack.down()
-        if not args.keep and not args.profile_s:
+        # The run's directory holds InfluxDB's data and the writer's spool (gigabytes at the reference
+        # size): kept only when asked for; the profile's summary is in the output either way.
+        if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     print_summary(result)
     if args.json:

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 CLOSE_JOB = "market-close-due-slots"
 ALLOCATE_JOB = "market-allocate-due-slots"
+SETTLE_JOB = "market-settle-due-slots"
 _RUNNING: dict[str, MarketService] = {}
 
 
@@ -49,6 +50,16 @@ async def allocate_due_slots(key: str) -> None:
         log.info("allocated %d slot(s)", allocated)
 
 
+async def settle_due_slots(key: str) -> None:
+    service = _RUNNING.get(key)
+    if service is None:
+        log.warning("settle_due_slots: no market service %s is running in this process", key)
+        return
+    confirmed = await service.settle_due_slots()
+    if confirmed:
+        log.info("settled %d slot(s) on chain", confirmed)
+
+
 def start(service: MarketService) -> AsyncIOScheduler:
     key = service_key(service)
     _RUNNING[key] = service
@@ -73,6 +84,14 @@ def start(service: MarketService) -> AsyncIOScheduler:
         seconds=service.close_interval_s,
         args=[key],
         id=ALLOCATE_JOB,
+        replace_existing=True,
+    )
+    scheduler.add_job(
+        settle_due_slots,
+        "interval",
+        seconds=service.close_interval_s,
+        args=[key],
+        id=SETTLE_JOB,
         replace_existing=True,
     )
     return scheduler

@@ -25,6 +25,7 @@ from typing import Any
 
 import msgspec
 
+from quartier import events as ev
 from quartier.settings import Settings
 
 from marketplace import commands, scheduler
@@ -32,6 +33,7 @@ from marketplace.auth import TokenStore
 from marketplace.clock import Clock, SystemClock
 from marketplace.log import MarketLog, replay
 from marketplace.meterfeed import MeterFeed
+from marketplace.onchain import ChainSettlement
 from marketplace.metering import MeterStore
 from marketplace.readmodel import ReadModel, snapshot
 from marketplace.settlement import SettlementTiming, allocate_slot, closed_slots, slot_meters
@@ -50,6 +52,7 @@ class MarketService:
         clock: Clock | None = None,
         close_interval_s: float | None = 5.0,
         settlement: SettlementTiming | None = None,
+        chain: ChainSettlement | None = None,
     ) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
@@ -60,6 +63,8 @@ class MarketService:
         self.log = MarketLog(settings)
         self.settlement = settlement or SettlementTiming()
         self.meters = MeterStore(self.read_model.engine)
+        self.chain = chain  # None: slots are allocated but not taken to a chain
+        self._escrowed: set[tuple[str, int]] = set()
         self._meter_feed = MeterFeed(settings, self.meters)
         self.state = MarketState()
         self._locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -204,3 +209,46 @@ class MarketService:
             if await self.execute(zone, decide):
                 allocated += 1
         return allocated
+
+    async def settle_due_slots(self) -> int:
+        """Takes closed slots' trades to the chain (escrow) and settles allocated slots there,
+        appending ``settlement_submitted`` and ``settlement_confirmed``; returns slots confirmed.
+
+        Exactly once: the log says which slots are settled (confirmed ones are skipped), the chain
+        says what landed (escrow skips what is there, ``settle_slot`` resumes at the contract's
+        cursor or reports the slot settled, with the confirmation found on chain). A slot whose
+        chain call fails is logged and tried again on the next run. The chain calls run in a thread
+        and read trades of a closed slot, which no later command changes.
+        """
+        if self.chain is None:
+            return 0
+        chain = self.chain
+        confirmed = 0
+        for key, slot in sorted(self.state.slots.items(), key=lambda item: (item[0][1], item[0][0])):
+            if slot.status not in ("closed", "allocated", "submitted"):
+                continue
+            try:
+                if key not in self._escrowed:
+                    await asyncio.to_thread(chain.escrow, self.state, *key)
+                    self._escrowed.add(key)
+                if slot.status == "closed":
+                    continue
+                confirmation = await asyncio.to_thread(chain.settle, self.state, *key)
+            except Exception:
+                log.exception("settling slot %d of zone %r on chain failed; trying again on the next run", key[1], key[0])
+                continue
+
+            def decide(state: MarketState, now_ms: int, key: tuple[str, int] = key) -> Sequence[msgspec.Struct]:
+                current = state.slots.get(key)
+                if current is None or current.status not in ("allocated", "submitted"):
+                    return []
+                zone, start = key
+                return [
+                    ev.SettlementSubmitted(zone=zone, slot_start_ms=start, tx_hash=confirmation.tx_hash, at_ms=now_ms),
+                    ev.SettlementConfirmed(zone=zone, slot_start_ms=start, tx_hash=confirmation.tx_hash,
+                                           block=confirmation.block, at_ms=now_ms),
+                ]
+
+            if await self.execute(key[0], decide):
+                confirmed += 1
+        return confirmed

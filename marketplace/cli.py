@@ -25,15 +25,23 @@ def market() -> None:
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="Log every request.")
 @click.option("--keep-alive", default=5, show_default=True, type=click.IntRange(1, 3600),
               help="Seconds an idle client connection stays open.")
-def api(host: str, port: int, close_interval: float, access_log: bool, keep_alive: int) -> None:
-    """Serve the REST API (and close slots at their gate) until interrupted."""
+@click.option("--settle/--no-settle", default=None,
+              help="Settle slots on the chain deployed by `quartier chain deploy` [default: market.settle_on_chain].")
+def api(host: str, port: int, close_interval: float, access_log: bool, keep_alive: int, settle: bool | None) -> None:
+    """Serve the REST API, close slots at their gate, allocate them from the meters and settle them on
+    chain, until interrupted."""
     import uvicorn
 
+    from marketplace import onchain
     from marketplace.api.app import create_app
     from marketplace.service import MarketService
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    service = MarketService(Settings(), close_interval_s=close_interval)
+    settings = Settings()
+    if settle is None:
+        settle = settings.market.settle_on_chain
+    service = MarketService(settings, close_interval_s=close_interval,
+                            connect_chain=(lambda: onchain.connect(settings)) if settle else None)
     uvicorn.run(create_app(service, manage=True), host=host, port=port, log_level="info", access_log=access_log,
                 timeout_keep_alive=keep_alive)
 

@@ -58,7 +58,8 @@ class ZoneConfig(Body):
     """How a zone trades. Applies to slots that have no offer or order yet."""
 
     mechanism: Mechanism
-    gate_closure_s: int = Field(300, ge=0, le=86_400, description="trading on a slot stops this long before it")
+    # Default 600: the trades of a closed slot go on chain before the chain's own gate (300 s by default).
+    gate_closure_s: int = Field(600, ge=0, le=86_400, description="trading on a slot stops this long before it")
     min_lot_wh: int = Field(1, ge=1, le=1_000_000, description="smallest quantity an offer, order or match may have")
 
 

@@ -33,10 +33,10 @@ from marketplace.auth import TokenStore
 from marketplace.clock import Clock, SystemClock
 from marketplace.log import MarketLog, replay
 from marketplace.meterfeed import MeterFeed
-from marketplace.onchain import ChainSettlement
 from marketplace.metering import MeterStore
+from marketplace.onchain import ChainSettlement, ChainUnavailable
 from marketplace.readmodel import ReadModel, snapshot
-from marketplace.settlement import SettlementTiming, allocate_slot, closed_slots, slot_meters
+from marketplace.settlement import SLOT_MS, SettlementTiming, allocate_slot, closed_slots, slot_meters
 from marketplace.state import EntityRef, MarketState
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class MarketService:
         close_interval_s: float | None = 5.0,
         settlement: SettlementTiming | None = None,
         chain: ChainSettlement | None = None,
+        connect_chain: Callable[[], ChainSettlement] | None = None,
     ) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
@@ -61,10 +62,14 @@ class MarketService:
         self.read_model = ReadModel(self.database_url)
         self.tokens = TokenStore(self.read_model.engine)
         self.log = MarketLog(settings)
-        self.settlement = settlement or SettlementTiming()
+        self.settlement = settlement or SettlementTiming.from_settings(settings.market)
         self.meters = MeterStore(self.read_model.engine)
-        self.chain = chain  # None: slots are allocated but not taken to a chain
+        self.chain = chain  # None: slots are allocated but not taken to a chain...
+        # ...unless this connects one (tried on each settlement run until it succeeds).
+        self.connect_chain = connect_chain
         self._escrowed: set[tuple[str, int]] = set()
+        self._chain_problem = ""  # the last reason the chain could not be reached, logged once
+        self._failures: dict[tuple[str, int], str] = {}  # the last chain error per slot, logged once
         self._meter_feed = MeterFeed(settings, self.meters)
         self.state = MarketState()
         self._locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -198,7 +203,7 @@ class MarketService:
     async def allocate_due_slots(self) -> int:
         """Allocates every closed slot whose meter data is complete or whose deadline passed."""
         allocated = 0
-        for zone, start in closed_slots(self.state):
+        for zone, start in closed_slots(self.state, ended_by_ms=self.clock.now_ms() - self.settlement.grace_ms):
             meters = slot_meters(self.state, zone, start)
             metered = await asyncio.to_thread(self.meters.slot, start, meters)
 
@@ -220,13 +225,14 @@ class MarketService:
         chain call fails is logged and tried again on the next run. The chain calls run in a thread
         and read trades of a closed slot, which no later command changes.
         """
-        if self.chain is None:
+        chain = self.chain or await self._connect()
+        if chain is None:
             return 0
-        chain = self.chain
         confirmed = 0
-        for key, slot in sorted(self.state.slots.items(), key=lambda item: (item[0][1], item[0][0])):
-            if slot.status not in ("closed", "allocated", "submitted"):
-                continue
+        for key in sorted(self.state.unsettled, key=lambda k: (k[1], k[0])):
+            slot = self.state.slots[key]
+            if slot.status == "closed" and key in self._escrowed:
+                continue  # on chain already; waits for its allocation
             try:
                 if key not in self._escrowed:
                     await asyncio.to_thread(chain.escrow, self.state, *key)
@@ -234,9 +240,16 @@ class MarketService:
                 if slot.status == "closed":
                     continue
                 confirmation = await asyncio.to_thread(chain.settle, self.state, *key)
-            except Exception:
-                log.exception("settling slot %d of zone %r on chain failed; trying again on the next run", key[1], key[0])
+            except Exception as exc:
+                # Logged in full once per slot and reason; a slot failing the same way each run
+                # (a zone whose gate is later than the chain's) would otherwise flood the log.
+                reason = f"{type(exc).__name__}: {exc}"
+                if self._failures.get(key) != reason:
+                    self._failures[key] = reason
+                    log.exception("settling slot %d of zone %r on chain failed; trying again on each run",
+                                  key[1], key[0])
                 continue
+            self._failures.pop(key, None)
 
             def decide(state: MarketState, now_ms: int, key: tuple[str, int] = key) -> Sequence[msgspec.Struct]:
                 current = state.slots.get(key)
@@ -251,4 +264,25 @@ class MarketService:
 
             if await self.execute(key[0], decide):
                 confirmed += 1
+            self._escrowed.discard(key)
         return confirmed
+
+    async def _connect(self) -> ChainSettlement | None:
+        """The chain settlement from ``connect_chain``, once it can be reached; None until then."""
+        if self.connect_chain is None:
+            return None
+        try:
+            self.chain = await asyncio.to_thread(self.connect_chain)
+        except ChainUnavailable as exc:
+            if str(exc) != self._chain_problem:
+                self._chain_problem = str(exc)
+                log.warning("not settling on chain yet (slots are allocated meanwhile): %s", exc)
+            return None
+        record = self.chain.market.record
+        log.info("settling on chain %d, market %s, oracle %s", record.chain_id, record.market, record.oracle)
+        late = sorted(z.zone for z in self.state.zones.values() if z.gate_closure_s <= record.gate_closure_s)
+        if late:
+            log.warning("%d zone(s) (%s) close trading at most %d s before a slot, not before the chain's gate: "
+                        "trades made there after the chain's gate cannot be escrowed on chain", len(late),
+                        ", ".join(late[:5]) + (", ..." if len(late) > 5 else ""), record.gate_closure_s)
+        return self.chain

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from quartier import events as ev
+from quartier.settings import MarketSettings
 
 from marketplace.allocation import TradeLine, allocate
 from marketplace.state import MarketState
@@ -37,6 +38,10 @@ class MeteredSlot:
 class SettlementTiming:
     grace_ms: int = 60_000  # after the slot's end, before meter data is looked at
     deadline_ms: int = 3_600_000  # after the slot's end: allocate with what arrived
+
+    @classmethod
+    def from_settings(cls, market: MarketSettings) -> SettlementTiming:
+        return cls(market.settlement_grace_s * 1000, market.settlement_deadline_s * 1000)
 
     def __post_init__(self) -> None:
         if self.grace_ms < 0:
@@ -88,6 +93,10 @@ def allocate_slot(
                          missing_meters=missing, at_ms=now_ms)]
 
 
-def closed_slots(state: MarketState) -> list[tuple[str, int]]:
-    """Slots closed and not yet allocated, oldest first."""
-    return sorted((key for key, slot in state.slots.items() if slot.status == "closed"), key=lambda k: (k[1], k[0]))
+def closed_slots(state: MarketState, ended_by_ms: int | None = None) -> list[tuple[str, int]]:
+    """Slots closed and not yet allocated (those that ended by ``ended_by_ms``, if given), oldest first."""
+    return sorted(
+        (key for key in state.unsettled
+         if state.slots[key].status == "closed" and (ended_by_ms is None or key[1] + SLOT_MS <= ended_by_ms)),
+        key=lambda k: (k[1], k[0]),
+    )

@@ -160,6 +160,8 @@ class MarketState:
         self.slot_trades: dict[tuple[str, int], list[str]] = defaultdict(list)
         self.producer_slot_offers: dict[tuple[str, int], list[str]] = defaultdict(list)
         self.open_slots: dict[str, set[int]] = defaultdict(set)
+        #: Slots closed and not yet confirmed on chain: all that settlement has to look at.
+        self.unsettled: set[tuple[str, int]] = set()
         self.seq: dict[str, int] = defaultdict(int)
         #: Next offset to apply, per partition of market.events.
         self.positions: dict[int, int] = {}
@@ -443,6 +445,7 @@ class MarketState:
         slot.closed_ms = e.at_ms
         slot.updated_ms = e.at_ms
         self.open_slots[e.zone].discard(e.slot_start_ms)
+        self.unsettled.add(key)
         return touched
 
     def _on_allocated(self, e: ev.Allocated) -> list[EntityRef]:
@@ -482,6 +485,7 @@ class MarketState:
         return self._settlement(e.zone, e.slot_start_ms, "submitted", e.tx_hash, None, e.at_ms)
 
     def _on_settlement_confirmed(self, e: ev.SettlementConfirmed) -> list[EntityRef]:
+        self.unsettled.discard((e.zone, e.slot_start_ms))
         return self._settlement(e.zone, e.slot_start_ms, "confirmed", e.tx_hash, e.block, e.at_ms)
 
 

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -108,6 +108,31 @@ class ChainSettings(BaseModel):
     oracle_key: str = ""
 
 
+class MarketSettings(BaseModel):
+    # A closed slot is allocated this long after its end once every meter of its trades reported
+    # the whole slot, or at the deadline with what arrived.
+    settlement_grace_s: int = Field(60, ge=0)
+    settlement_deadline_s: int = Field(3600, ge=0)
+    # `quartier market api` takes slots to the chain (chain.*, the deployment `quartier chain deploy`
+    # recorded under state_dir); when the chain or the deployment is missing it retries, allocating meanwhile.
+    settle_on_chain: bool = True
+    # Each participant's custodial chain account is derived from this secret and its id. Empty: a
+    # public dev secret, accepted on dev chains only.
+    custody_secret: str = ""
+    # On a dev chain, euro cents minted to a custodial account whose balance is short of an order
+    # (and gas given to it on anvil).
+    dev_mint_cents: int = Field(1_000_000, ge=0)
+
+    @model_validator(mode="after")
+    def _deadline_after_grace(self) -> "MarketSettings":
+        if self.settlement_deadline_s < self.settlement_grace_s:
+            raise ValueError(
+                f"market.settlement_deadline_s ({self.settlement_deadline_s}) must not be before "
+                f"market.settlement_grace_s ({self.settlement_grace_s})"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="QUARTIER_",
@@ -125,6 +150,7 @@ class Settings(BaseSettings):
     fcm: FcmSettings = FcmSettings()
     chain: ChainSettings = ChainSettings()
     notifier: NotifierSettings = NotifierSettings()
+    market: MarketSettings = MarketSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -12,17 +12,21 @@ What the embedded broker (Tansu) needs from Faust, and why (docs/operations.md h
 - on flavour ``tansu`` only, the Fetch-based highwater lookup of :mod:`streams.tansu`, without
   which table recovery stops short after a restart.
 
-And one correction for Faust itself, whatever the broker: :class:`SteadyFlowControl`.
+And two corrections for Faust itself, whatever the broker: :class:`SteadyFlowControl` and
+:class:`SeekFirstRecovery`.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import faust
 from faust.types import TransportT
+from faust.tables import TableManager
+from faust.tables.recovery import Recovery
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
@@ -46,6 +50,78 @@ class SteadyFlowControl(FlowControlEvent):
         if self.is_active():
             return
         super().resume()
+
+
+class SeekFirstRecovery(Recovery):
+    """Faust's table recovery, except that stream partitions are sought before they are resumed.
+
+    When recovery ends, Faust resumes the stream partitions and only then seeks them to their
+    committed offsets (faust-streaming issue #596), in both of its endings (tables restored, or no
+    tables). In between, the fetcher may already be delivering a batch read from wherever the
+    consumer stood; the seek resets the read offsets under it, so Faust takes the jump from the
+    committed offset to that batch for a hole in the topic and acknowledges the records in it
+    unprocessed, and the gap entries duplicate acknowledged offsets, after which commits advance one
+    offset a second, or (a gap at the head) never again. Sought while still paused, the first batch
+    fetched starts at the committed offset, and the race has nothing to race with.
+    """
+
+    async def _seek_then_resume_streams(self) -> None:
+        consumer = self.app.consumer
+        assignment = consumer.assignment()
+        if assignment:
+            self.log.info("Seek stream partitions to committed offsets, then resume them.")
+            await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
+            consumer.resume_partitions({tp for tp in assignment if not self._is_changelog_tp(tp)})
+        else:
+            self.log.info("Resuming streams with empty assignment")
+
+    async def _start_streams(self, *, standbys_ready: bool) -> None:
+        """What both endings do once the streams are sought and resumed (as Faust does it)."""
+        self.completed.set()
+        self.app.flow_control.resume()
+        self.app.consumer.resume_flow()
+        await self.app._fetcher.maybe_start()  # type: ignore[attr-defined]
+        self.tables.on_actives_ready()
+        if standbys_ready:
+            self.tables.on_standbys_ready()
+        self.app.on_rebalance_end()
+        self.log.info("Worker ready")
+
+    async def _resume_streams(self, generation_id: int = 0) -> None:
+        await self.app.on_rebalance_complete.send()
+        if self.app.consumer_generation_id != generation_id:
+            self.log.warning("Recovery rebalancing again")
+            return
+        await self._seek_then_resume_streams()
+        await self._start_streams(standbys_ready=True)
+
+    async def on_recovery_completed(self, generation_id: int = 0) -> None:
+        self.log.info("Restore complete!")
+        await self.app.on_rebalance_complete.send()
+        self._set_recovery_ended()
+        callbacks = [
+            asyncio.ensure_future(
+                table.on_recovery_completed(self.actives_for_table[table], self.standbys_for_table[table])
+            )
+            for table in self.tables.values()
+        ]
+        if callbacks:
+            await asyncio.wait(callbacks)
+        if self.app.consumer_generation_id != generation_id:
+            self.log.warning("Recovery rebalancing again")
+            return
+        await self._seek_then_resume_streams()
+        await self._start_streams(standbys_ready=not self.app.assignor.assigned_standbys())
+
+
+class QuartierTableManager(TableManager):
+    """Faust's table manager with :class:`SeekFirstRecovery`."""
+
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = SeekFirstRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
 
 
 class QuartierApp(faust.App):
@@ -113,6 +189,7 @@ def create_app(settings: Settings, app_id: str, *, extra_topics: Mapping[str, in
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         worker_redirect_stdouts=False,
+        TableManager=QuartierTableManager,
     )
 
 

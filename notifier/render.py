@@ -164,6 +164,15 @@ class Renderer:
             html=compiled.html.fill(escaped(values)),
         )
 
+    def render_push(self, alert: AlertEvent, language: Language, zone: ZoneInfo = DEFAULT_ZONE) -> RenderedAlert:
+        """The push's words only (title, summary, advice): the email parts stay empty."""
+        compiled = self.compiled(alert.kind, alert.state, language)
+        values = slot_values(alert, language, zone)
+        return RenderedAlert(
+            title=compiled.title.fill(values), summary=compiled.summary.fill(values),
+            advice=compiled.advice.fill(values), text="", html="",
+        )
+
     def render_group(self, alerts: Sequence[AlertEvent], language: Language, zone: ZoneInfo = DEFAULT_ZONE) -> RenderedAlert:
         """One message for several alerts of one user, most urgent first as given."""
         items = []

@@ -64,10 +64,16 @@ class JournalInUse(RuntimeError):
 class SentJournal:
     """Append-only lines ``[alert_id, state, channel, recipient, provider_id, sent_ms]``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, exclusive: bool = True) -> None:
+        """``exclusive=False`` only for a worker process of the notifier that holds the lock (its
+        push senders): they append their own lines, and never empty the journal."""
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        if not exclusive:
+            self._encoder = msgspec.json.Encoder()
+            self._rotate = threading.Lock()
+            return
         try:
             # One notifier per journal: a second one would empty lines the first still needs.
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -27,6 +27,7 @@ from quartier.settings import Settings
 from notifier.channels.base import DeliveryChannel
 from notifier.channels.email import EmailChannel
 from notifier.channels.fcm import FcmChannel
+from notifier.channels.fcm_processes import FcmProcesses
 from notifier.contacts import ContactStore
 from notifier.database import notifier_engine
 from notifier.firebase import firebase_app
@@ -98,7 +99,9 @@ class Notifier:
         contacts, sent_log, pending, renderer = ContactStore(engine), SentLog(engine, journal), PendingStore(engine), Renderer()
         options = settings.notifier
         channels: dict[str, DeliveryChannel] = {}
-        if "push" in channel_names:
+        if "push" in channel_names and options.push_processes > 1:
+            channels["push"] = FcmProcesses(settings.fcm, journal.path, options.push_processes, options.push_threads)
+        elif "push" in channel_names:
             channels["push"] = FcmChannel(firebase_app(settings.fcm), renderer, journal, threads=options.push_threads)
         if "email" in channel_names:
             channels["email"] = EmailChannel(settings.smtp, renderer, journal, connections=options.email_connections)

@@ -96,6 +96,9 @@ class NotifierSettings(BaseModel):
     retry_max_s: float = Field(300.0, gt=0)
     max_attempts: int = Field(6, ge=1)
     push_threads: int = Field(48, ge=1, le=500)
+    # Processes sending pushes, each with push_threads threads and its own interpreter lock (one
+    # process tops out near 1,000 pushes/s here: docs/notifier.md); 1 sends from the notifier itself.
+    push_processes: int = Field(2, ge=1, le=32)
     email_connections: int = Field(8, ge=1, le=64)
 
 

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from notifier.channels.email import EmailChannel
 from notifier.channels.fcm import FcmChannel
+from notifier.channels.fcm_processes import FcmProcesses
 from notifier.firebase import firebase_app
 from notifier.notification import Notification
 from notifier.render import Renderer
@@ -71,8 +72,59 @@ async def test_push_outcomes_follow_what_fcm_answered_one_request_per_attempt(
     assert pushed["data"]["alert_id"] == _alert().id and pushed["data"]["state"] == "raised"
     assert pushed["android"]["collapse_key"] == "power_above" and pushed["android"]["priority"] == "normal"
     assert pushed["android"]["notification"]["tag"] == _alert().id
-    assert pushed["apns"]["headers"]["apns-collapse-id"] == "power_above"
+    assert pushed["apns"]["headers"]["apns-collapse-id"] == _alert().id
     assert pushed["apns"]["headers"]["apns-priority"] == "5"
+
+
+async def test_a_push_sent_again_replaces_the_first_on_the_phone(
+    fcm: dict[str, Any], make_settings: Callable[..., Settings]
+) -> None:
+    """FCM has no idempotency key: a push accepted just before a kill, before its journal line, is
+    sent again after the restart (docs/notifier.md). The second copy must carry the same Android
+    tag and APNs collapse id, so the phone replaces the first instead of showing it twice; the
+    resolution replaces its raise; another episode never replaces this one."""
+    settings = make_settings(fcm)
+    channel = FcmChannel(firebase_app(settings.fcm), Renderer(), threads=1)
+    other_episode = AlertEvent(
+        id=alert_id(METER, "power_above", 1_790_000_900_000), meter=METER, kind="power_above", state="raised",
+        value=2_000.0, threshold=1_500.0, at_ms=1_790_000_900_000, episode_start_ms=1_790_000_900_000,
+    )
+    try:
+        await channel.send([_push("phone", _alert("raised"))])
+        await channel.send([_push("phone", _alert("raised"))])  # the replay after a kill
+        await channel.send([_push("phone", _alert("resolved")), _push("phone", other_episode)])
+    finally:
+        await channel.close()
+    first, again, resolved, other = [m["message"] for m in fetch_messages(settings, settings.fcm.project_id)]
+
+    def on_the_phone(message: dict[str, Any]) -> tuple[str, str]:
+        return message["android"]["notification"]["tag"], message["apns"]["headers"]["apns-collapse-id"]
+
+    assert first == again
+    assert on_the_phone(again) == on_the_phone(first) == (_alert().id, _alert().id)
+    assert on_the_phone(resolved) == on_the_phone(first) and resolved["data"]["state"] == "resolved"
+    assert on_the_phone(other) == (other_episode.id, other_episode.id) != on_the_phone(first)
+
+
+async def test_push_worker_processes_send_in_order_and_journal_each_acceptance(
+    fcm: dict[str, Any], make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(fcm)
+    journal = SentJournal(tmp_path / "journal")  # the notifier's, locked; the workers append to it
+    channel = FcmProcesses(settings.fcm, journal.path, processes=2, threads=2)
+    tokens = [f"phone-{i}" for i in range(9)] + ["unregistered-old", "flaky503-1-tablet"]
+    try:
+        outcomes = await channel.send([_push(t) for t in tokens])
+    finally:
+        await channel.close()
+        journal.close()
+    assert [o.notification.address for o in outcomes] == tokens
+    assert [o.status for o in outcomes] == ["sent"] * 9 + ["failed", "failed"]
+    assert outcomes[9].address_gone and outcomes[10].transient
+    stored = {m["message"]["token"]: m["name"] for m in fetch_messages(settings, settings.fcm.project_id)}
+    assert set(stored) == set(tokens[:9])
+    assert sorted((key.recipient, provider) for key, provider, _ in journal.read()) == sorted(
+        (o.notification.recipient, stored[o.notification.address]) for o in outcomes[:9])
 
 
 async def test_urgent_push_is_high_priority_short_lived_and_says_what_to_do(

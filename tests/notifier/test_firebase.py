@@ -53,6 +53,9 @@ def test_a_local_endpoint_never_makes_google_auth_look_up_a_regional_access_boun
 
     from notifier.firebase import LocalEndpointCertificate, NoBoundaryLookupServiceAccount, credential_for
 
+    # google-auth 2.62 looks up unconditionally; 2.63 only when this is set: on, so the test shows
+    # the lookup with either version.
+    monkeypatch.setenv("GOOGLE_SDK_EXPERIMENTAL_PYTHON_REGIONAL_ACCESS_BOUNDARY_LOOKUP_ENABLED", "true")
     lookups: list[str] = []
     monkeypatch.setattr(
         boundary._RegionalAccessBoundaryManager, "maybe_start_refresh",

@@ -195,6 +195,8 @@ def _split(value: str) -> list[str]:
 
 
 #: Optional CSV columns and how a cell becomes a registration value.
+#: Ids per ``IN (...)`` query: SQLite allows 32,766 bound parameters.
+_IN_CHUNK = 10_000
 _OPTIONAL_COLUMNS = {"user": str, "time_zone": str, "quiet_hours": str, "channels": _split, "muted_kinds": _split}
 
 
@@ -264,16 +266,20 @@ class ContactStore:
 
     def recipients_by_meter(self, meters: Iterable[str | None]) -> dict[str | None, list[Recipient]]:
         """For each meter, the user who owns it (a list of one, or none); for ``None`` (operator-level
-        alerts), every operator."""
+        alerts), every operator. Reads columns, not ORM objects: a window of 2,000 alerts took 0.1-0.2 s
+        building objects it only read (docs/notifier.md)."""
         wanted = sorted({m for m in meters if m is not None})
         with Session(self.engine) as session:
-            owners = {
-                o.meter: o.user_id
-                for o in session.exec(select(MeterOwner).where(MeterOwner.meter.in_(wanted)))  # type: ignore[attr-defined]
-            } if wanted else {}
-            user_ids = set(owners.values())
+            owners: dict[str, str] = {}
+            for start in range(0, len(wanted), _IN_CHUNK):
+                rows = session.exec(
+                    select(MeterOwner.meter, MeterOwner.user_id).where(  # type: ignore[call-overload]
+                        MeterOwner.meter.in_(wanted[start : start + _IN_CHUNK])  # type: ignore[attr-defined]
+                    )
+                )
+                owners.update((meter, user) for meter, user in rows)
             operator_ids = set(session.exec(select(User.id).where(User.operator == True)))  # noqa: E712
-            recipients = self._recipients(session, user_ids | operator_ids)
+            recipients = self._recipients(session, set(owners.values()) | operator_ids)
         out: dict[str | None, list[Recipient]] = {
             meter: [recipients[user]] for meter, user in owners.items() if user in recipients
         }
@@ -288,24 +294,28 @@ class ContactStore:
         if not user_ids:
             return {}
         wanted = sorted(user_ids)
-        users = list(session.exec(select(User).where(User.id.in_(wanted))))  # type: ignore[attr-defined]
+        columns = (User.id, User.email, User.language, User.time_zone, User.quiet_hours, User.channels, User.muted_kinds)
+        users: list[tuple[str, str | None, str, str, str | None, str, str]] = []
         tokens: dict[str, list[str]] = {}
-        for device in session.exec(
-            select(DeviceToken).where(DeviceToken.user_id.in_(wanted)).order_by(DeviceToken.token)  # type: ignore[attr-defined]
-        ):
-            tokens.setdefault(device.user_id, []).append(device.token)
+        for start in range(0, len(wanted), _IN_CHUNK):
+            chunk = wanted[start : start + _IN_CHUNK]
+            users += session.exec(select(*columns).where(User.id.in_(chunk)))  # type: ignore[call-overload,attr-defined]
+            for user_id, token in session.exec(
+                select(DeviceToken.user_id, DeviceToken.token).where(DeviceToken.user_id.in_(chunk))  # type: ignore[call-overload,attr-defined]
+            ):
+                tokens.setdefault(user_id, []).append(token)
         return {
-            user.id: Recipient(
-                user=user.id,
-                email=user.email,
-                language="en" if user.language == "en" else "fr",
-                tokens=tuple(tokens.get(user.id, ())),
-                time_zone=ZoneInfo(user.time_zone),
-                quiet_hours=QuietPeriod.parse(user.quiet_hours) if user.quiet_hours else None,
-                channels=frozenset(_split(user.channels)),
-                muted_kinds=frozenset(_split(user.muted_kinds)),
+            user_id: Recipient(
+                user=user_id,
+                email=email,
+                language="en" if language == "en" else "fr",
+                tokens=tuple(sorted(tokens.get(user_id, ()))),
+                time_zone=ZoneInfo(time_zone),  # ZoneInfo keeps one instance per key
+                quiet_hours=QuietPeriod.parse(quiet_hours) if quiet_hours else None,
+                channels=frozenset(_split(channels)),
+                muted_kinds=frozenset(_split(muted_kinds)),
             )
-            for user in users
+            for user_id, email, language, time_zone, quiet_hours, channels, muted_kinds in users
         }
 
     def quiet_periods(self, users: Iterable[str]) -> dict[str, QuietPeriod]:

@@ -1,4 +1,5 @@
-"""Market benchmark: API requests/s for listing and buying, clearing time per slot.
+"""Market benchmark: API requests/s for listing and buying, clearing time per slot, and settlement
+latency from slot end to confirmed on anvil.
 
 A fleet from the simulator (default 48,000 homes in 100 zones; its rooftop-solar homes are the
 producers, each a prosumer) joins the market; zones take turns at bilateral, pay-as-bid and
@@ -11,12 +12,23 @@ bulk, then ``quartier market api`` runs as its own process (folding that log at 
 
 Then the API stops and the market service runs in this process with a clock set past every gate,
 closing each slot (pay-as-bid and pay-as-clear clearing, append, fold, read models): the time per
-slot, and the pure clearing decision alone. Settlement to the chain is not built yet: its latency
-is reported as null.
+slot, and the pure clearing decision alone.
+
+**Settlement**, on a subset (a whole day of every zone would be tens of thousands of transactions,
+and each slot waits the settlement grace period in real time): the events of the first
+``--settle-zones`` zones (two of each mechanism by default) are copied to a market of their own,
+the contracts are deployed on a fresh anvil by ``quartier chain deploy``, and a market service built
+as ``quartier market api`` builds it (settlement on, default grace, its scheduled jobs every 5 s)
+walks the first ``--settle-slots`` slots of the day with a clock running in real time: at each
+slot's gate it closes the slot and escrows its trades on chain; at the slot's end (chain time moved
+there too) the meter data of every producer and buyer of the slot arrives on ``meter.slots`` as the
+stream worker sends it; the latency is from then to the slot's ``settlement_confirmed``, for each
+slot with trades.
 
 The client and the server share the machine's cores (and the broker): figures are for one box.
 
-    python -m bench.market [--participants 48000] [--zones 100] [--buys 20000] [--concurrency 32] [--json]
+    python -m bench.market [--participants 48000] [--zones 100] [--buys 20000] [--concurrency 32]
+                           [--settle-zones 6] [--settle-slots 6] [--json]
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import os
 import random
 import socket
@@ -31,24 +44,30 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+from aiokafka import AIOKafkaProducer
+from web3 import Web3
 
+from contracts.amounts import opaque_id
+from contracts.devchain import advance_to
 from quartier import events as ev
+from quartier import kafka, topics
 from quartier.settings import Settings
 from quartier.stack import Stack
 from quartier.stack.broker import Broker
+from quartier.stack.chain import Chain
 from simulator.config import FleetConfig
 from simulator.fleet import build_fleet
 
-from marketplace import commands
+from marketplace import commands, onchain
 from marketplace.auth import TokenStore
 from marketplace.clock import ManualClock
-from marketplace.log import MarketLog
+from marketplace.log import MarketLog, replay
 from marketplace.readmodel import ReadModel
 from marketplace.service import MarketService
 from marketplace.state import SLOT_MS
@@ -56,6 +75,7 @@ from marketplace.state import SLOT_MS
 DAY_MS = 24 * 3_600_000
 MECHANISMS = ("bilateral", "pay_as_bid", "pay_as_clear")
 DAYLIGHT = (8, 18)  # UTC hours of the listed window
+GATE_S = 600  # the zones' gate closure: the market's default, before the chain's (300 s)
 
 
 async def seed(settings: Settings, fleet: Any, now_ms: int) -> tuple[dict[str, str], list[dict[str, Any]]]:
@@ -73,7 +93,7 @@ async def seed(settings: Settings, fleet: Any, now_ms: int) -> tuple[dict[str, s
         })
     try:
         for zone, mechanism in zones.items():
-            batch: list[Any] = [ev.ZoneConfigured(zone=zone, mechanism=mechanism, gate_closure_s=300,  # type: ignore[arg-type]
+            batch: list[Any] = [ev.ZoneConfigured(zone=zone, mechanism=mechanism, gate_closure_s=GATE_S,  # type: ignore[arg-type]
                                                   min_lot_wh=10, at_ms=now_ms)]
             batch += [
                 ev.ParticipantRegistered(participant=m["participant"], zone=zone, meter=m["meter"],
@@ -135,12 +155,178 @@ async def wait_healthy(url: str, server: subprocess.Popen[bytes], timeout_s: flo
             await asyncio.sleep(0.2)
 
 
-async def run(participants: int, zone_count: int, buys: int, concurrency: int, tmp: Path, progress: bool) -> dict[str, Any]:
+class RunningClock:
+    """Real time, from a point the benchmark jumps to (forward): the market's jobs wait as they would."""
+
+    def __init__(self, now_ms: int) -> None:
+        self._offset_ms = 0
+        self.jump(now_ms)
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000 + self._offset_ms
+
+    def jump(self, to_ms: int) -> None:
+        self._offset_ms = to_ms - time.time_ns() // 1_000_000
+
+
+async def copy_zones(source: Settings, target: Settings, zones: set[str]) -> int:
+    """Appends every event of ``zones`` from the source market's log to the target's; returns how many."""
+    by_zone: dict[str, list[Any]] = defaultdict(list)
+    async for entry in replay(source):
+        zone = getattr(entry.event, "zone", None)
+        if zone in zones:
+            by_zone[zone].append(entry.event)
+    log = MarketLog(target)
+    await log.start()
+    try:
+        for zone, events in by_zone.items():
+            for start in range(0, len(events), 2000):
+                await log.append(zone, events[start:start + 2000])
+    finally:
+        await log.stop()
+    return sum(len(events) for events in by_zone.values())
+
+
+async def publish_meter_slots(settings: Settings, records: list[ev.SlotEnergy]) -> None:
+    """Sends slot records on meter.slots as the stream worker does (keyed by meter)."""
+    producer = AIOKafkaProducer(**kafka.producer_config(settings))
+    await producer.start()
+    try:
+        topic = settings.topic(topics.METER_SLOTS.name)
+        for r in records:
+            await producer.send(topic, ev.encode(r), key=r.meter.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def measured_energy(state: Any, zone: str, slot_start_ms: int, rng: random.Random) -> list[ev.SlotEnergy]:
+    """What the meters of a slot's producers and buyers measured: producers export 85-110 % of what
+    they sold (some deliver short), buyers import 95-160 % of what they bought; complete slots."""
+    sold: Counter[str] = Counter()
+    bought: Counter[str] = Counter()
+    for trade_id in state.slot_trades.get((zone, slot_start_ms), ()):
+        trade = state.trades[trade_id]
+        sold[state.participants[trade.producer].meter] += trade.energy_wh
+        bought[state.participants[trade.consumer].meter] += trade.energy_wh
+    return [
+        ev.SlotEnergy(meter=meter, zone=zone, slot_start_ms=slot_start_ms,
+                      imported_wh=round(bought[meter] * rng.uniform(0.95, 1.6)),
+                      exported_wh=round(sold[meter] * rng.uniform(0.85, 1.1)), completeness=1.0)
+        for meter in sorted(set(sold) | set(bought))
+    ]
+
+
+async def settle(source: Settings, chain_settings: dict[str, Any], tmp: Path, zones: list[str], window: tuple[int, int],
+                 slot_count: int, close_interval_s: float, say: Callable[[str], None]) -> dict[str, Any]:
+    """The settlement walk described at the top; returns its figures."""
+    settings = Settings(state_dir=tmp / "settle-state", database_url=f"sqlite:///{tmp / 'settle.db'}",
+                        kafka={**source.kafka.model_dump(), "topic_prefix": "bench-settle."}, chain=chain_settings)
+    copied = await copy_zones(source, settings, set(zones))
+    env = os.environ | {"QUARTIER_STATE_DIR": str(settings.state_dir), "QUARTIER_CHAIN__RPC_URL": settings.chain.rpc_url,
+                        "QUARTIER_CHAIN__CHAIN_ID": str(settings.chain.chain_id)}
+    deployed = subprocess.run([sys.executable, "-m", "quartier.cli", "chain", "deploy", "--json"], env=env,
+                              capture_output=True, text=True, timeout=600)
+    if deployed.returncode != 0:
+        raise RuntimeError(f"quartier chain deploy failed: {deployed.stderr}")
+    say(f"settlement: {copied:,} events of {len(zones)} zones copied; contracts deployed at "
+        f"{json.loads(deployed.stdout)['market']}")
+
+    w3 = Web3(Web3.HTTPProvider(settings.chain.rpc_url))
+    chain = onchain.connect(settings)  # the bench's own view of the chain, to see escrow land
+    slot_times = list(range(window[0], window[1], SLOT_MS))[:slot_count]
+    clock = RunningClock(slot_times[0] - GATE_S * 1000)  # the first slot's gate: it closes
+    service = MarketService(settings, clock=clock, close_interval_s=close_interval_s,
+                            connect_chain=lambda: onchain.connect(settings))  # as `quartier market api` does
+    rng = random.Random(11)
+    latencies: dict[tuple[str, int], float] = {}
+    escrow_s: list[float] = []
+    await service.start()
+
+    def traded(slot_start_ms: int) -> list[str]:
+        return [z for z in zones if service.state.slot_trades.get((z, slot_start_ms))]
+
+    async def escrowed(slot_starts: list[int], closing: int, timeout_s: float = 3600) -> tuple[float, int]:
+        """Waits until the slot ``closing`` has closed and every trade of the closed slots among
+        ``slot_starts`` is an order on chain; returns the seconds waited and the orders counted."""
+        started = time.perf_counter()
+        while True:
+            missing = orders = 0
+            for start in slot_starts:
+                for zone in traded(start):
+                    if service.state.slots[(zone, start)].status == "open":
+                        missing += start == closing
+                        continue
+                    on_chain = await asyncio.to_thread(chain.market.slot_state, opaque_id(zone), start // 1000)
+                    trades = len(service.state.slot_trades[(zone, start)])
+                    missing += trades - on_chain.orders
+                    orders += trades
+            if not missing:
+                return time.perf_counter() - started, orders
+            if time.perf_counter() - started > timeout_s:
+                raise RuntimeError(f"{missing} trades not escrowed after {timeout_s} s")
+            await asyncio.sleep(0.2)
+
+    try:
+        # The first run escrows every auction trade of the day (cleared above at once) and the first
+        # slot's: all before the chain's clock moves into the day.
+        first_escrow_s, first_orders = await escrowed(list(range(window[0], window[1], SLOT_MS)), slot_times[0])
+        say(f"settlement: first escrow ({first_orders:,} orders: the day's auction trades and slot 1's) "
+            f"in {first_escrow_s:.1f} s")
+        for start in slot_times:
+            end = start + SLOT_MS
+            if end < window[1]:
+                # The next slot's gate comes before this slot's end: it closes and goes on chain now
+                # (also after the last slot walked, or the chain's clock would pass its gate).
+                clock.jump(end - GATE_S * 1000)
+                escrow_s.append((await escrowed([end], end))[0])
+            advance_to(w3, end // 1000)
+            clock.jump(end)
+            slot_end = time.perf_counter()
+            await publish_meter_slots(settings, [r for z in zones for r in measured_energy(service.state, z, start, rng)])
+            pending = set(traded(start))
+            while pending:
+                for zone in list(pending):
+                    if service.state.slots[(zone, start)].status == "confirmed":
+                        latencies[(zone, start)] = time.perf_counter() - slot_end
+                        pending.discard(zone)
+                if time.perf_counter() - slot_end > 3600 + 600:
+                    raise RuntimeError(f"slot {start}: zones {sorted(pending)} not confirmed")
+                await asyncio.sleep(0.05)
+            done = [v for (z, t), v in latencies.items() if t == start]
+            say(f"settlement: slot {slot_times.index(start) + 1}/{len(slot_times)}: {len(done)} zones with trades confirmed, "
+                f"{max(done, default=0):.1f} s after the slot's end")
+        trades = sum(len(service.state.slot_trades.get(key, ())) for key in latencies)
+    finally:
+        await service.stop()
+    values = sorted(latencies.values())
+    grace_s = service.settlement.grace_ms / 1000
+    return {
+        "settlement_latency_s": round(statistics.median(values), 2) if values else None,
+        "settlement_latency_min_s": round(values[0], 2) if values else None,
+        "settlement_latency_max_s": round(values[-1], 2) if values else None,
+        "settlement_grace_s": grace_s,
+        "settlement_job_interval_s": close_interval_s,
+        "settlement_after_grace_p50_s": round(statistics.median(values) - grace_s, 2) if values else None,
+        "settlement_slots": len(values),
+        "settlement_trades": trades,
+        "settlement_zones": len(zones),
+        "settlement_slot_times": len(slot_times),
+        "escrow_first_s": round(first_escrow_s, 1),
+        "escrow_first_orders": first_orders,
+        "escrow_per_slot_max_s": round(max(escrow_s, default=0.0), 2),
+        "settlement_note": (f"subset: {len(zones)} zones x the first {len(slot_times)} slots of the day "
+                            f"({len(values)} slots with trades), grace {grace_s:g} s waited in real time"),
+    }
+
+
+async def run(participants: int, zone_count: int, buys: int, concurrency: int, tmp: Path, progress: bool,
+              settle_zones: int = 6, settle_slots: int = 6, close_interval_s: float = 5.0) -> dict[str, Any]:
     def say(message: str) -> None:
         if progress:
             print(f"  {message}", file=sys.stderr, flush=True)
 
-    stack = Stack(tmp / "stack", [Broker()])
+    stack = Stack(tmp / "stack", [Broker(), Chain()])
     overrides = stack.up()
     try:
         settings = Settings(state_dir=tmp / "state", database_url=f"sqlite:///{tmp / 'market.db'}",
@@ -251,6 +437,9 @@ async def run(participants: int, zone_count: int, buys: int, concurrency: int, t
         finally:
             await service.stop()
         say(f"cleared {len(per_slot)} auction slots: {sum(per_slot) / max(1, len(per_slot)) * 1000:.1f} ms per slot")
+
+        settlement = await settle(settings, overrides["chain"], tmp, list(zones)[:settle_zones], window, settle_slots,
+                                  close_interval_s, say)
     finally:
         stack.down()
 
@@ -280,8 +469,7 @@ async def run(participants: int, zone_count: int, buys: int, concurrency: int, t
         "clearing_decision_s_per_slot": round(pure_s / max(1, len(auction_slots)), 5),
         "trades": trades,
         "traded_wh": traded_wh,
-        "settlement_latency_s": None,
-        "settlement_note": "settlement to the chain is not built yet",
+        **settlement,
     }
 
 
@@ -291,10 +479,15 @@ def main() -> None:
     parser.add_argument("--zones", type=int, default=100)
     parser.add_argument("--buys", type=int, default=20_000, help="purchase and bid requests")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight")
+    parser.add_argument("--settle-zones", type=int, default=6, help="zones whose slots are settled on chain")
+    parser.add_argument("--settle-slots", type=int, default=6, help="slots of the day settled, from 08:00")
     parser.add_argument("--json", action="store_true", help="also print one JSON object on the last line")
     args = parser.parse_args()
+    # The first escrow run outlasts the job's interval; APScheduler would warn of each run it skips.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="bench-market-") as tmp:
-        result = asyncio.run(run(args.participants, args.zones, args.buys, args.concurrency, Path(tmp), progress=True))
+        result = asyncio.run(run(args.participants, args.zones, args.buys, args.concurrency, Path(tmp), progress=True,
+                                 settle_zones=args.settle_zones, settle_slots=args.settle_slots))
     print(
         f"market: {result['participants']:,} participants ({result['producers']:,} producers) in {result['zones']} zones, "
         f"{result['concurrency']} requests in flight\n"
@@ -307,7 +500,13 @@ def main() -> None:
         f"  clearing, per auction slot: {result['clearing_s_per_slot'] * 1000:.2f} ms "
         f"(decision alone {result['clearing_decision_s_per_slot'] * 1000:.2f} ms; {result['auction_slots']} slots, "
         f"{result['trades']:,} trades)\n"
-        f"  settlement latency:         not measured ({result['settlement_note']})"
+        f"  settlement, slot end to confirmed on anvil: p50 {result['settlement_latency_s']} s, "
+        f"min {result['settlement_latency_min_s']} s, max {result['settlement_latency_max_s']} s "
+        f"(grace {result['settlement_grace_s']:g} s, jobs every {result['settlement_job_interval_s']:g} s; "
+        f"{result['settlement_trades']:,} trades)\n"
+        f"    {result['settlement_note']}\n"
+        f"  escrow on chain: first run {result['escrow_first_s']} s ({result['escrow_first_orders']:,} orders), "
+        f"then at most {result['escrow_per_slot_max_s']} s per slot"
     )
     if args.json:
         print(json.dumps(result))

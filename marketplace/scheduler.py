@@ -55,6 +55,8 @@ async def settle_due_slots(key: str) -> None:
     if service is None:
         log.warning("settle_due_slots: no market service %s is running in this process", key)
         return
+    # What is due for allocation is allocated first, so it settles in this run, not the next.
+    await service.allocate_due_slots()
     confirmed = await service.settle_due_slots()
     if confirmed:
         log.info("settled %d slot(s) on chain", confirmed)

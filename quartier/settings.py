@@ -95,10 +95,11 @@ class NotifierSettings(BaseModel):
     retry_base_s: float = Field(2.0, gt=0)
     retry_max_s: float = Field(300.0, gt=0)
     max_attempts: int = Field(6, ge=1)
-    push_threads: int = Field(48, ge=1, le=500)
     # Processes sending pushes, each with push_threads threads and its own interpreter lock (one
     # process tops out near 1,000 pushes/s here: docs/notifier.md); 1 sends from the notifier itself.
+    # processes x threads is also how many pushes may be in flight at a kill (sent twice at worst).
     push_processes: int = Field(2, ge=1, le=32)
+    push_threads: int = Field(16, ge=1, le=500)
     email_connections: int = Field(8, ge=1, le=64)
 
 

@@ -75,7 +75,7 @@ class FcmChannel:
         app: firebase_admin.App,
         renderer: Renderer,
         journal: SentJournal | None = None,
-        threads: int = 48,
+        threads: int = 16,
     ) -> None:
         self.app = app
         self.renderer = renderer

@@ -61,7 +61,7 @@ class EmailChannel:
         smtp: SmtpSettings,
         renderer: Renderer,
         journal: SentJournal | None = None,
-        connections: int = 8,
+        connections: int = 16,
         timeout_s: float = 30.0,
     ) -> None:
         self.smtp = smtp

@@ -6,7 +6,7 @@ endpoint and SMTP server (STARTTLS + AUTH), on the real broker.
 1. **Throughput**: ``--events`` alert transitions (each user's power alert raised, then resolved)
    are on ``alerts.events`` before the notifier starts; every user has one phone and one email,
    and wants pushes only, then emails only (each channel's capacity, one notifier in this
-   process), then both at once (``quartier notifier run --channel push`` and ``--channel email``
+   process, with its push worker processes), then both at once (``quartier notifier run --channel push`` and ``--channel email``
    as two processes, so each channel has its own interpreter lock; all share the two cores with
    the broker, the SMTP server and the FCM endpoint).
    Rates come from the providers' own clocks: the FCM endpoint's receive time of each push and the
@@ -14,6 +14,9 @@ endpoint and SMTP server (STARTTLS + AUTH), on the real broker.
 2. **Latency**: with the notifier running and caught up, transitions are produced at a steady
    rate below capacity (``--paced-rate`` per second), each stamped with its production time;
    latency is the provider's acceptance time minus that (p50, p99 per channel).
+   CPU per message, from the processes' own counters (psutil) over the backlog: the notifier (this
+   process or its ``--channel`` processes, with their push worker processes) and the local FCM
+   endpoint and SMTP server, which run on the same two cores: so a run says which side was the limit.
 3. **Baseline**, in the same run: the libraries used plainly, as the notifier's first version did:
    ``send_each_async`` in batches of 500 for pushes, and one aiosmtplib connection sending an
    ``EmailMessage`` per mail. The ratios compare the pipeline with it.
@@ -38,6 +41,7 @@ from typing import Any
 
 import aiosmtplib
 import msgspec
+import psutil
 from aiokafka import AIOKafkaProducer
 
 from quartier import events, topics
@@ -139,8 +143,27 @@ def environment(settings: Settings) -> dict[str, str]:
     }
 
 
+def cpu_seconds(pids: set[int] | None = None) -> dict[int, float]:
+    """CPU seconds so far of ``pids``, or of this process and its children other than the servers'."""
+    me = psutil.Process()
+    processes = [psutil.Process(p) for p in pids] if pids is not None else [me, *me.children(recursive=True)]
+    out = {}
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        out[process.pid] = times.user + times.system
+    return out
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
+
+
 async def pipeline_run(settings: Settings, users: int, events_n: int, paced_rate: float, paced_events: int,
-                       domain: str, channels: tuple[str, ...], separate_processes: bool = False) -> dict[str, Any]:
+                       domain: str, channels: tuple[str, ...], servers: dict[str, int],
+                       separate_processes: bool = False) -> dict[str, Any]:
     from notifier.service import Notifier
 
     await ensure_topics(settings, [topics.ALERTS_EVENTS, topics.NOTIFICATIONS_DELIVERIES])
@@ -154,6 +177,9 @@ async def pipeline_run(settings: Settings, users: int, events_n: int, paced_rate
 
     stop = asyncio.Event()
     started = time.time() * 1000
+    server_pids = set(servers.values())
+    cpu_before = {name: cpu_seconds({pid}) for name, pid in servers.items()}
+    notifier_before = cpu_seconds()
     if separate_processes:
         # One notifier process per channel, as a deployment that wants both channels' full rate runs it.
         env = {**os.environ, **environment(settings)}
@@ -176,6 +202,8 @@ async def pipeline_run(settings: Settings, users: int, events_n: int, paced_rate
         task = asyncio.create_task(Notifier.from_settings(settings).run(stop))
     try:
         pushed, mailed = await wait_for(settings, pushes_expected, mail_before + emails_expected, 600)
+        cpu = {name: cpu_used(cpu_before[name], cpu_seconds({pid})) for name, pid in servers.items()}
+        notifier_cpu = cpu_used(notifier_before, {p: t for p, t in cpu_seconds().items() if p not in server_pids})
         mailed = [t for t in mailed if t >= started]
         push_times = sorted(m["received_ms"] for m in pushed)
         result: dict[str, Any] = {
@@ -184,6 +212,11 @@ async def pipeline_run(settings: Settings, users: int, events_n: int, paced_rate
             "pushes_per_s": len(push_times) / max(1e-3, (push_times[-1] - push_times[0]) / 1000) if push_times else 0.0,
             "emails_per_s": len(mailed) / max(1e-3, (mailed[-1] - mailed[0]) / 1000) if mailed else 0.0,
             "backlog_wall_s": (max(push_times[-1] if push_times else 0, mailed[-1] if mailed else 0) - started) / 1000,
+            # Milliseconds of CPU per message sent, over the backlog (the notifier's includes its
+            # polling of the broker, and both channels' work when both run).
+            "notifier_cpu_ms_per_message": 1000 * notifier_cpu / max(1, len(pushed) + len(mailed)),
+            "fcm_endpoint_cpu_ms_per_push": 1000 * cpu.get("fcm", 0.0) / len(pushed) if pushed else 0.0,
+            "smtp_server_cpu_ms_per_email": 1000 * cpu.get("smtp", 0.0) / len(mailed) if mailed else 0.0,
         }
         if not paced_events:
             return result
@@ -283,6 +316,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     try:
         for stack in stacks:
             overrides.update(stack.up())
+        servers = {name: stack.status()[0].pid for name, stack in zip(("broker", "smtp", "fcm"), stacks)}
+        servers = {name: pid for name, pid in servers.items() if pid is not None}
         run = uuid.uuid4().hex[:8]
         settings = Settings(
             **{**overrides, "state_dir": root / "state", "database_url": f"sqlite:///{root / 'notifier.db'}",
@@ -300,7 +335,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 "state_dir": root / f"state-{phase}",
             })
             found = await pipeline_run(own, args.users, args.events, args.paced_rate, paced, f"{phase}.{domain}", channels,
-                                       separate_processes=phase == "both")
+                                       servers, separate_processes=phase == "both")
             if phase == "both":
                 result.update({k: v for k, v in found.items() if k.startswith("latency")})
                 result["both_pushes_per_s"], result["both_emails_per_s"] = found["pushes_per_s"], found["emails_per_s"]
@@ -308,6 +343,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 result[f"{phase}{'es' if phase == 'push' else 's'}_per_s"] = found[f"{phase}{'es' if phase == 'push' else 's'}_per_s"]
                 result[f"{phase}_wall_s"] = found["backlog_wall_s"]
+                result[f"notifier_cpu_ms_per_{phase}"] = found["notifier_cpu_ms_per_message"]
+                server = "fcm_endpoint_cpu_ms_per_push" if phase == "push" else "smtp_server_cpu_ms_per_email"
+                result[server] = found[server]
         result["push_ratio_to_baseline"] = result["pushes_per_s"] / result["baseline_pushes_per_s"]
         result["email_ratio_to_baseline"] = result["emails_per_s"] / result["baseline_emails_per_s"]
         result.update({"users": args.users, "events": args.events, "paced_rate_per_s": args.paced_rate,
@@ -343,6 +381,10 @@ def main() -> None:
         f"  latency at {result['paced_rate_per_s']:.0f} events/s (both channels): push p50 {result['latency_push_p50_s']:.3f} s "
         f"p99 {result['latency_push_p99_s']:.3f} s; email p50 {result['latency_email_p50_s']:.3f} s "
         f"p99 {result['latency_email_p99_s']:.3f} s; all p99 {result['latency_p99_s']:.3f} s\n"
+        f"  CPU per message: push {result['notifier_cpu_ms_per_push']:.2f} ms in the notifier, "
+        f"{result['fcm_endpoint_cpu_ms_per_push']:.2f} ms in the local FCM endpoint; email "
+        f"{result['notifier_cpu_ms_per_email']:.2f} ms in the notifier, {result['smtp_server_cpu_ms_per_email']:.2f} ms "
+        f"in the local SMTP server\n"
         f"  (load average {result['load_average_1m']:.1f} on {result['cpus']} cores)",
         file=sys.stderr if args.json else sys.stdout,
     )

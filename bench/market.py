@@ -36,10 +36,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
+import logging
 import os
 import random
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile

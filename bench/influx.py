@@ -6,7 +6,12 @@ the same points into two fresh databases: the baseline POSTs batches one after a
 them over) and is flushed. Each database is then counted, so a fast but lossy run cannot pass. Also times
 building a reading's line with the f-string builder against ``influxdb_client.Point``.
 
-    python -m bench.influx [--points 600000] [--batch 5000] [--concurrency 2] [--json]
+``--meters`` sets how many series the points spread over (one a second each): InfluxDB's cost per
+point grows with it, and the whole fleet is 48,000. ``--stock-cache`` runs influxd with its default
+cache sizes instead of the local stack's (quartier/stack/influx.py says why they differ).
+
+    python -m bench.influx [--points 600000] [--meters 1000] [--batch 5000] [--concurrency 2]
+                           [--stock-cache] [--json]
 """
 
 from __future__ import annotations
@@ -24,18 +29,16 @@ import httpx
 from quartier.events import MeterReading
 from quartier.settings import Settings
 from quartier.stack import Stack
+from quartier.stack import influx as influx_stack
 from quartier.stack.influx import Influx, count_points, ensure_database
 from streams.influx_writer import InfluxWriter
 from streams.line_protocol import reading_line
 
-METERS = 1_000
-
-
-def make_readings(count: int) -> list[MeterReading]:
-    start_ms = int(time.time() * 1000) - (count // METERS + 1) * 1000
+def make_readings(count: int, meters: int = 1_000) -> list[MeterReading]:
+    start_ms = int(time.time() * 1000) - (count // meters + 1) * 1000
     return [
         MeterReading(
-            meter=f"{i % METERS:012d}", zone=f"zone-{i % METERS // 100}", time_ms=start_ms + (i // METERS) * 1000,
+            meter=f"{i % meters:012d}", zone=f"zone-{i % meters // 100}", time_ms=start_ms + (i // meters) * 1000,
             seq=i, drawn_va=300 + i % 5_000, withdrawn_wh=1_000_000 + i, withdrawn_wh_by_register=(600_000 + i, 400_000),
             tariff_register=1, subscribed_kva=9, cutoff_kva=9, voltage_v=231, current_a=i % 40,
         )
@@ -90,8 +93,19 @@ def line_building(readings: list[MeterReading]) -> tuple[float, float]:
     return fstring, len(readings) / (time.perf_counter() - began)
 
 
-def run(points: int, batch: int, concurrency: int) -> dict[str, Any]:
-    readings = make_readings(points)
+STACK_CONFIG = influx_stack.influxd_config
+
+
+def stock_cache_config(workdir: Path, *, http_port: int, rpc_port: int) -> str:
+    """The local stack's influxd config without its cache sizes (influxd's defaults: 25 MB, 1 GB)."""
+    text = STACK_CONFIG(workdir, http_port=http_port, rpc_port=rpc_port)
+    return "\n".join(line for line in text.splitlines() if not line.strip().startswith("cache-")) + "\n"
+
+
+def run(points: int, batch: int, concurrency: int, meters: int = 1_000, stock_cache: bool = False) -> dict[str, Any]:
+    if stock_cache:
+        influx_stack.influxd_config = stock_cache_config  # type: ignore[assignment]
+    readings = make_readings(points, meters)
     lines = [reading_line(r) for r in readings]
     fstring_per_s, point_per_s = line_building(readings[:50_000])
     with tempfile.TemporaryDirectory(prefix="bench-influx-") as tmp:
@@ -113,6 +127,8 @@ def run(points: int, batch: int, concurrency: int) -> dict[str, Any]:
     writer_per_s = points / writer_s
     return {
         "points": points,
+        "meters": meters,
+        "stock_cache": stock_cache,
         "batch_points": batch,
         "concurrency": concurrency,
         "baseline_points_per_s": round(baseline_per_s),
@@ -127,13 +143,17 @@ def run(points: int, batch: int, concurrency: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--points", type=int, default=600_000)
+    parser.add_argument("--meters", type=int, default=1_000, help="series the points spread over")
+    parser.add_argument("--stock-cache", action="store_true", help="influxd's default cache sizes")
     parser.add_argument("--batch", type=int, default=5_000)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--json", action="store_true", help="also print one JSON object on the last line")
     args = parser.parse_args()
-    result = run(args.points, args.batch, args.concurrency)
+    result = run(args.points, args.batch, args.concurrency, args.meters, args.stock_cache)
+    cache = "stock cache sizes" if result["stock_cache"] else "the local stack's cache sizes"
     print(
-        f"{result['points']:,} reading points, batches of {result['batch_points']:,}, influxd 1.6.7\n"
+        f"{result['points']:,} reading points from {result['meters']:,} meters, batches of "
+        f"{result['batch_points']:,}, influxd 1.6.7 with {cache}\n"
         f"  baseline (one plain writer): {result['baseline_points_per_s']:>9,} points/s\n"
         f"  InfluxWriter ({result['concurrency']} concurrent):  {result['points_per_s']:>9,} points/s"
         f"  ({result['ratio']}x baseline)\n"

@@ -17,7 +17,8 @@ def streams() -> None:
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics here (0: off). Default: settings.metrics_port.")
 @click.option(
     "--deadman-interval", type=float, default=5.0, show_default=True,
-    help="Seconds between disconnect checks, judged on wall-clock time (0: off, e.g. for a backfill).",
+    help="Seconds between disconnect checks, in each partition's meter time as readings are consumed and in "
+    "wall time when none come (0: off).",
 )
 @click.option("--loglevel", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def worker(app_id: str | None, metrics_port: int | None, deadman_interval: float, loglevel: str) -> None:

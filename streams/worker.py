@@ -7,6 +7,12 @@ InfluxDB's batched writer and to the alert engine (:mod:`streams.alerting`), pub
 meter's durable alert state to the ``alert_state`` table only when the engine says it changed.
 Everything per reading stays cheap: one decode, one line of line protocol, attribute comparisons.
 
+The deadman judges each meter's silence on the stream's own progress (:mod:`streams.alerting.engine`):
+the newest meter time consumed on its partition, or the wall clock where the worker has reached the
+end of the partition's log (its position against the highwater of the last fetch). It runs every
+``deadman_interval_s`` of each partition's meter time as the readings are consumed, so a backlog is
+judged as it would have been live, and on a wall-clock timer for when nothing comes at all.
+
 The engine's durable state is a changelog-backed table keyed by meter, co-partitioned with
 ``meter.readings`` (a meter's readings always come on its shard's partition, and its state is written
 to the same partition of the changelog), so a restarted worker gets back exactly the state of the
@@ -20,7 +26,7 @@ import logging
 import time
 from collections.abc import Iterable
 
-from faust.types import EventT, StreamT
+from faust.types import TP, EventT, StreamT
 from mode import Service
 
 from quartier import events, topics
@@ -95,6 +101,9 @@ class StreamWorker:
         # Where each meter's state goes: the partition its readings come on (or its state came from).
         self.partition_of: dict[str, int] = {}
         self.assigned: set[int] = set()
+        # Per assigned partition of meter.readings, the offset after the last message handled: with
+        # the highwater, whether the worker has reached the end of that partition's log.
+        self.next_offset: dict[int, int] = {}
         self.unsaved: set[str] = set()  # meters whose state changed before their partition was known
         self.feed = RulesFeed(
             settings,
@@ -108,8 +117,12 @@ class StreamWorker:
         app.agent(self.readings_topic, name="readings")(self.consume)
         app.task(self.follow_rules)
         self.state.on_recover(self.rebuild_engine)
+        # The deadman runs every interval of meter time (as readings are consumed) and of wall time.
+        self.deadman_interval_ms = int(deadman_interval_s * 1000)
+        self.next_deadman_ms: dict[int, int] = {}  # per partition, the meter time of its next run
+        self.deadman_ran_ms = 0  # wall time of the last run
         if deadman_interval_s > 0:
-            app.timer(deadman_interval_s)(self.check_silence)
+            app.timer(deadman_interval_s)(self.on_deadman_timer)
 
     # --- the ingest path ---------------------------------------------------------------------------
 
@@ -121,6 +134,8 @@ class StreamWorker:
             if not ready.is_set():
                 await ready.wait()  # judge no reading before the households' rules are known
             await self.on_message(event)
+            message = event.message
+            self.next_offset[message.partition] = message.offset + 1
 
     async def on_message(self, event: EventT) -> None:
         message = event.message
@@ -145,13 +160,16 @@ class StreamWorker:
             for meter in self.unsaved.intersection([r.meter for r in readings]):
                 self.unsaved.discard(meter)
                 await self.write_state(meter)
-        results = self.engine.on_readings(readings)
+        engine = self.engine
+        results = engine.on_readings(readings, partition)
         if results:
             await self.handle(results)
         on_reading = self.slots.on_reading
         closed = [slot for reading in readings for slot in on_reading(reading)]
         if closed:
             await self.publish_slots(closed)
+        if self.deadman_interval_ms and engine.progress_ms[partition] >= self.next_deadman_ms.get(partition, -1):
+            await self.check_silence()
 
     async def publish_slots(self, slots: list[SlotEnergy]) -> None:
         for slot in slots:
@@ -240,6 +258,7 @@ class StreamWorker:
         for key, partition in recovered.items():
             if key != FLEET_KEY:
                 self.partition_of[key.decode()] = partition
+        self.next_offset = {}  # Faust seeks the partitions to their committed offsets again
         engine = AlertEngine()
         now = wall_ms()
         restored = 0
@@ -249,10 +268,12 @@ class StreamWorker:
                     engine.restore_fleet(decode_fleet(value))
                 continue
             meter = key.decode()
-            if self.partition_of.get(meter) in self.assigned:
-                engine.restore(meter, decode_meter(value), now)
+            partition = self.partition_of.get(meter)
+            if partition in self.assigned:
+                engine.restore(meter, decode_meter(value), now, stream=partition)
                 restored += 1
         self.engine = engine
+        self.next_deadman_ms = {}
         for rules in list(self.rules.values()):
             self._set_rules(rules)
         log.info("alert engine rebuilt: partitions %s, %d meters restored", sorted(self.assigned), restored)
@@ -302,16 +323,45 @@ class StreamWorker:
 
     # --- the deadman -------------------------------------------------------------------------------
 
+    def caught_up(self, partition: int) -> bool:
+        """The worker has handled every message of this meter.readings partition the broker has."""
+        if partition not in self.assigned:
+            return False
+        consumer = self.app.consumer
+        tp = TP(self.readings_topic_name, partition)
+        highwater = consumer.highwater(tp)  # from the last fetch response
+        position = self.next_offset.get(partition)
+        if position is None:
+            # No message handled since the rebalance: reading starts at the committed offset, where
+            # Faust sought the partition. (Faust keeps it in a private attribute; the consumer's
+            # public position is the fetch position, past records fetched and not handled yet.)
+            position = getattr(consumer, "_committed_offset", {}).get(tp)
+        return highwater is not None and position is not None and position >= highwater
+
+    async def on_deadman_timer(self) -> None:
+        # Readings flowing run the deadman on meter time; this is for when they stop.
+        if wall_ms() - self.deadman_ran_ms >= self.deadman_interval_ms // 2:
+            await self.check_silence()
+
     async def check_silence(self) -> None:
-        outcome = self.engine.check_silence(wall_ms())
+        now = wall_ms()
+        engine = self.engine
+        self.deadman_ran_ms = now
+        # Each partition's next run is an interval of its own meter time on: partitions are not read
+        # in step (a worker catching up may read one partition's backlog, then the next one's).
+        interval = self.deadman_interval_ms
+        self.next_deadman_ms = {stream: at + interval for stream, at in engine.progress_ms.items()}
+        outcome = engine.check_silence(now, self.caught_up)
         if outcome.events:
             await self.publish(outcome.events)
         for meter in outcome.changed_meters:
             await self.write_state(meter)
         if outcome.fleet_changed:
             await self.write_fleet()
-        # The same timer closes the slots of meters that went quiet after their slot ended.
-        if closed := self.slots.close_due(wall_ms()):
+        # The same runs close the slots of meters that went quiet after their slot ended, on the
+        # least advanced partition's time: a slot whose next reading is still queued stays open.
+        times = engine.stream_times(now, self.caught_up)
+        if times and (closed := self.slots.close_due(min(at for at, _ in times.values()))):
             await self.publish_slots(closed)
 
 

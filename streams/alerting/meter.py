@@ -71,7 +71,7 @@ def day_prices(tariff: tariffs.TariffOption, registers: int, day: date) -> tuple
 
 class MeterMonitor:
     __slots__ = (
-        "meter", "zone", "rules", "durable", "changed", "clock", "last_seen_ms", "restored_ms", "cadence_ms",
+        "meter", "zone", "rules", "durable", "changed", "clock", "stream", "last_seen_ms", "restored_ms", "cadence_ms",
         "stale_readings", "instant_checks", "period_checks", "disconnected", "day_end_ms",
         "day_base_ms", "spend", "priced_wh", "day_wh", "day_eur", "month_eur", "closed_day_wh", "closed_day_eur",
         "closed_day_whole", "closed_day_end_ms", "month_ended", "closed_month_eur", "closed_month_whole",
@@ -85,6 +85,7 @@ class MeterMonitor:
         self.durable = durable
         self.changed = False
         self.clock = clock
+        self.stream = 0  # the ordered stream (partition) its readings come on: its deadman's clock
         self.last_seen_ms = -1
         self.restored_ms = -1  # when a durable state was restored for a meter not yet seen again
         self.cadence_ms = float(durable.cadence_ms)

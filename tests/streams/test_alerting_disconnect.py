@@ -10,18 +10,27 @@ START = ms(2025, 3, 10, 12)
 
 
 class Fleet:
-    """Meters reporting once a second (unless silenced), and the deadman timer ticking every ``tick_s``."""
+    """Meters reporting once a second (unless silenced), and the deadman timer ticking every ``tick_s``.
 
-    def __init__(self, count: int, *, tick_s: int = 1, policy: FleetPolicy | None = None) -> None:
+    Meter ``i`` reports on stream ``i % streams`` (a partition). The worker either keeps up (the
+    wall clock is the readings' time and every stream is caught up) or lags ``lag_s`` behind: the wall
+    clock is that far ahead, and a stream is caught up only if ``caught_up`` says so.
+    """
+
+    def __init__(self, count: int, *, tick_s: int = 1, policy: FleetPolicy | None = None, streams: int = 1) -> None:
         self.engine = AlertEngine(policy, clock=fixed_clock)
         self.homes = [Household(f"{i:012d}", start_ms=START) for i in range(count)]
         for home in self.homes:
             self.engine.set_rules(rules(home.meter, disconnect=True))
+        self.streams = streams
         self.now = START
         self.tick_s = tick_s
         self.events: list[AlertEvent] = []
 
-    def run(self, seconds: int, silent: set[int] = frozenset(), every: dict[int, int] | None = None) -> list[AlertEvent]:  # type: ignore[assignment]
+    def run(
+        self, seconds: int, silent: set[int] = frozenset(), every: dict[int, int] | None = None,  # type: ignore[assignment]
+        *, lag_s: int = 0, caught_up: set[int] = frozenset(),  # type: ignore[assignment]
+    ) -> list[AlertEvent]:
         new: list[AlertEvent] = []
         every = every or {}
         for _ in range(seconds):
@@ -30,9 +39,13 @@ class Fleet:
                 if i in silent or (self.now - START) // 1000 % every.get(i, 1):
                     continue
                 home.t = self.now - 1_000
-                new.extend(self.engine.on_reading(home.reading(500)).events)
+                new.extend(self.engine.on_reading(home.reading(500), stream=i % self.streams).events)
             if (self.now - START) // 1000 % self.tick_s == 0:
-                new.extend(self.engine.check_silence(self.now).events)
+                if lag_s:
+                    outcome = self.engine.check_silence(self.now + lag_s * 1000, caught_up.__contains__)
+                else:
+                    outcome = self.engine.check_silence(self.now)
+                new.extend(outcome.events)
         self.events += new
         return new
 
@@ -126,3 +139,59 @@ def test_a_household_that_turned_the_disconnect_alert_off_is_not_told() -> None:
     fleet.engine.set_rules(rules(fleet.homes[4].meter, disconnect=False))
     fleet.run(60)
     assert fleet.run(600, silent={4}) == []
+
+
+# --- silence judged on the stream's own progress, not on the wall clock -----------------------
+
+
+def test_catching_up_on_a_backlog_raises_no_disconnect() -> None:
+    """A worker restarted an hour behind reads the fleet's readings long after they were sent."""
+    fleet = Fleet(40, streams=4)
+    assert fleet.run(1_800, lag_s=3_600) == []  # half an hour of backlog, judged every second
+    # Caught up on every stream: the wall clock is the readings' time again.
+    assert fleet.run(300) == []
+
+
+def test_a_meter_silent_in_the_backlog_is_disconnected_as_if_live() -> None:
+    """The others on its stream go on: the same episode, same id and time, as a worker keeping up."""
+    live, late = Fleet(12, streams=2), Fleet(12, streams=2)
+    live.run(120)
+    late.run(120, lag_s=3_600)
+    raised_live = live.run(60, silent={4})
+    raised_late = late.run(60, silent={4}, lag_s=3_600)
+    assert kinds(raised_late) == [("disconnected", "000000000004", "raised")]
+    assert [(e.id, e.at_ms, e.value) for e in raised_late] == [(e.id, e.at_ms, e.value) for e in raised_live]
+    back = late.run(1, lag_s=3_600)
+    assert kinds(back) == [("disconnected", "000000000004", "resolved")]
+
+
+def test_a_meter_alone_on_its_stream_is_judged_once_the_stream_is_caught_up() -> None:
+    fleet = Fleet(12, streams=12)  # one meter per stream: no neighbour to tell its silence
+    fleet.run(120)
+    last_seen = fleet.homes[7].t
+    # Meter 7's stream holds nothing newer, but the worker has not read that far: not judged yet.
+    assert fleet.run(120, silent={7}, lag_s=600) == []
+    # Caught up on its stream (the others still behind): its silence is real.
+    events = fleet.run(1, silent={7}, lag_s=600, caught_up={7})
+    assert kinds(events) == [("disconnected", "000000000007", "raised")]
+    assert events[0].episode_start_ms == last_seen + 30_000  # the id does not depend on when it is judged
+
+
+def test_a_stopped_ingest_is_judged_only_once_the_worker_is_caught_up() -> None:
+    fleet = Fleet(40, streams=4)
+    fleet.run(60, lag_s=600)
+    everyone = set(range(40))
+    # Nothing more is sent, but the worker has not reached the end of the log: it cannot tell yet.
+    assert fleet.run(120, silent=everyone, lag_s=600) == []
+    outage = fleet.run(1, silent=everyone, lag_s=600, caught_up={0, 1, 2, 3})
+    assert kinds(outage) == [("ingest_down", None, "raised")]
+    assert outage[0].episode_start_ms == START + 60_000 + 15_000  # from the newest reading, not the check
+
+
+def test_a_meter_clock_far_ahead_does_not_make_its_neighbours_silent() -> None:
+    fleet = Fleet(12, streams=2)
+    fleet.run(120, lag_s=600)
+    ahead = Household("999999999999", start_ms=START + 86_400_000)  # a day ahead, on stream 0
+    fleet.engine.on_reading(ahead.reading(500), stream=0)
+    # Stream 0 is judged at the wall clock at most (20 s ahead of its readings), not a day ahead.
+    assert fleet.run(60, lag_s=20) == []

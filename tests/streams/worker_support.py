@@ -149,7 +149,9 @@ def batches(settings: Settings, rs: list[MeterReading], size: int = 10) -> list[
 
 
 def quiet_rules(meter: str, **limits: Any) -> AlertRules:
-    return AlertRules(meter=meter, disconnect=False, fuse_warning=False, repeat_s=0, **limits)
+    """Rules with only the given limits on (no disconnect, no fuse warning, no repeat interval)."""
+    values: dict[str, Any] = {"disconnect": False, "fuse_warning": False, "repeat_s": 0, **limits}
+    return AlertRules(meter=meter, **values)
 
 
 async def alerts_of(settings: Settings, meter: str) -> list[AlertEvent]:

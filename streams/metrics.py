@@ -6,7 +6,7 @@ They live in prometheus_client's default registry, next to the InfluxDB writer's
 
 from __future__ import annotations
 
-from prometheus_client import Counter, start_http_server
+from prometheus_client import Counter, Gauge, start_http_server
 
 READINGS_CONSUMED = Counter(
     "quartier_readings_consumed_total",
@@ -17,6 +17,12 @@ READINGS_REJECTED = Counter(
 )
 SLOTS_PUBLISHED = Counter("quartier_meter_slots_total", "Metered 15-minute slots published on meter.slots.")
 ALERT_EVENTS = Counter("quartier_alert_events_total", "Alert transitions published.", ["kind", "state"])
+CONSUMER_LAG = Gauge(
+    "quartier_consumer_lag_messages",
+    "Messages of meter.readings not handled yet, per assigned partition (the highwater of the last fetch less "
+    "the offset after the last message handled); updated at each deadman run.",
+    ["partition"],
+)
 RULES_APPLIED = Counter("quartier_alert_rules_applied_total", "AlertRules records read from alerts.rules and applied.")
 RULES_REJECTED = Counter(
     "quartier_alert_rules_rejected_total", "AlertRules records that could not be decoded or applied (logged)."

@@ -39,7 +39,7 @@ from streams.influx_writer import InfluxWriter
 from streams.ingest import Rejection, decode_message
 from streams.line_protocol import alert_line, reading_line
 from streams.metrics import (
-    ALERT_EVENTS, READINGS_CONSUMED, READINGS_REJECTED, RULES_APPLIED, RULES_REJECTED, SLOTS_PUBLISHED,
+    ALERT_EVENTS, CONSUMER_LAG, READINGS_CONSUMED, READINGS_REJECTED, RULES_APPLIED, RULES_REJECTED, SLOTS_PUBLISHED,
 )
 from streams.physics import IndexGuard
 from streams.rules_feed import RulesFeed
@@ -323,10 +323,13 @@ class StreamWorker:
 
     # --- the deadman -------------------------------------------------------------------------------
 
-    def caught_up(self, partition: int) -> bool:
-        """The worker has handled every message of this meter.readings partition the broker has."""
+    def lag(self, partition: int) -> int | None:
+        """Messages of this meter.readings partition the broker has and the worker has not handled.
+
+        None when unknown (not assigned, or no fetch answered yet).
+        """
         if partition not in self.assigned:
-            return False
+            return None
         consumer = self.app.consumer
         tp = TP(self.readings_topic_name, partition)
         highwater = consumer.highwater(tp)  # from the last fetch response
@@ -336,7 +339,13 @@ class StreamWorker:
             # Faust sought the partition. (Faust keeps it in a private attribute; the consumer's
             # public position is the fetch position, past records fetched and not handled yet.)
             position = getattr(consumer, "_committed_offset", {}).get(tp)
-        return highwater is not None and position is not None and position >= highwater
+        if highwater is None or position is None:
+            return None
+        return max(0, highwater - position)
+
+    def caught_up(self, partition: int) -> bool:
+        """The worker has handled every message of this meter.readings partition the broker has."""
+        return self.lag(partition) == 0
 
     async def on_deadman_timer(self) -> None:
         # Readings flowing run the deadman on meter time; this is for when they stop.
@@ -352,6 +361,10 @@ class StreamWorker:
         interval = self.deadman_interval_ms
         self.next_deadman_ms = {stream: at + interval for stream, at in engine.progress_ms.items()}
         outcome = engine.check_silence(now, self.caught_up)
+        for partition in self.assigned:
+            lag = self.lag(partition)
+            if lag is not None:
+                CONSUMER_LAG.labels(str(partition)).set(lag)
         if outcome.events:
             await self.publish(outcome.events)
         for meter in outcome.changed_meters:

@@ -85,6 +85,15 @@ async def test_catching_up_on_a_backlog_raises_no_false_disconnect(
                 return scrape(port).get("quartier_alert_events_total{kind=disconnected,state=raised}", 0) >= 1
 
             await worker.until(quiet_alerted, 60, "the quiet meter disconnected")
+
+            async def no_lag() -> bool:
+                samples = scrape(port)
+                lags = [v for k, v in samples.items() if k.startswith("quartier_consumer_lag_messages{")]
+                return bool(lags) and sum(lags) <= len(FLEET)
+
+            # The lag metric says it too (for the partitions read from): at most the last second's
+            # live messages are waiting.
+            await worker.until(no_lag, 60, "the consumer lag exported and back to the live flow")
             stop.set()
             await feed
             assert worker.terminate() == 0

@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import create_engine
 
 from quartier import events as ev
+from quartier.settings import Settings
 
 from marketplace.metering import MeterStore
 from marketplace.settlement import MeteredSlot, SettlementTiming, allocate_slot
@@ -93,6 +95,13 @@ def test_an_allocated_slot_is_never_allocated_again() -> None:
 def test_timing_refuses_a_deadline_before_the_grace() -> None:
     with pytest.raises(ValueError, match="deadline_ms"):
         SettlementTiming(grace_ms=10, deadline_ms=5)
+
+
+def test_the_settings_give_the_timing_and_refuse_a_deadline_before_the_grace() -> None:
+    settings = Settings(market={"settlement_grace_s": 30, "settlement_deadline_s": 600})
+    assert SettlementTiming.from_settings(settings.market) == SettlementTiming(grace_ms=30_000, deadline_ms=600_000)
+    with pytest.raises(ValidationError, match="market.settlement_deadline_s"):
+        Settings(market={"settlement_grace_s": 120, "settlement_deadline_s": 60})
 
 
 def _energy(meter: str, imported: int, completeness: float) -> ev.SlotEnergy:

@@ -4,8 +4,8 @@ Two parts, so that the window between "the provider accepted it" and "we recorde
 microseconds, not a batch:
 
 - the **journal**: an append-only file a channel writes one line to the moment a provider accepts
-  a message (one ``write`` to a file opened with O_APPEND, so lines from the push threads never
-  interleave); it survives the process being killed (the kernel has the bytes), not a power cut;
+  a message (one ``write`` to a file opened with O_APPEND, so lines from the push threads and the
+  push worker processes never interleave); it survives the process being killed (the kernel has the bytes), not a power cut;
 - the **table** ``notifier_sent``: the record stage writes every sent key at the end of a batch,
   before the Kafka offsets are committed. At start, what the journal holds is merged into the
   table, then the journal is emptied.
@@ -91,8 +91,12 @@ class SentJournal:
             os.write(self._fd, data)
 
     def read(self) -> list[tuple[SentKey, str | None, int]]:
+        return self.read_path(self.path)
+
+    @staticmethod
+    def read_path(path: Path) -> list[tuple[SentKey, str | None, int]]:
         out = []
-        for line in self.path.read_bytes().splitlines():
+        for line in path.read_bytes().splitlines():
             try:
                 alert_id, state, channel, recipient, provider_id, sent_ms = msgspec.json.decode(line)
             except (msgspec.DecodeError, ValueError):

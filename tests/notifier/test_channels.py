@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -125,6 +126,37 @@ async def test_push_worker_processes_send_in_order_and_journal_each_acceptance(
     assert set(stored) == set(tokens[:9])
     assert sorted((key.recipient, provider) for key, provider, _ in journal.read()) == sorted(
         (o.notification.recipient, stored[o.notification.address]) for o in outcomes[:9])
+
+
+async def test_a_push_worker_process_that_dies_is_replaced_and_nothing_is_lost(
+    fcm: dict[str, Any], make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    import os
+    import signal
+
+    import psutil
+
+    settings = make_settings(fcm)
+    journal = SentJournal(tmp_path / "journal")
+    channel = FcmProcesses(settings.fcm, journal.path, processes=2, threads=2)
+    try:
+        first = await channel.send([_push(f"before-{i}") for i in range(4)])
+        worker = next(p for p in psutil.Process().children() if "multiprocessing.spawn" in " ".join(p.cmdline()))
+        os.kill(worker.pid, signal.SIGKILL)  # as the kernel's out-of-memory killer would
+        worker.wait(5)
+        await asyncio.sleep(0.5)  # the pool notices the death
+        during = await channel.send([_push(f"during-{i}") for i in range(4)])
+        after = await channel.send([_push(f"after-{i}") for i in range(4)])
+    finally:
+        await channel.close()
+        journal.close()
+    assert [o.status for o in first + after] == ["sent"] * 8
+    # What the dying pool could not send is a transient failure, for the retry stage; nothing is
+    # reported sent that FCM did not accept.
+    stored = {m["message"]["token"] for m in fetch_messages(settings, settings.fcm.project_id)}
+    for outcome in during:
+        assert (outcome.status == "sent") == (outcome.notification.address in stored)
+        assert outcome.status == "sent" or outcome.transient
 
 
 async def test_urgent_push_is_high_priority_short_lived_and_says_what_to_do(

@@ -120,7 +120,10 @@ def _start_worker(fcm_json: str, journal_path: str | None, threads: int, notifie
     from notifier.render import Renderer
     from notifier.sent_log import SentJournal, SentKey
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the notifier decides when its workers stop
+    # The notifier decides when its workers stop: a Ctrl-C or a SIGTERM to the process group must
+    # not kill them under the window the notifier is finishing (it dies, they die: PDEATHSIG).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     journal = SentJournal(Path(journal_path), exclusive=False) if journal_path else None
     _channel = FcmChannel(firebase_app(FcmSettings.model_validate_json(fcm_json)), Renderer(), journal, threads)
 

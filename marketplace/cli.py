@@ -48,11 +48,12 @@ def api(host: str, port: int, close_interval: float, access_log: bool, keep_aliv
 
 @market.command("rebuild")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object with the counts.")
-def rebuild(as_json: bool) -> None:
+@click.option("--charts/--no-charts", default=True, help="Rewrite the market_slot points in InfluxDB too.")
+def rebuild(as_json: bool, charts: bool) -> None:
     """Drop the read models and replay market.events from the beginning into them (stop the API first)."""
     from marketplace.rebuild import rebuild as run
 
-    counts = asyncio.run(run(Settings()))
+    counts = asyncio.run(run(Settings(), write_charts=charts))
     if as_json:
         click.echo(json.dumps(counts, sort_keys=True))
     else:

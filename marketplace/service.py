@@ -30,6 +30,7 @@ from quartier.settings import Settings
 
 from marketplace import commands, scheduler
 from marketplace.auth import TokenStore
+from marketplace.charts import MarketCharts
 from marketplace.clock import Clock, SystemClock
 from marketplace.log import MarketLog, replay
 from marketplace.meterfeed import MeterFeed
@@ -54,6 +55,7 @@ class MarketService:
         settlement: SettlementTiming | None = None,
         chain: ChainSettlement | None = None,
         connect_chain: Callable[[], ChainSettlement] | None = None,
+        charts: bool = True,
     ) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
@@ -71,10 +73,13 @@ class MarketService:
         self._chain_problem = ""  # the last reason the chain could not be reached, logged once
         self._failures: dict[tuple[str, int], str] = {}  # the last chain error per slot, logged once
         self._meter_feed = MeterFeed(settings, self.meters)
+        # Prices and volumes per zone and slot in InfluxDB (settings.influx), written with the read models.
+        self.charts = MarketCharts(settings) if charts else None
         self.state = MarketState()
         self._locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         # One thread writes the read models, in the order commands complete.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="market-projector")
+        self._chart_writer = ThreadPoolExecutor(1, thread_name_prefix="market-charts")
         self._stale = False
         self._uncertain: set[int] = set()  # partitions with an append whose outcome is unknown
         self._scheduler: Any = None
@@ -99,6 +104,7 @@ class MarketService:
         await self._meter_feed.stop()
         await self.log.stop()
         self._writer.shutdown(wait=True)
+        self._chart_writer.shutdown(wait=True)
         self.read_model.close()
 
     async def _load(self) -> None:
@@ -108,12 +114,17 @@ class MarketService:
             refs = self.state.apply(entry.event, entry.partition, entry.offset)
             if entry.offset >= stored.get(entry.partition, 0):
                 touched.update(dict.fromkeys(refs))
+        if self.charts is not None:
+            # Every slot again: cheap (a point per slot), and covers points an earlier process
+            # could not write before it stopped.
+            self.charts.everything(self.state)
         ahead = {p: o for p, o in stored.items() if o > self.state.positions.get(p, 0)}
         if ahead:
             # The read models reflect events this log does not have (another topic, a reset broker).
             log.warning("read models are ahead of market.events at %s: rebuilding them", ahead)
             await asyncio.to_thread(self.read_model.rebuild, self.state)
-        elif touched:
+            await self._project([])
+        elif touched or self.charts is not None:
             await self._project(list(touched))
         log.info("market state loaded at %s; %d entities projected", dict(self.state.positions), len(touched))
 
@@ -179,8 +190,10 @@ class MarketService:
         refs = list(self.state.all_entities()) if self._stale else touched
         rows = snapshot(self.state, refs)
         positions = dict(self.state.positions)
+        points = self.charts.lines(self.state, touched) if self.charts is not None else []
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.get_running_loop().run_in_executor(self._writer, self.read_model.write, rows, positions)
+            await loop.run_in_executor(self._writer, self.read_model.write, rows, positions)
         except Exception:
             # The events are on the log and in the state: the command happened. The read models are
             # behind; the next write rewrites every entity, and a restart catches up from the log.
@@ -188,6 +201,10 @@ class MarketService:
             self._stale = True
         else:
             self._stale = False
+        if points and self.charts is not None:
+            # Not awaited: a command does not wait on InfluxDB. One thread keeps the writes in fold
+            # order; it never raises (an outage keeps the slots pending for a later fold).
+            self._chart_writer.submit(self.charts.write, points)
 
     async def close_due_slots(self) -> int:
         """Closes (and clears) every open slot whose gate has passed; returns how many."""

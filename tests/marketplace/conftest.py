@@ -33,21 +33,24 @@ HOUR = 3_600_000
 
 
 def market_settings(broker: dict[str, Any], state_dir: Path, prefix: str | None = None,
-                    database_url: str = "") -> Settings:
+                    database_url: str = "", influx: dict[str, Any] | None = None) -> Settings:
     return Settings(
         state_dir=state_dir,
         database_url=database_url,
         kafka={**broker["kafka"], "topic_prefix": prefix or f"m{uuid.uuid4().hex[:8]}."},
+        influx=influx or {},
     )
 
 
 class RunningMarket:
     """A market service and its API, served by uvicorn in a thread with its own event loop."""
 
-    def __init__(self, settings: Settings, clock: ManualClock, close_interval_s: float | None = 0.1) -> None:
+    def __init__(self, settings: Settings, clock: ManualClock, close_interval_s: float | None = 0.1,
+                 charts: bool = False) -> None:
         self.settings = settings
         self.clock = clock
-        self.service = MarketService(settings, clock=clock, close_interval_s=close_interval_s)
+        # Charts (InfluxDB) only where a test gives the market an InfluxDB of its own.
+        self.service = MarketService(settings, clock=clock, close_interval_s=close_interval_s, charts=charts)
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"

@@ -38,7 +38,7 @@ def _rebuild(settings: Settings, database_url: str) -> str:
         "QUARTIER_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
         "QUARTIER_DATABASE_URL": database_url,
     }
-    done = subprocess.run([sys.executable, "-m", "quartier.cli", "market", "rebuild", "--json"], env=env,
+    done = subprocess.run([sys.executable, "-m", "quartier.cli", "market", "rebuild", "--json", "--no-charts"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().splitlines()[-1]

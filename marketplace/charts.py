@@ -16,6 +16,7 @@ at most every ``retry_s``.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -116,19 +117,34 @@ class MarketCharts:
         self.settings = settings
         self.retry_s = retry_s
         self.pending: set[SlotKey] = set()
+        # Marked in the event loop, cleared by the writer thread.
+        self._lock = threading.Lock()
         self._down_since: float | None = None  # monotonic time of the last failure, while failing
 
     def lines(self, state: MarketState, touched: Iterable[EntityRef]) -> list[tuple[SlotKey, str]]:
         """Marks the slots these entities are in and returns the lines to write now (none while
         InfluxDB is in its retry pause). Called in the event loop: reads live state."""
-        self.pending |= slot_keys(state, touched)
-        if self._down_since is not None and time.monotonic() - self._down_since < self.retry_s:
-            return []
-        return [(key, slot_line(state, key)) for key in sorted(self.pending)]
+        keys = slot_keys(state, touched)
+        with self._lock:
+            self.pending |= keys
+            if self._down_since is not None and time.monotonic() - self._down_since < self.retry_s:
+                return []
+            pending = sorted(self.pending)
+        lines = []
+        for key in pending:
+            try:
+                lines.append((key, slot_line(state, key)))
+            except ValueError:
+                # A zone name line protocol cannot carry: the command happened; this slot is not charted.
+                log.exception("slot %d of zone %r cannot be written to InfluxDB", key[1], key[0])
+                with self._lock:
+                    self.pending.discard(key)
+        return lines
 
     def everything(self, state: MarketState) -> None:
         """Marks every slot (start-up: what an earlier process did not write is written now)."""
-        self.pending |= set(state.slots)
+        with self._lock:
+            self.pending |= set(state.slots)
 
     def write(self, lines: list[tuple[SlotKey, str]]) -> None:
         """Writes the lines ``lines`` made; on success their slots are no longer pending. Never raises.
@@ -148,5 +164,6 @@ class MarketCharts:
         self._down_since = None
         # A slot touched again since is pending again only if a later fold marks it: that fold's
         # own lines (queued after these) carry its newer state.
-        self.pending -= {key for key, _ in lines}
+        with self._lock:
+            self.pending -= {key for key, _ in lines}
 

@@ -62,6 +62,7 @@ from quartier.settings import Settings
 from quartier.stack import Stack
 from quartier.stack.broker import Broker
 from quartier.stack.chain import Chain
+from quartier.stack.influx import Influx
 from simulator.config import FleetConfig
 from simulator.fleet import build_fleet
 
@@ -222,7 +223,8 @@ async def settle(source: Settings, chain_settings: dict[str, Any], tmp: Path, zo
                  slot_count: int, close_interval_s: float, say: Callable[[str], None]) -> dict[str, Any]:
     """The settlement walk described at the top; returns its figures."""
     settings = Settings(state_dir=tmp / "settle-state", database_url=f"sqlite:///{tmp / 'settle.db'}",
-                        kafka={**source.kafka.model_dump(), "topic_prefix": "bench-settle."}, chain=chain_settings)
+                        kafka={**source.kafka.model_dump(), "topic_prefix": "bench-settle."}, chain=chain_settings,
+                        influx=source.influx)
     copied = await copy_zones(source, settings, set(zones))
     env = os.environ | {"QUARTIER_STATE_DIR": str(settings.state_dir), "QUARTIER_CHAIN__RPC_URL": settings.chain.rpc_url,
                         "QUARTIER_CHAIN__CHAIN_ID": str(settings.chain.chain_id)}
@@ -327,11 +329,12 @@ async def run(participants: int, zone_count: int, buys: int, concurrency: int, t
         if progress:
             print(f"  {message}", file=sys.stderr, flush=True)
 
-    stack = Stack(tmp / "stack", [Broker(), Chain()])
+    # InfluxDB too: the market writes its price and volume points (marketplace/charts.py) as it runs.
+    stack = Stack(tmp / "stack", [Broker(), Chain(), Influx()])
     overrides = stack.up()
     try:
         settings = Settings(state_dir=tmp / "state", database_url=f"sqlite:///{tmp / 'market.db'}",
-                            kafka={**overrides["kafka"], "topic_prefix": "bench."})
+                            kafka={**overrides["kafka"], "topic_prefix": "bench."}, influx=overrides["influx"])
         now_ms = time.time_ns() // 1_000_000
         day = now_ms - now_ms % DAY_MS + DAY_MS  # tomorrow, 00:00 UTC
         window = (day + DAYLIGHT[0] * 3_600_000, day + DAYLIGHT[1] * 3_600_000)
@@ -356,7 +359,7 @@ async def run(participants: int, zone_count: int, buys: int, concurrency: int, t
         env = os.environ | {
             "QUARTIER_KAFKA__BOOTSTRAP": settings.kafka.bootstrap, "QUARTIER_KAFKA__FLAVOUR": settings.kafka.flavour,
             "QUARTIER_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix, "QUARTIER_STATE_DIR": str(settings.state_dir),
-            "QUARTIER_DATABASE_URL": settings.database_url,
+            "QUARTIER_DATABASE_URL": settings.database_url, "QUARTIER_INFLUX__URL": settings.influx.url,
         }
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))

@@ -403,8 +403,13 @@ async def test_killed_mid_batch_and_restarted_every_notification_arrives_once(
     assert sent_before_kill > 6
     bound = in_flight["push_processes"] * in_flight["push_threads"] + in_flight["email_connections"]
     assert duplicates <= bound, (duplicates, pushes, emails)
-    # Each phone has one notification for its alert, whatever was sent twice.
+    # Each phone has one notification for its alert, whatever was sent twice; and each mailbox one
+    # Message-ID (a mail sent twice is the same message, which mail clients show once).
     assert all(len(identifiers) == 1 for identifiers in on_the_phone().values())
+    in_the_mailbox: dict[str, set[str]] = {}
+    for mail in read_mailbox(settings.smtp.maildir, recipient_domain=domain):
+        in_the_mailbox.setdefault(mail["X-RcptTo"], set()).add(mail["Message-ID"])
+    assert set(in_the_mailbox) == set(emails) and all(len(ids) == 1 for ids in in_the_mailbox.values())
     # The restart replayed the uncommitted window and skipped, by the journal, what had been sent.
     deduplicated = [d for d in await _deliveries(settings) if d.status == "deduplicated"]
     assert len(deduplicated) >= sent_before_kill - duplicates

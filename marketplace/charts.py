@@ -23,10 +23,9 @@ from typing import Any
 
 import httpx
 
+from quartier.line_protocol import escape_tag, float_field, string_field
 from quartier.settings import Settings
 from quartier.stack.influx import ROLLUP_POLICY, auth
-
-from streams.line_protocol import escape_tag, float_field, string_field
 
 from marketplace.state import EntityRef, MarketState
 
@@ -37,6 +36,7 @@ POLICY = ROLLUP_POLICY
 BATCH_LINES = 5000
 
 SlotKey = tuple[str, int]
+
 
 def slot_keys(state: MarketState, refs: Iterable[EntityRef]) -> set[SlotKey]:
     """The slots whose point changes with these entities (an offer, order or trade is in one slot)."""

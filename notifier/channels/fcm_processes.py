@@ -118,12 +118,14 @@ def _start_worker(fcm_json: str, journal_path: str | None, threads: int, notifie
         os._exit(1)
     from notifier.firebase import firebase_app
     from notifier.render import Renderer
-    from notifier.sent_log import SentJournal, SentKey
+    from notifier.sent_log import SentJournal
 
-    # The notifier decides when its workers stop: a Ctrl-C or a SIGTERM to the process group must
-    # not kill them under the window the notifier is finishing (it dies, they die: PDEATHSIG).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The notifier decides when its workers stop: a Ctrl-C or a SIGTERM to its process group must
+    # not kill them under the window the notifier is finishing (it dies, they die: PDEATHSIG). So
+    # they leave the group rather than ignore the signals: the pool's own SIGTERM, when it replaces
+    # a broken pool, must still end them (ignored, it left the pool's manager thread waiting for
+    # them for ever, and the interpreter with it at exit).
+    os.setpgid(0, 0)
     journal = SentJournal(Path(journal_path), exclusive=False) if journal_path else None
     _channel = FcmChannel(firebase_app(FcmSettings.model_validate_json(fcm_json)), Renderer(), journal, threads)
 

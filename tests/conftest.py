@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -22,6 +21,7 @@ os.environ["QUARTIER_STATE_DIR"] = tempfile.mkdtemp(prefix="quartier-test-state-
 from quartier.settings import Settings  # noqa: E402
 from quartier.stack import Stack  # noqa: E402
 from quartier.stack.component import Component  # noqa: E402
+from tests.support import isolated_settings  # noqa: E402
 
 
 def _run_component(root: Path, component: Component) -> Iterator[tuple[Stack, dict[str, Any]]]:
@@ -98,15 +98,6 @@ def chain(chain_stack: tuple[Stack, dict[str, Any]]) -> dict[str, Any]:
     return chain_stack[1]
 
 
-def merge(into: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    for key, value in new.items():
-        if isinstance(value, dict):
-            merge(into.setdefault(key, {}), value)
-        else:
-            into[key] = value
-    return into
-
-
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     """``make_settings(broker, influx, ...)``: settings for this test alone.
@@ -116,17 +107,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     """
 
     def build(*overrides: dict[str, Any], **extra: Any) -> Settings:
-        run = uuid.uuid4().hex[:10]
-        values: dict[str, Any] = {
-            "state_dir": tmp_path / "state",
-            "kafka": {"topic_prefix": f"t{run}."},
-            "influx": {"database": f"t{run}"},
-            "fcm": {"project_id": f"t{run}"},
-        }
-        for override in overrides:
-            merge(values, override)
-        merge(values, extra)
-        return Settings(**values)
+        return isolated_settings(tmp_path / "state", *overrides, **extra)
 
     return build
 

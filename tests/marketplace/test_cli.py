@@ -13,15 +13,7 @@ from typing import Any
 import httpx
 
 from tests.marketplace.conftest import market_settings
-
-
-def _env(settings: Any) -> dict[str, str]:
-    return os.environ | {
-        "QUARTIER_KAFKA__BOOTSTRAP": settings.kafka.bootstrap,
-        "QUARTIER_KAFKA__FLAVOUR": settings.kafka.flavour,
-        "QUARTIER_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
-        "QUARTIER_STATE_DIR": str(settings.state_dir),
-    }
+from tests.support import settings_env
 
 
 def _quartier(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -36,7 +28,7 @@ def _free_port() -> int:
 
 
 def test_the_api_command_serves_the_market_with_tokens_from_the_command_line(broker: dict[str, Any], tmp_path: Path) -> None:
-    env = _env(market_settings(broker, tmp_path / "state"))
+    env = os.environ | settings_env(market_settings(broker, tmp_path / "state"))
     issued = _quartier(env, "token", "create", "--participant", "ops", "--role", "operator")
     assert issued.returncode == 0, issued.stderr
     operator_token = issued.stdout.strip()

@@ -10,6 +10,7 @@ connect to it.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -30,20 +31,9 @@ from quartier.settings import Settings
 from tests.marketplace.conftest import Market, RunningMarket
 from tests.marketplace.test_cli import _free_port
 from tests.marketplace.test_settlement_flow import _publish
+from tests.support import settings_env
 
 GRACE_MS = 60_000
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    import os
-
-    return os.environ | {
-        "QUARTIER_KAFKA__BOOTSTRAP": settings.kafka.bootstrap,
-        "QUARTIER_KAFKA__FLAVOUR": settings.kafka.flavour,
-        "QUARTIER_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
-        "QUARTIER_STATE_DIR": str(settings.state_dir),
-        "QUARTIER_CHAIN__RPC_URL": settings.chain.rpc_url,
-    }
 
 
 def _api_says(env: dict[str, str], log_path: Path, expected: str, timeout_s: float = 90) -> str:
@@ -69,7 +59,7 @@ def test_after_quartier_chain_deploy_the_market_settles_slots_on_chain(
         broker: dict[str, Any], chain: dict[str, Any], tmp_path: Path) -> None:
     settings = Settings(state_dir=tmp_path / "state", kafka={**broker["kafka"], "topic_prefix": f"d{uuid.uuid4().hex[:8]}."},
                         chain=chain["chain"])
-    env = _env(settings)
+    env = os.environ | settings_env(settings)
 
     # Before any deployment the command serves the market and says what settlement waits for.
     waiting = _api_says(env, tmp_path / "api-1.log", "not settling on chain yet")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from quartier.kafka import ensure_topics, read_all
 from quartier.settings import Settings
 from quartier.stack.component import pick_port
 from quartier.stack.influx import count_points
+from tests.support import isolated_settings
 from tests.streams.worker_support import WorkerProcess, alerts_of, batches, quiet_rules, readings, scrape, send
 
 METER_ALERTED = "100000000001"  # has a 3,000 W limit
@@ -37,13 +37,8 @@ class Running:
 
 @pytest.fixture(scope="module")
 async def running(broker: dict[str, Any], influx: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
-    run = uuid.uuid4().hex[:10]
     tmp: Path = tmp_path_factory.mktemp("worker")
-    settings = Settings(
-        state_dir=tmp / "state",
-        kafka={**broker["kafka"], "topic_prefix": f"t{run}."},
-        influx={**influx["influx"], "database": f"t{run}"},
-    )
+    settings = isolated_settings(tmp / "state", broker, influx)
     await ensure_topics(settings)
     # Rules set before the worker starts: it must read them from the beginning of alerts.rules.
     await send(
@@ -52,7 +47,7 @@ async def running(broker: dict[str, Any], influx: dict[str, Any], tmp_path_facto
         [(METER_ALERTED.encode(), events.encode(quiet_rules(METER_ALERTED, power_max_w=3_000, for_s=10)))],
     )
     port = pick_port(0)
-    argv = ["-m", "quartier.cli", "streams", "worker", "--app-id", f"t{run}", "--metrics-port", str(port),
+    argv = ["-m", "quartier.cli", "streams", "worker", "--app-id", settings.topic("worker"), "--metrics-port", str(port),
             "--deadman-interval", "0"]
     with WorkerProcess(argv, settings, tmp / "worker.log") as worker:
         running = Running(settings, worker, port)

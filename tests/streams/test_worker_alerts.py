@@ -9,7 +9,6 @@ deterministic id, and the same transitions in InfluxDB's alert history.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from quartier.stack.component import pick_port
 from quartier.stack.influx import query
 from tests.streams import alert_stories
 from tests.streams.alert_stories import Story
+from tests.support import isolated_settings
 from tests.streams.worker_support import WorkerProcess, alerts_of, scrape, send
 
 
@@ -60,20 +60,15 @@ class Told:
 async def told(
     broker: dict[str, Any], influx: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Told]:
-    run = uuid.uuid4().hex[:10]
     tmp: Path = tmp_path_factory.mktemp("alert-stories")
-    settings = Settings(
-        state_dir=tmp / "state",
-        kafka={**broker["kafka"], "topic_prefix": f"t{run}."},
-        influx={**influx["influx"], "database": f"t{run}"},
-    )
+    settings = isolated_settings(tmp / "state", broker, influx)
     await ensure_topics(settings)
     shards = settings.kafka.reading_shards
     stories = alert_stories.stories(int(time.time() * 1000), shards)
     rules = [s.rules for s in stories.values() if s.rules is not None]
     await send(settings, topics.ALERTS_RULES.name, [(r.meter.encode(), events.encode(r)) for r in rules])
     port = pick_port(0)
-    argv = ["-m", "quartier.cli", "streams", "worker", "--app-id", f"t{run}", "--metrics-port", str(port),
+    argv = ["-m", "quartier.cli", "streams", "worker", "--app-id", settings.topic("worker"), "--metrics-port", str(port),
             "--deadman-interval", "1"]
     with WorkerProcess(argv, settings, tmp / "worker.log") as worker:
 

@@ -19,23 +19,10 @@ from quartier import events, topics
 from quartier.events import AlertEvent, AlertRules, MeterReading, ReadingBatch, shard_of
 from quartier.kafka import producer_config, read_all
 from quartier.settings import Settings
+from tests.support import settings_env
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """Environment variables that give a subprocess exactly these settings (broker, InfluxDB, prefix)."""
-    return {
-        "QUARTIER_STATE_DIR": str(settings.state_dir),
-        "QUARTIER_KAFKA__BOOTSTRAP": settings.kafka.bootstrap,
-        "QUARTIER_KAFKA__FLAVOUR": settings.kafka.flavour,
-        "QUARTIER_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
-        "QUARTIER_KAFKA__SESSION_TIMEOUT_S": str(settings.kafka.session_timeout_s),
-        "QUARTIER_INFLUX__URL": settings.influx.url,
-        "QUARTIER_INFLUX__API": settings.influx.api,
-        "QUARTIER_INFLUX__DATABASE": settings.influx.database,
-    }
 
 
 class WorkerProcess:

@@ -37,7 +37,7 @@ from marketplace.meterfeed import MeterFeed
 from marketplace.metering import MeterStore
 from marketplace.onchain import ChainSettlement, ChainUnavailable
 from marketplace.readmodel import ReadModel, snapshot
-from marketplace.settlement import SLOT_MS, SettlementTiming, allocate_slot, closed_slots, slot_meters
+from marketplace.settlement import SettlementTiming, allocate_slot, closed_slots, slot_meters
 from marketplace.state import EntityRef, MarketState
 
 log = logging.getLogger(__name__)

@@ -360,9 +360,9 @@ class StreamWorker:
         # in step (a worker catching up may read one partition's backlog, then the next one's).
         interval = self.deadman_interval_ms
         self.next_deadman_ms = {stream: at + interval for stream, at in engine.progress_ms.items()}
-        outcome = engine.check_silence(now, self.caught_up)
-        for partition in self.assigned:
-            lag = self.lag(partition)
+        lags = {partition: self.lag(partition) for partition in self.assigned}
+        outcome = engine.check_silence(now, lambda partition: lags.get(partition) == 0)
+        for partition, lag in lags.items():
             if lag is not None:
                 CONSUMER_LAG.labels(str(partition)).set(lag)
         if outcome.events:

@@ -54,6 +54,13 @@ MARKET_EVENTS = Topic(
     "market.events", 4, "zone", events.MarketEvent,
     description="The market's log: offers, orders, slot closing, allocation, settlement.",
 )
+# --- accounts.events ---
+# One partition: uniqueness spans households (an email, a meter), so the one writer checks every
+# command against one total order; sign-ups and pairings come at a human rate.
+ACCOUNTS_EVENTS = Topic(
+    "accounts.events", 1, "household id (an account id before the account has a household)", events.AccountsEvent,
+    description="People, households, pairings, roles, devices and delivery preferences.",
+)
 
 ALL: tuple[Topic, ...] = (
     METER_READINGS,
@@ -64,4 +71,5 @@ ALL: tuple[Topic, ...] = (
     ALERTS_EVENTS,
     NOTIFICATIONS_DELIVERIES,
     MARKET_EVENTS,
+    ACCOUNTS_EVENTS,  # accounts.events
 )

@@ -73,3 +73,16 @@ ALL: tuple[Topic, ...] = (
     MARKET_EVENTS,
     ACCOUNTS_EVENTS,  # accounts.events
 )
+
+# --- durable log and bounded memory (issue 12) ------------------------------------------------------
+
+#: Time retention (ms) of the bulky streams. InfluxDB holds every reading, so the log only has to
+#: keep them long enough for a stopped worker to catch up. Apache Kafka applies it as the topic's
+#: ``retention.ms``; on the embedded broker, which applies no retention, the local stack's
+#: :mod:`quartier.stack.retention` drops their record batches once older and consumed. Every other
+#: topic is a record of truth (the market's and the accounts' events, alert rules, changelogs) and
+#: is kept for ever.
+RETAINED_MS: dict[str, int] = {
+    METER_READINGS.name: 2 * 3600 * 1000,
+    METER_TELEMETRY.name: 2 * 3600 * 1000,
+}

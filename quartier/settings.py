@@ -139,6 +139,21 @@ class MarketSettings(BaseModel):
         return self
 
 
+# --- privacy (docs/privacy.md) ---
+class PrivacySettings(BaseModel):
+    # The household data keys (quartier.sealing); empty: <state_dir>/privacy/keys.db.
+    key_store: str = ""
+    # 64 hex digits wrapping every data key at rest; empty: a random one in <state_dir>/privacy/kek.
+    key_encryption_key: str = ""
+    # Stored resolution of a meter whose household has not chosen one yet. "1hz" keeps today's
+    # behaviour for meters paired before consent existed; a deployment asking consent first sets "daily".
+    default_resolution: Literal["1hz", "30min", "daily"] = "1hz"
+    # Detailed readings older than this become zone aggregates of at least min_group_homes homes.
+    anonymise_after_days: int = Field(365, ge=1)
+    min_group_homes: int = Field(50, ge=2)
+    anonymise_interval_s: float = Field(86_400.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="QUARTIER_",
@@ -157,6 +172,7 @@ class Settings(BaseSettings):
     chain: ChainSettings = ChainSettings()
     notifier: NotifierSettings = NotifierSettings()
     market: MarketSettings = MarketSettings()
+    privacy: PrivacySettings = PrivacySettings()
 
     @classmethod
     def settings_customise_sources(

@@ -55,6 +55,16 @@ MARKET_EVENTS = Topic(
     description="The market's log: offers, orders, slot closing, allocation, settlement.",
 )
 
+# --- privacy (docs/privacy.md) ---
+METER_RESOLUTION = Topic(
+    "meter.resolution", 2, "meter id", events.ResolutionChosen, compacted=True,
+    description="The stored resolution each household chose for its meter (1 Hz, 30 minutes, daily); the latest wins.",
+)
+PRIVACY_ERASURES = Topic(
+    "privacy.erasures", 2, "household id", events.PrivacyEvent,
+    description="Erasure records (a household id and a time, nothing personal), replayed after any restore.",
+)
+
 ALL: tuple[Topic, ...] = (
     METER_READINGS,
     METER_READINGS_REJECTED,
@@ -64,4 +74,7 @@ ALL: tuple[Topic, ...] = (
     ALERTS_EVENTS,
     NOTIFICATIONS_DELIVERIES,
     MARKET_EVENTS,
+    # privacy
+    METER_RESOLUTION,
+    PRIVACY_ERASURES,
 )

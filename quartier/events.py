@@ -569,6 +569,35 @@ AccountsEvent = Union[
     NotificationsSet,
     HouseholdTariffSet,
 ]
+# --- privacy: consent and erasure (docs/privacy.md) ---------------------------------------------
+# Nothing personal in these records: a meter address is already the key of every meter topic, and a
+# household id is a pseudonymous identifier whose link to a person lives only in the accounts' sealed
+# fields, erased with the household's data key.
+
+#: What is stored of a meter's readings: every reading (1 Hz), or one point per 30 minutes or per day.
+Resolution = Literal["1hz", "30min", "daily"]
+
+
+class ResolutionChosen(Record, tag="resolution_chosen", kw_only=True):
+    """The resolution a household chose for its meter's stored readings (compacted: the latest wins).
+
+    The stream worker folds these: no 1 Hz point is stored for a meter whose household did not choose
+    ``1hz``; alerts still run on the live stream, which is not stored.
+    """
+
+    meter: MeterId
+    resolution: Resolution
+    at_ms: EpochMs
+
+
+class DataKeyErased(Record, tag="data_key_erased", kw_only=True):
+    """A household's data key was destroyed: replayed after any restore so the key never comes back."""
+
+    household: HouseholdId
+    erased_ms: EpochMs
+
+
+PrivacyEvent = DataKeyErased
 
 
 # --- encoding -------------------------------------------------------------------------------

@@ -162,6 +162,19 @@ class AccountsSettings(BaseModel):
     sign_in_window_s: int = Field(300, ge=1)
     # Cookies get the Secure flag when the app is served over TLS (or this forces it).
     secure_cookies: bool = False
+# --- privacy (docs/privacy.md) ---
+class PrivacySettings(BaseModel):
+    # The household data keys (quartier.sealing); empty: <state_dir>/privacy/keys.db.
+    key_store: str = ""
+    # 64 hex digits wrapping every data key at rest; empty: a random one in <state_dir>/privacy/kek.
+    key_encryption_key: str = ""
+    # Stored resolution of a meter whose household has not chosen one yet. "1hz" keeps today's
+    # behaviour for meters paired before consent existed; a deployment asking consent first sets "daily".
+    default_resolution: Literal["1hz", "30min", "daily"] = "1hz"
+    # Detailed readings older than this become zone aggregates of at least min_group_homes homes.
+    anonymise_after_days: int = Field(365, ge=1)
+    min_group_homes: int = Field(50, ge=2)
+    anonymise_interval_s: float = Field(86_400.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -183,6 +196,7 @@ class Settings(BaseSettings):
     notifier: NotifierSettings = NotifierSettings()
     market: MarketSettings = MarketSettings()
     accounts: AccountsSettings = AccountsSettings()  # accounts settings
+    privacy: PrivacySettings = PrivacySettings()
 
     @classmethod
     def settings_customise_sources(

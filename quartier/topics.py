@@ -62,6 +62,16 @@ ACCOUNTS_EVENTS = Topic(
     description="People, households, pairings, roles, devices and delivery preferences.",
 )
 
+# --- privacy (docs/privacy.md) ---
+METER_RESOLUTION = Topic(
+    "meter.resolution", 2, "meter id", events.ResolutionChosen, compacted=True,
+    description="The stored resolution each household chose for its meter (1 Hz, 30 minutes, daily); the latest wins.",
+)
+PRIVACY_ERASURES = Topic(
+    "privacy.erasures", 2, "household id", events.PrivacyEvent,
+    description="Erasure records (a household id and a time, nothing personal), replayed after any restore.",
+)
+
 ALL: tuple[Topic, ...] = (
     METER_READINGS,
     METER_READINGS_REJECTED,
@@ -72,6 +82,9 @@ ALL: tuple[Topic, ...] = (
     NOTIFICATIONS_DELIVERIES,
     MARKET_EVENTS,
     ACCOUNTS_EVENTS,  # accounts.events
+    # privacy
+    METER_RESOLUTION,
+    PRIVACY_ERASURES,
 )
 
 # --- durable log and bounded memory (issue 12) ------------------------------------------------------

@@ -56,6 +56,7 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench import lifetime
 from quartier import events, topics
 from quartier.kafka import end_offsets, ensure_topics, producer_config, read_all
 from quartier.settings import Settings
@@ -556,4 +557,4 @@ def print_summary(r: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    lifetime.run(main)

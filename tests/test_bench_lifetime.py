@@ -93,7 +93,7 @@ def test_bench_pipeline_stopped_by_sigint_mid_run_stops_its_servers_workers_and_
 
 def test_every_benchmark_runs_its_main_through_the_lifetime_guard() -> None:
     for path in sorted((ROOT / "bench").glob("*.py")):
-        if path.name in ("__init__.py", "lifetime.py"):
+        if path.name in ("__init__.py", "lifetime.py", "naive_faust.py"):  # not benchmarks: their parts
             continue
         guarded = [
             node for node in ast.walk(ast.parse(path.read_text()))

@@ -151,6 +151,7 @@ class PipelineRun:
             "QUARTIER_STATE_DIR": str(root / "stack"),
             "QUARTIER_KAFKA__TOPIC_PREFIX": f"bench{run}.",
             "QUARTIER_INFLUX__DATABASE": f"bench_{run}",
+            "QUARTIER_INFLUX__READING_POINTS": args.reading_points,
         }
         self.workers: list[Worker] = []
         self.samples: list[Sample] = []
@@ -363,6 +364,7 @@ class PipelineRun:
             "meters": args.meters,
             "duration_s": args.duration,
             "workers": args.workers,
+            "reading_points": args.reading_points,
             "alerted_households": households,
             "readings_produced": int(produced["readings_produced"]),
             "malformed_sent": int(produced["malformed"]),
@@ -467,6 +469,7 @@ class PipelineRun:
             "meters": args.meters,
             "backlog_minutes": args.backlog_minutes,
             "workers": args.workers,
+            "reading_points": args.reading_points,
             "alerted_households": households,
             "backlog_readings": readings,
             "preload_s": round(preload_s, 1),
@@ -653,6 +656,8 @@ def main() -> None:
                         help="catch-up run: backfill this many minutes of readings first, then start the workers")
     parser.add_argument("--naive-s", type=float, default=40.0,
                         help="catch-up run: seconds the naive Faust agent is measured over")
+    parser.add_argument("--reading-points", choices=("changed", "full"), default="changed",
+                        help="what the workers' reading points carry (settings.influx.reading_points)")
     parser.add_argument("--keep", action="store_true", help="keep the run's directory (logs, raw profile, data)")
     parser.add_argument("--json", action="store_true", help="also print one JSON object on the last line")
     args = parser.parse_args()

@@ -37,7 +37,7 @@ from streams.alerting.engine import Outcome
 from streams.app import QuartierApp, create_app
 from streams.influx_writer import InfluxWriter
 from streams.ingest import Rejection, decode_message
-from streams.line_protocol import alert_line, reading_line
+from streams.line_protocol import ReadingLines, alert_line, reading_line
 from streams.metrics import (
     ALERT_EVENTS, CONSUMER_LAG, READINGS_CONSUMED, READINGS_REJECTED, RULES_APPLIED, RULES_REJECTED, SLOTS_PUBLISHED,
 )
@@ -94,6 +94,11 @@ class StreamWorker:
             "alert_state", partitions=topics.METER_READINGS.partitions, key_type=bytes, value_type=bytes
         )
         self.writer = InfluxWriter(settings)
+        self.changed_lines = ReadingLines()
+        self.reading_lines = (
+            self.changed_lines.lines if settings.influx.reading_points == "changed"
+            else lambda readings: [reading_line(r) for r in readings]
+        )
         app.add_dependency(InfluxSink(self.writer))
         self.engine = AlertEngine()
         self.index_guard = IndexGuard()
@@ -151,7 +156,7 @@ class StreamWorker:
             await self.reject(rejections, message.topic, message.partition, message.offset)
         if not readings:
             return
-        self.writer.write([reading_line(r) for r in readings])
+        self.writer.write(self.reading_lines(readings))
         partition = message.partition
         partition_of = self.partition_of
         for reading in readings:
@@ -259,6 +264,8 @@ class StreamWorker:
             if key != FLEET_KEY:
                 self.partition_of[key.decode()] = partition
         self.next_offset = {}  # Faust seeks the partitions to their committed offsets again
+        # Another worker may have written these meters' points meanwhile: the next point of each is full.
+        self.changed_lines.forget()
         engine = AlertEngine()
         now = wall_ms()
         restored = 0

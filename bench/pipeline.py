@@ -202,7 +202,8 @@ class PipelineRun:
         log = self.root / f"worker-{index}.log"
         process = subprocess.Popen(
             [sys.executable, "-m", "quartier.cli", "streams", "worker", "--app-id", f"bench-{self.run_id}",
-             "--metrics-port", str(port), "--loglevel", "warning"],
+             "--metrics-port", str(port), "--loglevel", "warning",
+             "--gc-freeze" if self.args.gc_freeze else "--no-gc-freeze"],
             env={**os.environ, **self.env}, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         worker = Worker(process, port, log=log)
@@ -337,6 +338,7 @@ class PipelineRun:
         wait_until(lambda: self.sample().written + self.samples[-1].rejected >= drained.consumed, 30, 1.0)
         self._stop_sampling.set()
         memory.join()
+        gc_figures = self.gc_figures(self.totals())
         self.stop_workers()
 
         points = count_reading_points(settings)
@@ -365,6 +367,7 @@ class PipelineRun:
             "duration_s": args.duration,
             "workers": args.workers,
             "reading_points": args.reading_points,
+            "gc_freeze": args.gc_freeze,
             "alerted_households": households,
             "readings_produced": int(produced["readings_produced"]),
             "malformed_sent": int(produced["malformed"]),
@@ -382,6 +385,7 @@ class PipelineRun:
             # writer spools them to disk at stop, for the next worker on the same state directory).
             "points_unwritten_at_stop": int(readings - drained.rejected - points) if points is not None else None,
             "rejected": int(drained.rejected),
+            **gc_figures,
             "worker_peak_rss_mb": round(max(max(w.hwm_mb, w.rss_peak_mb) for w in self.workers), 1),
             "worker_peak_rss_mb_sampled": round(max(w.rss_peak_mb for w in self.workers), 1),
             "cores_used": self.cpu_use(window),
@@ -452,6 +456,7 @@ class PipelineRun:
         written_in_drain = drained.written
         window = [x for x in self.samples if x.t >= began]
         cores = self.cpu_use(window)
+        gc_figures = self.gc_figures(self.totals())
         self.stop_workers()
         naive = self.naive_faust(settings)
 
@@ -470,6 +475,7 @@ class PipelineRun:
             "backlog_minutes": args.backlog_minutes,
             "workers": args.workers,
             "reading_points": args.reading_points,
+            "gc_freeze": args.gc_freeze,
             "alerted_households": households,
             "backlog_readings": readings,
             "preload_s": round(preload_s, 1),
@@ -483,6 +489,7 @@ class PipelineRun:
             "points_written_in_drain": int(written_in_drain),
             "influx_write_rate_in_drain_per_s": round(written_in_drain / (drained.t - began)),
             "rejected": int(drained.rejected),
+            **gc_figures,
             "worker_peak_rss_mb": round(max(max(w.hwm_mb, w.rss_peak_mb) for w in self.workers), 1),
             "cores_used": cores,
             "cpus": os.cpu_count(),
@@ -532,6 +539,20 @@ class PipelineRun:
                     os.killpg(process.pid, signal.SIGKILL)
         return {"naive_faust_per_s": round((last - first) / (t1 - t0)), "naive_faust_processes": len(processes),
                 "naive_faust_readings": last}
+
+    def gc_figures(self, totals: dict[str, float]) -> dict[str, Any]:
+        """The workers' garbage-collection pauses (summed over workers; the longest of any)."""
+        longest = 0.0
+        for worker in self.workers:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{worker.metrics_port}/metrics", timeout=2).text
+            except httpx.HTTPError:
+                continue
+            for family in text_string_to_metric_families(text):
+                if family.name == "quartier_gc_pause_max_seconds":
+                    longest = max([longest, *(sample.value for sample in family.samples)])
+        return {"gc_pause_s_total": round(totals.get("quartier_gc_pause_seconds_total", 0.0), 3),
+                "gc_pause_max_s": round(longest, 3)}
 
     def stack_pids(self) -> dict[str, int]:
         record = json.loads((self.root / "stack" / "stack.json").read_text())
@@ -658,6 +679,8 @@ def main() -> None:
                         help="catch-up run: seconds the naive Faust agent is measured over")
     parser.add_argument("--reading-points", choices=("changed", "full"), default="changed",
                         help="what the workers' reading points carry (settings.influx.reading_points)")
+    parser.add_argument("--gc-freeze", action=argparse.BooleanOptionalAction, default=True,
+                        help="the workers' --gc-freeze (or --no-gc-freeze)")
     parser.add_argument("--keep", action="store_true", help="keep the run's directory (logs, raw profile, data)")
     parser.add_argument("--json", action="store_true", help="also print one JSON object on the last line")
     args = parser.parse_args()
@@ -722,7 +745,8 @@ def print_summary(r: dict[str, Any]) -> None:
           f"p99 {r['latency_meter_clock_p99_s']})")
     print(f"InfluxDB:        {r['points_written'] or 0:>12,} points written, {r['rejected']:,} readings rejected, "
           f"{r['points_unwritten_at_stop'] or 0:,} not yet written when the worker stopped")
-    print(f"worker memory:   {r['worker_peak_rss_mb']:>12,} MB peak RSS")
+    print(f"worker memory:   {r['worker_peak_rss_mb']:>12,} MB peak RSS; garbage collection {r['gc_pause_s_total']} s "
+          f"in all, longest pause {r['gc_pause_max_s']} s")
     print(f"InfluxDB rate:   {r['influx_write_rate_per_s']:>12,} points/s acknowledged during the run")
     print("cores used:      " + ", ".join(f"{name} {cores:.2f}" for name, cores in r["cores_used"].items()))
     print(f"load average:    {r['load_average_1m_end']} (1 min, at the end) on {r['cpus']} cores")

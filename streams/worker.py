@@ -22,6 +22,7 @@ meters it is given. The rules come from ``alerts.rules`` (:mod:`streams.rules_fe
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Iterable
@@ -73,8 +74,12 @@ class InfluxSink(Service):
 class StreamWorker:
     """The app, its agent, its table and the state shared between them."""
 
-    def __init__(self, settings: Settings, app_id: str, *, deadman_interval_s: float = DEFAULT_DEADMAN_INTERVAL_S) -> None:
+    def __init__(
+        self, settings: Settings, app_id: str, *, deadman_interval_s: float = DEFAULT_DEADMAN_INTERVAL_S,
+        freeze_gc: bool = True,
+    ) -> None:
         self.settings = settings
+        self.freeze_gc = freeze_gc
         self.app: QuartierApp = create_app(settings, app_id)
         app = self.app
         self.readings_topic_name = settings.topic(topics.METER_READINGS.name)
@@ -284,6 +289,14 @@ class StreamWorker:
         for rules in list(self.rules.values()):
             self._set_rules(rules)
         log.info("alert engine rebuilt: partitions %s, %d meters restored", sorted(self.assigned), restored)
+        if self.freeze_gc:
+            # The engine's and the table's objects live as long as the assignment: out of the
+            # collector's sight, a full collection walks only what came since, instead of pausing
+            # the event loop (and every reading queued behind it) to walk them all (docs/pipeline.md).
+            # Unfrozen first, so what the previous assignment left in cycles is collected now.
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
 
     # --- rules -------------------------------------------------------------------------------------
 
@@ -385,7 +398,7 @@ class StreamWorker:
             await self.publish_slots(closed)
 
 
-def build_worker(settings: Settings, app_id: str, **options: float) -> StreamWorker:
+def build_worker(settings: Settings, app_id: str, **options: float | bool) -> StreamWorker:
     return StreamWorker(settings, app_id, **options)
 
 

@@ -55,6 +55,12 @@ MARKET_EVENTS = Topic(
     description="The market's log: offers, orders, slot closing, allocation, settlement.",
 )
 
+# --- the household app ----------------------------------------------------------------------
+HOUSEHOLDS_ALERT_ACTIONS = Topic(
+    "households.alert_actions", 4, "meter id", events.AlertAction,
+    description="What household members did with an alert episode in the app: acknowledged, snoozed.",
+)
+
 ALL: tuple[Topic, ...] = (
     METER_READINGS,
     METER_READINGS_REJECTED,
@@ -64,4 +70,5 @@ ALL: tuple[Topic, ...] = (
     ALERTS_EVENTS,
     NOTIFICATIONS_DELIVERIES,
     MARKET_EVENTS,
+    HOUSEHOLDS_ALERT_ACTIONS,
 )

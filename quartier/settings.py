@@ -139,6 +139,19 @@ class MarketSettings(BaseModel):
         return self
 
 
+# --- API layer (api/): the one HTTP process serving every surface ---
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    # Largest request body an operation takes unless it declares its own (413 beyond, before reading).
+    max_body_bytes: int = Field(1_048_576, ge=1)
+    # Longest query string (414 beyond).
+    max_query_bytes: int = Field(4096, ge=1)
+    # Requests per minute per signed-in principal, and per client address for anonymous requests (429 beyond).
+    requests_per_minute: int = Field(1200, ge=1)
+    anonymous_requests_per_minute: int = Field(300, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="QUARTIER_",
@@ -157,6 +170,7 @@ class Settings(BaseSettings):
     chain: ChainSettings = ChainSettings()
     notifier: NotifierSettings = NotifierSettings()
     market: MarketSettings = MarketSettings()
+    api: ApiSettings = ApiSettings()  # API layer (api/)
 
     @classmethod
     def settings_customise_sources(

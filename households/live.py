@@ -111,10 +111,11 @@ def _instant(t_ms: int):  # type: ignore[no-untyped-def]
 
 
 class _Meter:
-    __slots__ = ("latest", "waiters")
+    __slots__ = ("latest", "produced_ms", "waiters")
 
-    def __init__(self, latest: LiveReading | None) -> None:
+    def __init__(self, latest: LiveReading | None, produced_ms: int = 0) -> None:
         self.latest = latest
+        self.produced_ms = produced_ms  # when the latest reading's message was produced (its Kafka timestamp)
         self.waiters: list[asyncio.Future[None]] = []
 
 
@@ -129,22 +130,28 @@ class LiveHub:
         entry = self._meters.get(meter)
         return None if entry is None else entry.latest
 
+    def produced_ms(self, meter: str) -> int:
+        """The Kafka timestamp of the message that carried the meter's latest reading (for latency)."""
+        entry = self._meters.get(meter)
+        return 0 if entry is None else entry.produced_ms
+
     def viewers(self) -> int:
         return sum(len(m.waiters) for m in self._meters.values())
 
-    def publish(self, readings: list[LiveReading]) -> None:
+    def publish(self, readings: list[LiveReading], produced_ms: int = 0) -> None:
         """Take in readings (one message's); wakes the viewers of each meter that got a newer one."""
         meters = self._meters
         self.readings += len(readings)
         for r in readings:
             entry = meters.get(r.meter)
             if entry is None:
-                meters[r.meter] = _Meter(r)
+                meters[r.meter] = _Meter(r, produced_ms)
                 continue
             latest = entry.latest
             if latest is not None and r.time_ms <= latest.time_ms:
                 continue  # a replayed or late frame: the viewer already has newer
             entry.latest = r
+            entry.produced_ms = produced_ms
             if entry.waiters:
                 waiters, entry.waiters = entry.waiters, []
                 for waiter in waiters:
@@ -184,10 +191,12 @@ class LiveFeed:
     hub), from the end, since only what arrives from now on is live. Offsets are never committed.
     """
 
-    def __init__(self, settings: Settings, hub: LiveHub, *, on_batch: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, hub: LiveHub, *, decode: Callable[[bytes], list[LiveReading]] = decode_live,
+    ) -> None:
         self.settings = settings
         self.hub = hub
-        self.on_batch = on_batch
+        self.decode = decode
         self._task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self.ready = asyncio.Event()
@@ -213,16 +222,14 @@ class LiveFeed:
 
     async def _run(self, consumer: AIOKafkaConsumer) -> None:
         publish = self.hub.publish
-        on_batch = self.on_batch
+        decode = self.decode
         self.ready.set()
         while True:
             batches = await consumer.getmany(timeout_ms=200, max_records=2000)
             for records in batches.values():
                 for record in records:
                     if record.value is not None:
-                        publish(decode_live(record.value))
-            if on_batch is not None:
-                on_batch(sum(len(r) for r in batches.values()))
+                        publish(decode(record.value), record.timestamp)
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -154,6 +154,44 @@ class ConsoleSettings(BaseModel):
     readings_from: Literal["earliest", "latest"] = "earliest"
 
 
+# --- accounts settings ----------------------------------------------------------------------
+
+
+class AccountsSettings(BaseModel):
+    # The fleet secret each Wi-Fi module's pairing code is derived from (quartier/pairing.py).
+    # Empty: a public dev secret, fine for the simulator's fleets only.
+    pairing_secret: str = ""
+    # Signs access tokens (HS256). Empty: a random secret per state directory (accounts/keys.py).
+    token_secret: str = ""
+    # Where people open the web app; the confirmation link starts with it.
+    public_url: str = "http://127.0.0.1:8000"
+    confirmation_ttl_s: int = Field(48 * 3600, ge=60)
+    invite_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    session_ttl_s: int = Field(30 * 24 * 3600, ge=60)
+    access_token_ttl_s: int = Field(900, ge=10, le=86_400)
+    refresh_token_ttl_s: int = Field(30 * 24 * 3600, ge=60)
+    # Sign-in attempts allowed per window, per account and per client address (the `limits`
+    # package's moving window); beyond them a 429 with Retry-After, whatever the password.
+    sign_in_per_account: int = Field(10, ge=1)
+    sign_in_per_address: int = Field(50, ge=1)
+    sign_in_window_s: int = Field(300, ge=1)
+    # Cookies get the Secure flag when the app is served over TLS (or this forces it).
+    secure_cookies: bool = False
+# --- privacy (docs/privacy.md) ---
+class PrivacySettings(BaseModel):
+    # The household data keys (quartier.sealing); empty: <state_dir>/privacy/keys.db.
+    key_store: str = ""
+    # 64 hex digits wrapping every data key at rest; empty: a random one in <state_dir>/privacy/kek.
+    key_encryption_key: str = ""
+    # Stored resolution of a meter whose household has not chosen one yet. "1hz" keeps today's
+    # behaviour for meters paired before consent existed; a deployment asking consent first sets "daily".
+    default_resolution: Literal["1hz", "30min", "daily"] = "1hz"
+    # Detailed readings older than this become zone aggregates of at least min_group_homes homes.
+    anonymise_after_days: int = Field(365, ge=1)
+    min_group_homes: int = Field(50, ge=2)
+    anonymise_interval_s: float = Field(86_400.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="QUARTIER_",
@@ -173,6 +211,8 @@ class Settings(BaseSettings):
     notifier: NotifierSettings = NotifierSettings()
     market: MarketSettings = MarketSettings()
     console: ConsoleSettings = ConsoleSettings()
+    accounts: AccountsSettings = AccountsSettings()  # accounts settings
+    privacy: PrivacySettings = PrivacySettings()
 
     @classmethod
     def settings_customise_sources(

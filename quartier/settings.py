@@ -192,6 +192,19 @@ class PrivacySettings(BaseModel):
     anonymise_interval_s: float = Field(86_400.0, gt=0)
 
 
+# --- API layer (api/): the one HTTP process serving every surface ---
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    # Largest request body an operation takes unless it declares its own (413 beyond, before reading).
+    max_body_bytes: int = Field(1_048_576, ge=1)
+    # Longest query string (414 beyond).
+    max_query_bytes: int = Field(4096, ge=1)
+    # Requests per minute per signed-in principal, and per client address for anonymous requests (429 beyond).
+    requests_per_minute: int = Field(1200, ge=1)
+    anonymous_requests_per_minute: int = Field(300, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="QUARTIER_",
@@ -213,6 +226,7 @@ class Settings(BaseSettings):
     console: ConsoleSettings = ConsoleSettings()
     accounts: AccountsSettings = AccountsSettings()  # accounts settings
     privacy: PrivacySettings = PrivacySettings()
+    api: ApiSettings = ApiSettings()  # API layer (api/)
 
     @classmethod
     def settings_customise_sources(

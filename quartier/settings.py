@@ -143,6 +143,21 @@ class MarketSettings(BaseModel):
         return self
 
 
+# --- operator console ---
+class ConsoleSettings(BaseModel):
+    # The campaign runner's clock: "wall" (real time), or "fleet": the newest meter time seen on
+    # meter.readings, so a simulator running faster than real time runs roll-outs as fast (tests).
+    clock: Literal["wall", "fleet"] = "wall"
+    # How often (wall seconds) the projection judges connectivity and percentiles, and the runner ticks.
+    refresh_s: float = Field(2.0, gt=0)
+    tick_s: float = Field(1.0, gt=0)
+    # Local time of the fleet: daily energy and the roll-out window.
+    time_zone: str = "Europe/Paris"
+    # Where the projection starts on meter.readings when it has no snapshot: "earliest" rebuilds
+    # history from the log, "latest" follows from now.
+    readings_from: Literal["earliest", "latest"] = "earliest"
+
+
 # --- accounts settings ----------------------------------------------------------------------
 
 
@@ -210,6 +225,7 @@ class Settings(BaseSettings):
     chain: ChainSettings = ChainSettings()
     notifier: NotifierSettings = NotifierSettings()
     market: MarketSettings = MarketSettings()
+    console: ConsoleSettings = ConsoleSettings()
     accounts: AccountsSettings = AccountsSettings()  # accounts settings
     privacy: PrivacySettings = PrivacySettings()
     api: ApiSettings = ApiSettings()  # API layer (api/)

@@ -54,6 +54,15 @@ MARKET_EVENTS = Topic(
     "market.events", 4, "zone", events.MarketEvent,
     description="The market's log: offers, orders, slot closing, allocation, settlement.",
 )
+# --- operator console (firmware roll-outs) ---
+DEVICES_EVENTS = Topic(
+    "devices.events", 4, "campaign id (firmware entries: version)", events.DeviceEvent,
+    description="Firmware catalogue and roll-out campaigns: phases, requests, outcomes, pauses.",
+)
+DEVICES_COMMANDS = Topic(
+    "devices.commands", 4, "meter id", events.DeviceCommand,
+    description="Update requests to Wi-Fi modules, from the campaign runner.",
+)
 # --- accounts.events ---
 # One partition: uniqueness spans households (an email, a meter), so the one writer checks every
 # command against one total order; sign-ups and pairings come at a human rate.
@@ -87,6 +96,9 @@ ALL: tuple[Topic, ...] = (
     ALERTS_EVENTS,
     NOTIFICATIONS_DELIVERIES,
     MARKET_EVENTS,
+    # operator console
+    DEVICES_EVENTS,
+    DEVICES_COMMANDS,
     ACCOUNTS_EVENTS,  # accounts.events
     # privacy
     METER_RESOLUTION,

@@ -794,18 +794,19 @@ class DataKeyErased(Record, tag="data_key_erased", kw_only=True):
 
 
 PrivacyEvent = DataKeyErased
+
+
 # --- households.alert_actions (the household app) -------------------------------------------
 # What a household's members do with an alert episode in the app, keyed by meter: acknowledged
 # ("seen, I am on it") and snoozed (no repeat of it on any channel until a time). Any member may.
 
 AlertEpisodeId = Annotated[str, Meta(pattern=r"^[0-9a-f]{24}$", description="quartier.events.alert_id")]
-AccountId = Annotated[str, Meta(min_length=1, max_length=64)]
 
 
 class AlertAcknowledged(Record, tag="alert_acknowledged", kw_only=True):
     alert_id: AlertEpisodeId
     meter: MeterId
-    household: AccountId
+    household: HouseholdId
     by: AccountId  # the member's account id
     at_ms: EpochMs
 
@@ -813,7 +814,7 @@ class AlertAcknowledged(Record, tag="alert_acknowledged", kw_only=True):
 class AlertSnoozed(Record, tag="alert_snoozed", kw_only=True):
     alert_id: AlertEpisodeId
     meter: MeterId
-    household: AccountId
+    household: HouseholdId
     by: AccountId
     until_ms: EpochMs  # no repeat of this episode before then
     at_ms: EpochMs

@@ -799,22 +799,24 @@ PrivacyEvent = DataKeyErased
 # ("seen, I am on it") and snoozed (no repeat of it on any channel until a time). Any member may.
 
 AlertEpisodeId = Annotated[str, Meta(pattern=r"^[0-9a-f]{24}$", description="quartier.events.alert_id")]
-AccountId = Annotated[str, Meta(min_length=1, max_length=64)]
+# Named apart from accounts.events' AccountId (a module-level alias defined twice: the later one wins
+# for every record of the module).
+MemberRef = Annotated[str, Meta(min_length=1, max_length=64)]
 
 
 class AlertAcknowledged(Record, tag="alert_acknowledged", kw_only=True):
     alert_id: AlertEpisodeId
     meter: MeterId
-    household: AccountId
-    by: AccountId  # the member's account id
+    household: MemberRef
+    by: MemberRef  # the member's account id
     at_ms: EpochMs
 
 
 class AlertSnoozed(Record, tag="alert_snoozed", kw_only=True):
     alert_id: AlertEpisodeId
     meter: MeterId
-    household: AccountId
-    by: AccountId
+    household: MemberRef
+    by: MemberRef
     until_ms: EpochMs  # no repeat of this episode before then
     at_ms: EpochMs
 

@@ -46,6 +46,7 @@ MATRIX.update({
     "sign_out_everywhere": Row(statuses(200, **_AUTHENTICATED)),
     "change_password": Row(statuses(422, **_AUTHENTICATED),
                            Probe(json={"current_password": "not the password", "new_password": "a new long password"})),
+    "change_email": Row(statuses(422, **_AUTHENTICATED), Probe(json={"email": "not-an-address"})),
     "me": Row(statuses(200, **_AUTHENTICATED)),
     "create_household": Row(statuses(422, **_AUTHENTICATED), Probe(json={"name": ""})),
     "my_household": Row(statuses(200, **_HOUSEHOLDS)),

@@ -446,8 +446,9 @@ class PipelineRun:
                      f"written {s.written:>12,.0f}")
             if s.consumed >= readings:
                 break
-            if s.t - began > args.drain_timeout + args.backlog_minutes * 60:
-                raise RuntimeError(f"the backlog did not drain; {readings - s.consumed:,.0f} readings left")
+            progressed = [x for x in self.samples if x.t >= s.t - args.drain_timeout]
+            if s.t - began > args.drain_timeout and progressed[0].consumed == s.consumed:
+                raise RuntimeError(f"the drain stalled for {args.drain_timeout:g} s; {readings - s.consumed:,.0f} readings left")
         drained = self.samples[-1]
         if profiler is not None:
             profiler.wait(timeout=args.profile_s + 60)

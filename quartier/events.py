@@ -354,27 +354,245 @@ MarketEvent = Union[
 ]
 
 
+# --- accounts.events ------------------------------------------------------------------------
+# People, households, pairings, roles and delivery preferences (the accounts package folds them).
+# Keyed by household; an account's events before it has a household are keyed by its account id.
+# Personal fields are few and named for what they hold: ``email``, ``alert_email``, ``name``,
+# ``device_token``; issue 13 seals exactly those under a per-household key. Secrets never travel
+# in clear: passwords as argon2id hashes, confirmation and invite codes as SHA-256 digests.
+
+AccountId = Annotated[str, Meta(pattern=r"^acct_[0-9a-f]{16}$", description="an account id")]
+HouseholdId = Annotated[str, Meta(pattern=r"^hh_[0-9a-f]{16}$", description="a household id")]
+EmailAddress = Annotated[str, Meta(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+PersonName = Annotated[str, Meta(min_length=1, max_length=120)]
+Sha256Hex = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$", description="SHA-256 digest, hex")]
+PasswordHash = Annotated[str, Meta(pattern=r"^\$argon2id\$", max_length=512, description="argon2id PHC string")]
+DeviceId = Annotated[str, Meta(pattern=r"^dev_[0-9a-f]{16}$", description="a device id (digest of its token)")]
+Language = Literal["fr", "en"]
+GlobalRole = Literal["operator", "support"]
+HouseholdRole = Literal["owner", "member"]
+QuietHours = Annotated[str, Meta(pattern=r"^[0-2][0-9]:[0-5][0-9]-[0-2][0-9]:[0-5][0-9]$", description="HH:MM-HH:MM local")]
+#: Who did it: an account id, or "cli" for a command run on the server (the first operator).
+Actor = Annotated[str, Meta(pattern=r"^(acct_[0-9a-f]{16}|cli)$")]
+
+
+class AccountCreated(Record, tag="account_created", kw_only=True):
+    account: AccountId
+    email: EmailAddress  # personal
+    name: PersonName  # personal
+    password_hash: PasswordHash
+    language: Language = "fr"
+    at_ms: EpochMs
+
+
+class EmailConfirmationIssued(Record, tag="email_confirmation_issued", kw_only=True):
+    """A confirmation link was sent; only the digest of its single-use token is kept."""
+
+    account: AccountId
+    token_sha256: Sha256Hex
+    expires_ms: EpochMs
+    at_ms: EpochMs
+
+
+class EmailConfirmed(Record, tag="email_confirmed", kw_only=True):
+    account: AccountId
+    token_sha256: Sha256Hex  # the token used, spent from now on
+    at_ms: EpochMs
+
+
+class EmailChanged(Record, tag="email_changed", kw_only=True):
+    """A new sign-in address; unconfirmed until its own link is followed."""
+
+    account: AccountId
+    email: EmailAddress  # personal
+    at_ms: EpochMs
+
+
+class PasswordChanged(Record, tag="password_changed", kw_only=True):
+    """A new password hash. ``rehash``: the same password under newer argon2 parameters, which
+    revokes nothing; otherwise every session and token of the account issued before is revoked."""
+
+    account: AccountId
+    password_hash: PasswordHash
+    rehash: bool = False
+    at_ms: EpochMs
+
+
+class SignedOutEverywhere(Record, tag="signed_out_everywhere", kw_only=True):
+    """Every session and token of the account issued before ``at_ms`` is revoked."""
+
+    account: AccountId
+    at_ms: EpochMs
+
+
+class HouseholdCreated(Record, tag="household_created", kw_only=True):
+    household: HouseholdId
+    owner: AccountId
+    name: PersonName  # personal ("Chez Dupont")
+    at_ms: EpochMs
+
+
+class InviteIssued(Record, tag="invite_issued", kw_only=True):
+    """An owner's single-use invitation code (only its digest is kept)."""
+
+    household: HouseholdId
+    by: AccountId
+    code_sha256: Sha256Hex
+    expires_ms: EpochMs
+    at_ms: EpochMs
+
+
+class MemberJoined(Record, tag="member_joined", kw_only=True):
+    household: HouseholdId
+    account: AccountId
+    role: HouseholdRole
+    invite_sha256: Sha256Hex | None = None  # the invitation spent, None for the founding owner
+    at_ms: EpochMs
+
+
+class MemberLeft(Record, tag="member_left", kw_only=True):
+    household: HouseholdId
+    account: AccountId
+    by: Actor
+    at_ms: EpochMs
+
+
+class MeterPaired(Record, tag="meter_paired", kw_only=True):
+    """The household proved possession of the meter (its pairing code); the zone came with it."""
+
+    household: HouseholdId
+    meter: MeterId
+    zone: ZoneId
+    by: AccountId
+    at_ms: EpochMs
+
+
+class MeterUnpaired(Record, tag="meter_unpaired", kw_only=True):
+    household: HouseholdId
+    meter: MeterId
+    by: Actor
+    at_ms: EpochMs
+
+
+class RoleGranted(Record, tag="role_granted", kw_only=True):
+    """A global role (operator, support), granted by an operator or on the server's command line."""
+
+    account: AccountId
+    role: GlobalRole
+    by: Actor
+    at_ms: EpochMs
+
+
+class RoleRevoked(Record, tag="role_revoked", kw_only=True):
+    account: AccountId
+    role: GlobalRole
+    by: Actor
+    at_ms: EpochMs
+
+
+class MarketRoleGranted(Record, tag="market_role_granted", kw_only=True):
+    """The household takes part in its zone's market as a producer or a consumer."""
+
+    household: HouseholdId
+    role: MarketRole
+    by: Actor
+    at_ms: EpochMs
+
+
+class MarketRoleRevoked(Record, tag="market_role_revoked", kw_only=True):
+    household: HouseholdId
+    role: MarketRole
+    by: Actor
+    at_ms: EpochMs
+
+
+class DeviceAdded(Record, tag="device_added", kw_only=True):
+    """A member's phone (its FCM registration token); a token added again elsewhere moves."""
+
+    household: HouseholdId
+    account: AccountId
+    device: DeviceId
+    device_token: Annotated[str, Meta(min_length=1, max_length=4096, pattern=r"^\S+$")]  # personal
+    at_ms: EpochMs
+
+
+class DeviceRemoved(Record, tag="device_removed", kw_only=True):
+    household: HouseholdId
+    device: DeviceId
+    reason: Literal["member", "unregistered"] = "member"  # unregistered: FCM said the token is gone
+    at_ms: EpochMs
+
+
+class NotificationsSet(Record, tag="notifications_set", kw_only=True):
+    """One member's delivery preferences: where alerts go, when not, in which language."""
+
+    household: HouseholdId
+    account: AccountId
+    alert_email: EmailAddress | None = None  # personal; None: no email alerts to this member
+    channels: tuple[Channel, ...] = ("push", "email")
+    quiet_hours: QuietHours | None = None
+    time_zone: Annotated[str, Meta(min_length=1, max_length=64)] = "Europe/Paris"
+    language: Language = "fr"
+    muted_kinds: tuple[AlertKind, ...] = ()
+    at_ms: EpochMs
+
+
+class HouseholdTariffSet(Record, tag="household_tariff_set", kw_only=True):
+    """The household's contract: tariff option, subscribed power and the day its billing period starts."""
+
+    household: HouseholdId
+    tariff: Literal["base", "peak_offpeak", "tempo"]
+    subscribed_kva: Annotated[int, Meta(ge=1, le=36)]
+    billing_day: Annotated[int, Meta(ge=1, le=28)] = 1  # the period starts on this day of each month
+    at_ms: EpochMs
+
+
+AccountsEvent = Union[
+    AccountCreated,
+    EmailConfirmationIssued,
+    EmailConfirmed,
+    EmailChanged,
+    PasswordChanged,
+    SignedOutEverywhere,
+    HouseholdCreated,
+    InviteIssued,
+    MemberJoined,
+    MemberLeft,
+    MeterPaired,
+    MeterUnpaired,
+    RoleGranted,
+    RoleRevoked,
+    MarketRoleGranted,
+    MarketRoleRevoked,
+    DeviceAdded,
+    DeviceRemoved,
+    NotificationsSet,
+    HouseholdTariffSet,
+]
+
+
 # --- households.alert_actions (the household app) -------------------------------------------
 # What a household's members do with an alert episode in the app, keyed by meter: acknowledged
 # ("seen, I am on it") and snoozed (no repeat of it on any channel until a time). Any member may.
 
 AlertEpisodeId = Annotated[str, Meta(pattern=r"^[0-9a-f]{24}$", description="quartier.events.alert_id")]
-AccountId = Annotated[str, Meta(min_length=1, max_length=64)]
+#: The acting member and the household, as the API layer names them (Principal.subject, .household).
+MemberRef = Annotated[str, Meta(min_length=1, max_length=64)]
 
 
 class AlertAcknowledged(Record, tag="alert_acknowledged", kw_only=True):
     alert_id: AlertEpisodeId
     meter: MeterId
-    household: AccountId
-    by: AccountId  # the member's account id
+    household: MemberRef
+    by: MemberRef  # the member's account id
     at_ms: EpochMs
 
 
 class AlertSnoozed(Record, tag="alert_snoozed", kw_only=True):
     alert_id: AlertEpisodeId
     meter: MeterId
-    household: AccountId
-    by: AccountId
+    household: MemberRef
+    by: MemberRef
     until_ms: EpochMs  # no repeat of this episode before then
     at_ms: EpochMs
 

@@ -54,6 +54,13 @@ MARKET_EVENTS = Topic(
     "market.events", 4, "zone", events.MarketEvent,
     description="The market's log: offers, orders, slot closing, allocation, settlement.",
 )
+# --- accounts.events ---
+# One partition: uniqueness spans households (an email, a meter), so the one writer checks every
+# command against one total order; sign-ups and pairings come at a human rate.
+ACCOUNTS_EVENTS = Topic(
+    "accounts.events", 1, "household id (an account id before the account has a household)", events.AccountsEvent,
+    description="People, households, pairings, roles, devices and delivery preferences.",
+)
 
 # --- the household app ----------------------------------------------------------------------
 HOUSEHOLDS_ALERT_ACTIONS = Topic(
@@ -70,5 +77,6 @@ ALL: tuple[Topic, ...] = (
     ALERTS_EVENTS,
     NOTIFICATIONS_DELIVERIES,
     MARKET_EVENTS,
-    HOUSEHOLDS_ALERT_ACTIONS,
+    ACCOUNTS_EVENTS,  # accounts.events
+    HOUSEHOLDS_ALERT_ACTIONS,  # the household app
 )

@@ -25,7 +25,7 @@ from households.live import figures
 from households.service import HouseholdService
 from households.views import (
     AlertPath, BillView, ComparisonView, ConsumptionPoint, ConsumptionQuery, ConsumptionView, DayView, EpisodeView,
-    ExportQuery, ExportRowView, HistoryQuery, LiveEventView, HistoryView, PowerView, SnoozeBody, SolarView, SummaryView,
+    ExportQuery, ExportRowView, HistoryQuery, LiveEventView, LiveQuery, HistoryView, PowerView, SnoozeBody, SolarView, SummaryView,
 )
 from quartier import tariffs
 
@@ -69,8 +69,21 @@ async def blocking(function: Callable[..., Any], *args: Any, **kwargs: Any) -> A
 # --- live -------------------------------------------------------------------------------------------
 
 
-async def live_events(service: HouseholdService, home: Home, last_seen_ms: int) -> AsyncIterator[dict[str, str]]:
-    async for reading in service.hub.follow(home.meter, last_seen_ms):
+async def live_events(
+    service: HouseholdService, home: Home, last_seen_ms: int, for_s: float | None = None
+) -> AsyncIterator[dict[str, str]]:
+    loop = asyncio.get_running_loop()
+    deadline = None if for_s is None else loop.time() + for_s
+    follow = service.hub.follow(home.meter, last_seen_ms)
+    while True:
+        try:
+            if deadline is None:
+                reading = await follow.__anext__()
+            else:
+                reading = await asyncio.wait_for(follow.__anext__(), max(0.0, deadline - loop.time()))
+        except (TimeoutError, StopAsyncIteration):
+            await follow.aclose()
+            return
         live = figures(reading, home.tariff)
         yield {
             "id": str(reading.time_ms),
@@ -83,7 +96,7 @@ async def live_events(service: HouseholdService, home: Home, last_seen_ms: int) 
         }
 
 
-@operation("GET", "/v1/me/live", allow=MEMBERS, response=LiveEventView, summary="Live power, euros per hour and fuse headroom",
+@operation("GET", "/v1/me/live", allow=MEMBERS, query=LiveQuery, response=LiveEventView, summary="Live power, euros per hour and fuse headroom",
            description="Server-Sent Events, one `reading` event per new reading of the household's meter "
                        "(`data`: power_va, eur_per_hour, fuse_headroom_pct, meter_time_ms; `id`: the meter time). "
                        "Reconnect with `Last-Event-ID` to get the latest reading at once.", errors=(409,))
@@ -91,7 +104,7 @@ async def live(call: Call) -> EventSourceResponse:
     home = home_of(call)
     header = call.request.headers.get("last-event-id", "")
     last_seen = int(header) if header.isdigit() else -1
-    return _EventStream(live_events(service_of(call), home, last_seen), ping=SSE_PING_S)
+    return _EventStream(live_events(service_of(call), home, last_seen, call.query.for_s), ping=SSE_PING_S)
 
 
 # --- money -------------------------------------------------------------------------------------------

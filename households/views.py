@@ -14,6 +14,10 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class LiveQuery(Query):
+    for_s: float | None = Field(None, gt=0, le=86_400, description="close the stream after this many seconds")
+
+
 class ConsumptionQuery(Query):
     range: Literal["24h", "7d", "30d", "12mo"] = "24h"
     unit: Literal["kwh", "eur"] = "kwh"

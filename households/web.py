@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import httpx
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -31,7 +32,7 @@ from households.service import HouseholdService
 HERE = Path(__file__).resolve().parent
 #: uPlot's distribution files, from the npm package (package.json pins the version).
 UPLOT_DIST = HERE.parent / "node_modules" / "uplot" / "dist"
-SIGN_IN_URL = "/sign-in"
+SIGN_IN_URL = "/app/sign-in"
 
 _templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["j2", "html"]))
 
@@ -62,6 +63,19 @@ def render(request: Request, template: str, page: str, status: int = 200, **valu
     if request.query_params.get("lang") in ("fr", "en"):
         response.set_cookie("quartier_lang", request.query_params["lang"], samesite="lax", httponly=True)
     return response
+
+
+async def through_api(request: Request, method: str, path: str, body: dict[str, Any] | None = None,
+                      headers: dict[str, str] | None = None) -> httpx.Response:
+    """One of the composed app's own operations, called in process with the visitor's cookies.
+
+    The pages' forms post HTML; the operations they stand for (sign-in, alert rules) belong to the
+    accounts surface and take JSON: a form handler calls them as any client would, so the rules of
+    each operation (validation, throttling, CSRF) are applied once, by the operation itself.
+    """
+    transport = httpx.ASGITransport(app=request.app, client=(request.client.host if request.client else "127.0.0.1", 0))
+    async with httpx.AsyncClient(transport=transport, base_url="http://app.internal", cookies=request.cookies) as client:
+        return await client.request(method, path, json=body, headers=headers or {})
 
 
 def routes(service: HouseholdService) -> list[Route]:
@@ -122,8 +136,9 @@ def routes(service: HouseholdService) -> list[Route]:
         )
         items = [api_views.episode_view(service, e) for e in episodes]
         history = {"items": items, "next_before_ms": items[-1].raised_ms if len(items) == 20 else None}
+        rules = await through_api(request, "GET", "/v1/me/alerts")
         return render(request, "alerts.html.j2", "alerts", home=home, history=history,
-                      rules_form=service.rules_form(home) if hasattr(service, "rules_form") else None)
+                      rules_form=rules.json() if rules.status_code == 200 else {"power_max_w": None})
 
     async def episode_action(request: Request) -> Response:
         found = signed_in(request)
@@ -175,7 +190,48 @@ def routes(service: HouseholdService) -> list[Route]:
         return render(request, "export.html.j2", "export", home=home, default_from=today - timedelta(days=7),
                       default_to=today)
 
+    async def sign_in_page(request: Request) -> Response:
+        next_path = request.query_params.get("next", "/app")
+        return render(request, "sign_in.html.j2", "home", next=next_path if next_path.startswith("/app") else "/app",
+                      email="", error=None, title_key="sign_in")
+
+    async def sign_in(request: Request) -> Response:
+        form = await request.form()
+        email, password = str(form.get("email", "")), str(form.get("password", ""))
+        next_path = str(form.get("next", "/app"))
+        answer = await through_api(request, "POST", "/v1/sessions", {"email": email, "password": password})
+        if answer.status_code != 200:
+            reason = answer.json().get("reason", "") if answer.headers.get("content-type", "").startswith("application/json") else ""
+            return render(request, "sign_in.html.j2", "home", answer.status_code, next=next_path, email=email,
+                          error=reason, title_key="sign_in")
+        response = RedirectResponse(next_path if next_path.startswith("/app") else "/app", status_code=303)
+        for cookie in answer.headers.get_list("set-cookie"):
+            response.headers.append("set-cookie", cookie)
+        return response
+
+    async def power_limit(request: Request) -> Response:
+        found = signed_in(request)
+        if isinstance(found, Response):
+            return found
+        principal, _home = found
+        form = await request.form()
+        check_form(request, form)
+        value = str(form.get("power_max_w", "")).strip()
+        if value and not value.isdigit():
+            raise ApiError(422, "invalid", "a whole number of watts", "power_max_w", "body")
+        # PUT replaces the household's rules: send the ones in force with only the power limit changed.
+        current = await through_api(request, "GET", "/v1/me/alerts")
+        body = {k: v for k, v in current.json().items() if k not in ("meter", "updated_ms")} if current.status_code == 200 else {}
+        body["power_max_w"] = int(value) if value else None
+        answer = await through_api(request, "PUT", "/v1/me/alerts", body, headers={"X-CSRF-Token": principal.csrf_token or ""})
+        if answer.status_code != 200:
+            return Response(answer.content, status_code=answer.status_code, media_type="application/json")
+        return RedirectResponse("/app/alerts", status_code=303)
+
     return [
+        Route("/app/sign-in", sign_in_page),
+        Route("/app/sign-in", sign_in, methods=["POST"]),
+        Route("/app/alerts/power-limit", power_limit, methods=["POST"]),
         Route("/app", home_page),
         Route("/app/consumption", consumption_page),
         Route("/app/bill", bill_page),

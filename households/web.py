@@ -28,6 +28,7 @@ from households.home import Home
 from households.i18n import language, translator
 from households.live import figures
 from households.service import HouseholdService
+from households.views import HistoryView
 
 HERE = Path(__file__).resolve().parent
 #: uPlot's distribution files, from the npm package (package.json pins the version).
@@ -135,7 +136,7 @@ def routes(service: HouseholdService) -> list[Route]:
             alert_history.history, service.settings, home, before_ms=int(before) if before and before.isdigit() else None
         )
         items = [api_views.episode_view(service, e) for e in episodes]
-        history = {"items": items, "next_before_ms": items[-1].raised_ms if len(items) == 20 else None}
+        history = HistoryView(items=items, next_before_ms=items[-1].raised_ms if len(items) == 20 else None)
         rules = await through_api(request, "GET", "/v1/me/alerts")
         return render(request, "alerts.html.j2", "alerts", home=home, history=history,
                       rules_form=rules.json() if rules.status_code == 200 else {"power_max_w": None})

@@ -67,15 +67,39 @@ MATRIX.update({
     "remove_device": Row(statuses(404, **_HOUSEHOLDS), Probe(path={"device": "dev_0000000000000000"})),
 })
 
+# --- households (the household app) ---
+# Every operation is the caller's own household's (/v1/me/...): its owner and members, including the
+# market participant's household (C) and household B's member; support and operators use the console.
+# The probed episode id exists in no household: 404 for every household, as another household's would.
+_MINE = dict(anonymous=401, support=403, operator=403)
+_NO_EPISODE = "0" * 24
+MATRIX.update({
+    "live": Row(statuses(200, **_MINE), Probe(query={"for_s": 0.2})),
+    "get_consumption": Row(statuses(200, **_MINE), Probe(query={"range": "24h", "unit": "eur"})),
+    "get_bill": Row(statuses(200, **_MINE)),
+    "get_summary": Row(statuses(200, **_MINE)),
+    "get_power": Row(statuses(200, **_MINE)),
+    "get_alert_history": Row(statuses(200, **_MINE)),
+    "acknowledge_alert": Row(statuses(404, **_MINE), Probe(path={"alert_id": _NO_EPISODE})),
+    "snooze_alert": Row(statuses(404, **_MINE), Probe(path={"alert_id": _NO_EPISODE}, json={"minutes": 30})),
+    "get_comparison": Row(statuses(200, **_MINE)),
+    "get_solar": Row(statuses(200, **_MINE)),
+    "export_csv": Row(statuses(200, **_MINE), Probe(query={"from": "2026-01-01", "to": "2026-01-02"})),
+})
+
 
 
 
 @pytest.fixture
-async def composed(broker, smtp, make_settings) -> AsyncIterator[tuple[httpx.AsyncClient, dict, Any]]:
+async def composed(broker, smtp, influx, make_settings) -> AsyncIterator[tuple[httpx.AsyncClient, dict, Any]]:
     # --- accounts --- the accounts surface runs on the real broker and SMTP server; its principals are real.
     from tests.accounts.principals import FreshCredentials, make_accounts
 
-    settings = make_settings(broker, smtp)
+    settings = make_settings(broker, smtp, influx)
+    # --- households --- the household app reads the test's own InfluxDB database.
+    from quartier.stack.influx import ensure_database
+
+    ensure_database(settings)
     made = await make_accounts(settings)
     credentials = FreshCredentials(settings, made)
     app = compose(settings, CollectorRegistry(), discover(), extra_authenticators=[TestAuthenticator()])

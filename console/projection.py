@@ -44,10 +44,13 @@ GAP_EDGES_MS = np.array(
 )
 _GAP_LOWER_MS = np.concatenate([[0], GAP_EDGES_MS[:-1]]).astype(float)
 BUCKETS = len(GAP_EDGES_MS) + 1
-#: A module is disconnected after this many of its own frame gaps (p50) without a reading, and at
-#: least DEADMAN_MIN_MS: the stream worker's deadman rule (docs/alerts.md).
+#: A module is disconnected after this many of its own frame intervals without a reading, and at
+#: least DEADMAN_MIN_MS, as the stream worker's deadman (docs/alerts.md). The interval is a moving
+#: average of its gaps (weight CADENCE_WEIGHT) in which one gap counts for at most twice the
+#: average, so a single long outage cannot drag it far.
 DEADMAN_CADENCES = 10
 DEADMAN_MIN_MS = 30_000
+CADENCE_WEIGHT = 0.1
 #: A boot time that moved forward by more than this between two reports is a reboot (clock noise
 #: and uptime rounding move it by a second or two).
 REBOOT_TOLERANCE_MS = 10_000
@@ -159,6 +162,7 @@ class FleetProjection:
         grown("hist_now", np.uint32, 0, (BUCKETS,))
         grown("hist_prev", np.uint32, 0, (BUCKETS,))
         grown("hist_total", np.uint32, 0, (BUCKETS,))
+        grown("cadence_ms", float, 0.0)
         grown("gap_p50_ms", float, np.nan)
         grown("gap_p95_ms", float, np.nan)
         grown("rssi_dbm", float, np.nan)
@@ -254,6 +258,11 @@ class FleetProjection:
             seen_rows = rows[seen]
             self.hist_now[seen_rows, bucket] += 1
             self.hist_total[seen_rows, bucket] += 1
+            cadence = self.cadence_ms[seen_rows]
+            gaps_f = gaps.astype(float)
+            self.cadence_ms[seen_rows] = np.where(
+                cadence > 0, cadence + CADENCE_WEIGHT * (np.minimum(gaps_f, 2 * cadence) - cadence), gaps_f
+            )
         new = rows[~seen]
         if len(new):
             self.first_ms[new] = t[~seen]
@@ -358,8 +367,7 @@ class FleetProjection:
         if now < 0:
             return
         if self.ingest_down_since_ms is None:
-            cadence = np.nan_to_num(self.gap_p50_ms[:n], nan=1000.0)
-            limit = np.maximum(DEADMAN_CADENCES * cadence, DEADMAN_MIN_MS)
+            limit = deadman_limit_ms(self.cadence_ms[:n])
             last = self.last_ms[:n]
             silent = self.connected[:n] & (last >= 0) & (now - last >= limit)
             for row in np.flatnonzero(silent).tolist():
@@ -470,6 +478,11 @@ class FleetProjection:
                 {"from_ms": e[0], "to_ms": e[1], "source": e[2]} for e in self.episodes.get(row, [])
             ],
         }
+
+
+def deadman_limit_ms(cadence_ms: np.ndarray) -> np.ndarray:
+    """How long each module may stay silent before it counts as disconnected (ms)."""
+    return np.maximum(DEADMAN_CADENCES * np.where(cadence_ms > 0, cadence_ms, 1000.0), DEADMAN_MIN_MS)
 
 
 def percentile(hist: np.ndarray, q: float) -> np.ndarray:

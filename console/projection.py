@@ -134,6 +134,7 @@ class FleetProjection:
         self.curve: deque[tuple[int, int, int]] = deque(maxlen=FLEET_CURVE_DAYS * DAY_MS // FLEET_CURVE_STEP_MS)
         self._window_start_ms = -1
         self._offsets: dict[int, int] = {}
+        self._batch_rows: dict[tuple[str, ...], tuple[np.ndarray, bool]] = {}
 
     # --- storage -------------------------------------------------------------------------------
 
@@ -229,8 +230,17 @@ class FleetProjection:
         readings = decoded.readings if isinstance(decoded, _LeanBatch) else [decoded]
         if not readings:
             return 0
-        rows = np.fromiter((self._row(r.meter) for r in readings), dtype=np.int64, count=len(readings))
-        if len(np.unique(rows)) != len(rows):
+        # A shard's batches carry the same meters step after step: their rows are looked up once.
+        key = tuple([r.meter for r in readings])
+        cached = self._batch_rows.get(key)
+        if cached is None:
+            rows = np.array([self._row(m) for m in key], dtype=np.int64)
+            cached = (rows, len(np.unique(rows)) == len(rows))
+            if len(self._batch_rows) >= 8192:
+                self._batch_rows.clear()
+            self._batch_rows[key] = cached
+        rows, unique = cached
+        if not unique:
             # Several readings of one meter in one message (a backfill batch): fold them in order.
             for r, row in zip(readings, rows.tolist()):
                 self._fold(np.array([row]), [r])
@@ -240,10 +250,10 @@ class FleetProjection:
 
     def _fold(self, rows: np.ndarray, readings: list[_LeanReading]) -> None:
         n = len(readings)
-        t = np.fromiter((r.time_ms for r in readings), dtype=np.int64, count=n)
-        wh = np.fromiter((r.withdrawn_wh for r in readings), dtype=np.int64, count=n)
-        self.drawn_va[rows] = np.fromiter((r.drawn_va for r in readings), dtype=np.int64, count=n)
-        self.injected_va[rows] = np.fromiter((r.injected_va for r in readings), dtype=np.int64, count=n)
+        t = np.array([r.time_ms for r in readings], dtype=np.int64)
+        wh = np.array([r.withdrawn_wh for r in readings], dtype=np.int64)
+        self.drawn_va[rows] = np.array([r.drawn_va for r in readings], dtype=np.int64)
+        self.injected_va[rows] = np.array([r.injected_va for r in readings], dtype=np.int64)
         self.readings += n
         top = int(t.max())
         if top > self.watermark_ms:

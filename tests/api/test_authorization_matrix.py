@@ -87,6 +87,32 @@ MATRIX.update({
     "export_csv": Row(statuses(200, **_MINE), Probe(query={"from": "2026-01-01", "to": "2026-01-02"})),
 })
 
+# --- operator console (console/surface.py): operator and support only; households see nothing ---
+_STAFF_200 = statuses(403, anonymous=401, support=200, operator=200)
+_OPERATOR_ONLY = dict(anonymous=401, operator=404)
+_UNKNOWN_METER = Probe(path={"meter": "012345678901"})
+_UNKNOWN_CAMPAIGN = Probe(path={"campaign": "nope"}, json={"reason": "probe"})
+MATRIX.update({
+    "fleet_overview": Row(_STAFF_200),
+    "fleet_modules": Row(_STAFF_200, Probe(query={"state": "connected", "sort": "rssi_dbm", "order": "desc"})),
+    "fleet_modules_export": Row(_STAFF_200, Probe(query={"format": "csv"})),
+    "fleet_module": Row(statuses(403, anonymous=401, support=404, operator=404), _UNKNOWN_METER),
+    # Support without a reason is refused (422 naming "reason"); the operator finds no household (404).
+    "fleet_module_household": Row(statuses(403, anonymous=401, support=422, operator=404), _UNKNOWN_METER),
+    "fleet_firmware": Row(_STAFF_200),
+    "fleet_firmware_release": Row(statuses(403, anonymous=401, operator=422),
+                                  Probe(json={"version": "3.3.0", "hardware": []})),
+    "fleet_campaigns": Row(_STAFF_200),
+    "fleet_campaign": Row(statuses(403, anonymous=401, support=404, operator=404), Probe(path={"campaign": "nope"})),
+    "fleet_campaign_create": Row(statuses(403, anonymous=401, operator=422),
+                                 Probe(json={"campaign": "c1", "firmware": "9.9.9"})),
+    "fleet_campaign_pause": Row(statuses(403, **_OPERATOR_ONLY), _UNKNOWN_CAMPAIGN),
+    "fleet_campaign_resume": Row(statuses(403, **_OPERATOR_ONLY), _UNKNOWN_CAMPAIGN),
+    "fleet_campaign_abort": Row(statuses(403, **_OPERATOR_ONLY), _UNKNOWN_CAMPAIGN),
+    "fleet_campaign_rollback": Row(statuses(403, **_OPERATOR_ONLY), _UNKNOWN_CAMPAIGN),
+    "fleet_audit": Row(statuses(403, anonymous=401, operator=200)),
+})
+
 
 
 

@@ -89,6 +89,32 @@ def demo(meters: int, duration: float, as_json: bool) -> None:
             click.echo(f"{key:<22} {value}")
 
 
+# --- produce (any Kafka client: docs/events.md) -----------------------------------------------
+
+
+@main.command()
+@click.argument("topic")
+def produce(topic: str) -> None:
+    """Send JSON lines from stdin to TOPIC, each checked against the topic's record type and keyed
+    as its consumers expect; a bad line is reported with its number and field, and not sent."""
+    import asyncio
+
+    from quartier.produce import produce as produce_lines
+    from quartier.produce import topic_named
+
+    try:
+        declared = topic_named(topic)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    settings = Settings()
+    outcome = asyncio.run(
+        produce_lines(settings, declared, click.get_text_stream("stdin"), lambda e: click.echo(str(e), err=True))
+    )
+    click.echo(f"{outcome.sent} sent to {settings.topic(declared.name)}, {outcome.refused} refused", err=True)
+    if outcome.refused:
+        sys.exit(1)
+
+
 def _load_plugins() -> None:
     for entry in entry_points(group="quartier.commands"):
         command = entry.load()

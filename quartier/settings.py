@@ -139,6 +139,29 @@ class MarketSettings(BaseModel):
         return self
 
 
+# --- accounts settings ----------------------------------------------------------------------
+
+
+class AccountsSettings(BaseModel):
+    # The fleet secret each Wi-Fi module's pairing code is derived from (quartier/pairing.py).
+    # Empty: a public dev secret, fine for the simulator's fleets only.
+    pairing_secret: str = ""
+    # Signs access tokens (HS256). Empty: a random secret per state directory (accounts/keys.py).
+    token_secret: str = ""
+    # Where people open the web app; the confirmation link starts with it.
+    public_url: str = "http://127.0.0.1:8000"
+    confirmation_ttl_s: int = Field(48 * 3600, ge=60)
+    invite_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    session_ttl_s: int = Field(30 * 24 * 3600, ge=60)
+    access_token_ttl_s: int = Field(900, ge=10, le=86_400)
+    refresh_token_ttl_s: int = Field(30 * 24 * 3600, ge=60)
+    # Sign-in attempts allowed per window, per account and per client address (the `limits`
+    # package's moving window); beyond them a 429 with Retry-After, whatever the password.
+    sign_in_per_account: int = Field(10, ge=1)
+    sign_in_per_address: int = Field(50, ge=1)
+    sign_in_window_s: int = Field(300, ge=1)
+    # Cookies get the Secure flag when the app is served over TLS (or this forces it).
+    secure_cookies: bool = False
 # --- privacy (docs/privacy.md) ---
 class PrivacySettings(BaseModel):
     # The household data keys (quartier.sealing); empty: <state_dir>/privacy/keys.db.
@@ -152,6 +175,9 @@ class PrivacySettings(BaseModel):
     anonymise_after_days: int = Field(365, ge=1)
     min_group_homes: int = Field(50, ge=2)
     anonymise_interval_s: float = Field(86_400.0, gt=0)
+    # The stream worker's Faust app id, whose alert_state changelog gets the erased meter's tombstones;
+    # empty: the default of quartier streams worker (<topic prefix>quartier-streams).
+    streams_app_id: str = ""
 
 
 class Settings(BaseSettings):
@@ -172,6 +198,7 @@ class Settings(BaseSettings):
     chain: ChainSettings = ChainSettings()
     notifier: NotifierSettings = NotifierSettings()
     market: MarketSettings = MarketSettings()
+    accounts: AccountsSettings = AccountsSettings()  # accounts settings
     privacy: PrivacySettings = PrivacySettings()
 
     @classmethod

@@ -54,6 +54,13 @@ MARKET_EVENTS = Topic(
     "market.events", 4, "zone", events.MarketEvent,
     description="The market's log: offers, orders, slot closing, allocation, settlement.",
 )
+# --- accounts.events ---
+# One partition: uniqueness spans households (an email, a meter), so the one writer checks every
+# command against one total order; sign-ups and pairings come at a human rate.
+ACCOUNTS_EVENTS = Topic(
+    "accounts.events", 1, "household id (an account id before the account has a household)", events.AccountsEvent,
+    description="People, households, pairings, roles, devices and delivery preferences.",
+)
 
 # --- privacy (docs/privacy.md) ---
 METER_RESOLUTION = Topic(
@@ -74,7 +81,21 @@ ALL: tuple[Topic, ...] = (
     ALERTS_EVENTS,
     NOTIFICATIONS_DELIVERIES,
     MARKET_EVENTS,
+    ACCOUNTS_EVENTS,  # accounts.events
     # privacy
     METER_RESOLUTION,
     PRIVACY_ERASURES,
 )
+
+# --- durable log and bounded memory (issue 12) ------------------------------------------------------
+
+#: Time retention (ms) of the bulky streams. InfluxDB holds every reading, so the log only has to
+#: keep them long enough for a stopped worker to catch up. Apache Kafka applies it as the topic's
+#: ``retention.ms``; on the embedded broker, which applies no retention, the local stack's
+#: :mod:`quartier.stack.retention` drops their record batches once older and consumed. Every other
+#: topic is a record of truth (the market's and the accounts' events, alert rules, changelogs) and
+#: is kept for ever.
+RETAINED_MS: dict[str, int] = {
+    METER_READINGS.name: 2 * 3600 * 1000,
+    METER_TELEMETRY.name: 2 * 3600 * 1000,
+}

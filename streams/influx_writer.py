@@ -35,7 +35,7 @@ import httpx
 from prometheus_client import Counter, Gauge
 
 from quartier.settings import Settings
-from quartier.stack.influx import RAW_POLICY, auth
+from quartier.influx import RAW_POLICY, auth
 from streams.influx_spool import Batch, Spool
 
 log = logging.getLogger(__name__)

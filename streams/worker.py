@@ -418,7 +418,7 @@ def prepare_influx(settings: Settings) -> None:
     """Creates the InfluxDB database and its policies (v1 API) if InfluxDB answers; the writer retries otherwise."""
     if settings.influx.api != "v1":
         return
-    from quartier.stack.influx import InfluxError, ensure_database
+    from quartier.influx import InfluxError, ensure_database
 
     try:
         ensure_database(settings)

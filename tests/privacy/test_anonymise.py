@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from privacy.anonymise import DAY_MS, Anonymiser, cutoff_ms
-from quartier.stack.influx import count_points, ensure_database, query
+from quartier.influx import count_points, ensure_database, query
 from tests.support import isolated_settings
 
 NOW_MS = 1_796_000_000_000 - 1_796_000_000_000 % DAY_MS + 13 * 3600_000  # 13:00 UTC on some day

@@ -1,0 +1,158 @@
+"""Erasure as a saga over the real broker, InfluxDB and SQLite files: sealed accounts events, every store
+erased once even across a crash, nothing of the household left in its files, the meter paired again clean."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+from sqlmodel import Session
+
+from accounts import commands, readmodel
+from accounts.operations import AccountOperations
+from accounts.service import AccountsService, fold
+from notifier.contacts import DeviceToken, MeterOwner, User
+from notifier.database import notifier_engine
+from privacy.access_log import AccessLog
+from privacy.erasure import STEPS, ErasureSaga
+from quartier import events as ev
+from quartier import pairing, topics
+from quartier.influx import count_points, ensure_database
+from quartier.kafka import ensure_topics, read_all, read_records
+from quartier.settings import Settings
+
+PASSWORD = "a long enough password"
+METER, OTHER_METER, ZONE = "031800000077", "031800000078", "zone-canary"
+
+
+def forms(value: str) -> list[bytes]:
+    """A value as it could sit in a file: in clear, JSON-escaped, in base64."""
+    raw = value.encode()
+    return [raw, json.dumps(value).encode()[1:-1], base64.b64encode(raw), base64.urlsafe_b64encode(raw)]
+
+
+def found_in(data: bytes, values: list[str]) -> list[str]:
+    return [value for value in values for form in forms(value) if form in data]
+
+
+def database_files(state_dir: Path, name: str) -> bytes:
+    return b"".join(p.read_bytes() for p in state_dir.glob(f"{name}.db*"))
+
+
+def influx_write(settings: Settings, lines: list[str]) -> None:
+    answer = httpx.post(f"{settings.influx.url}/write",
+                        params={"db": settings.influx.database, "rp": "raw", "precision": "ms"},
+                        content="\n".join(lines), timeout=30)
+    assert answer.status_code == 204, answer.text
+
+
+async def test_a_household_is_erased_from_every_store_once_even_across_a_crash_and_its_meter_starts_clean(
+    broker: dict[str, Any], influx: dict[str, Any], smtp: dict[str, Any], make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(broker, influx, smtp)
+    await ensure_topics(settings)
+    ensure_database(settings)
+    tag = secrets.token_hex(6)
+    email, name, home, token = f"canary.{tag}@example.test", f"Canary {tag}", f"Chez Canary {tag}", f"canary-token-{tag}"
+    alert_email = f"alerts.{tag}@example.test"
+    personal = [email, name, home, token, alert_email]
+
+    service = AccountsService(settings, follow_interval_s=0)
+    await service.start()
+    ops = AccountOperations(settings, service)
+    try:
+        await ops.sign_up(email=email, name=name, password=PASSWORD)
+        account = service.state.account_by_email(email).account  # type: ignore[union-attr]
+        household = await ops.create_household(account, home)
+        await ops.pair(account, meter=METER, zone=ZONE, code=pairing.pairing_code(METER, ZONE))
+        await service.execute(lambda state, now: commands.add_device(state, account, device_token=token, now_ms=now))
+        await service.execute(lambda state, now: commands.set_notifications(
+            state, account, alert_email=alert_email, channels=("push", "email"), quiet_hours_text=None,
+            time_zone_name="Europe/Paris", language="fr", muted_kinds=(), now_ms=now))
+    finally:
+        await service.stop()
+
+    # Sealed on the log from the start (version 2), and still read back in clear by the fold.
+    log_bytes = b"".join(r.value for r in await read_records(settings, settings.topic(topics.ACCOUNTS_EVENTS.name)))
+    assert found_in(log_bytes, personal) == []
+    created = [e for e in await read_all(settings, settings.topic(topics.ACCOUNTS_EVENTS.name),
+                                          ev.decoder(ev.AccountsEvent).decode) if isinstance(e, ev.AccountCreated)]
+    assert created[0].v == 2 and isinstance(created[0].email, ev.SealedField)
+    state = await fold(settings)
+    assert (state.accounts[account].email, state.accounts[account].name, state.households[household].name) == (email, name, home)
+    assert [d.device_token for d in state.devices.values()] == [token]
+
+    # The notifier's contacts, readings in InfluxDB and a spooled batch: the household's and a neighbour's.
+    engine = notifier_engine(settings)
+    with Session(engine) as session:
+        session.add(User(id=account, email=alert_email))
+        session.add(MeterOwner(meter=METER, user_id=account))
+        session.add(DeviceToken(token=token, user_id=account))
+        session.add(User(id="neighbour", email="neighbour@example.test"))
+        session.add(MeterOwner(meter=OTHER_METER, user_id="neighbour"))
+        session.commit()
+    engine.dispose()
+    now_ms = int(time.time() * 1000)
+    influx_write(settings, [f"reading,meter={m},zone={ZONE} drawn_va=4321i,withdrawn_wh=98765i {now_ms - i * 1000}"
+                            for m in (METER, OTHER_METER) for i in range(60)])
+    spool = settings.state_dir / "influx-spool" / settings.influx.database
+    spool.mkdir(parents=True)
+    (spool / "1-1-0-2.lp").write_text(f"reading,meter={METER},zone={ZONE} drawn_va=4321i {now_ms}\n"
+                                      f"reading,meter={OTHER_METER},zone={ZONE} drawn_va=1i {now_ms}")
+
+    saga = ErasureSaga(settings)
+    erasure = await saga.request(household)
+    started = time.monotonic()
+    assert await saga.run(erasure, stop_after="influx") is None  # the saga process dies after three steps
+    [completed] = await ErasureSaga(settings).run_pending()  # a new one resumes
+    elapsed_s = time.monotonic() - started
+
+    records = await read_all(settings, settings.topic(topics.PRIVACY_ERASURES.name), msgspec.json.Decoder(ev.PrivacyEvent).decode)
+    steps = [r.step.store for r in records if isinstance(r, ev.ErasureStepDone)]
+    assert steps == list(STEPS)  # each store once, none twice
+    report = {s.store: s.erased for s in completed.stores}
+    assert report["influx"] == {"series": 1}
+    assert report["spool"] == {"lines": 1}
+    assert report["keys"] == {"keys": 2}  # the household's and its member's
+    assert report["notifier"]["notifier_user"] == 1 and report["notifier"]["notifier_device"] == 1
+    assert {type(r).__name__ for r in records} >= {"ErasureRequested", "ErasureCompleted", "DataKeyErased"}
+    assert elapsed_s < 60, elapsed_s
+
+    # Nothing of the household in any store or file; the neighbour untouched.
+    assert count_points(settings, "reading", f"meter = '{METER}'") == 0
+    assert count_points(settings, "reading", f"meter = '{OTHER_METER}'") == 60
+    assert [p.read_text() for p in spool.glob("*.lp")] == [f"reading,meter={OTHER_METER},zone={ZONE} drawn_va=1i {now_ms}"]
+    for database in ("accounts", "notifier"):
+        assert found_in(database_files(settings.state_dir, database), personal) == [], database
+    assert b"neighbour@example.test" in database_files(settings.state_dir, "notifier")
+    state = await fold(settings)
+    assert household not in state.households and account not in state.accounts and METER not in state.pairings
+    log_bytes = b"".join(r.value for r in await read_records(settings, settings.topic(topics.ACCOUNTS_EVENTS.name)))
+    assert found_in(log_bytes, personal) == []
+
+    # The meter is paired again by a new household, and starts clean.
+    service = AccountsService(settings, follow_interval_s=0)
+    await service.start()
+    ops = AccountOperations(settings, service)
+    try:
+        assert readmodel.household(service.read_model, household) is None
+        assert readmodel.account(service.read_model, account) is None
+        await ops.sign_up(email=f"next.{tag}@example.test", name="Next", password=PASSWORD)
+        newcomer = service.state.account_by_email(f"next.{tag}@example.test").account  # type: ignore[union-attr]
+        second = await ops.create_household(newcomer, "Next home")
+        await ops.pair(newcomer, meter=METER, zone=ZONE, code=pairing.pairing_code(METER, ZONE))
+        assert readmodel.household_of_meter(service.read_model, METER).household == second  # type: ignore[union-attr]
+        assert readmodel.devices(service.read_model, second) == []
+    finally:
+        await service.stop()
+    access = AccessLog.open(settings)
+    # Each run of the saga read the household (the first, and the one that resumed it).
+    assert [(e.actor, e.why) for e in access.entries(household=household)] == [("erasure", "erasure")] * 2
+    assert access.verify().ok

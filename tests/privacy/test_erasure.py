@@ -156,3 +156,62 @@ async def test_a_household_is_erased_from_every_store_once_even_across_a_crash_a
     # Each run of the saga read the household (the first, and the one that resumed it).
     assert [(e.actor, e.why) for e in access.entries(household=household)] == [("erasure", "erasure")] * 2
     assert access.verify().ok
+
+
+async def test_the_export_has_every_category_of_the_data_map_and_as_many_readings_as_influxdb(
+    broker: dict[str, Any], influx: dict[str, Any], smtp: dict[str, Any], make_settings: Callable[..., Settings],
+    tmp_path: Path,
+) -> None:
+    from privacy.datamap import CATEGORIES
+    from privacy.export import export_household
+    from tests.streams.worker_support import send
+
+    settings = make_settings(broker, influx, smtp)
+    await ensure_topics(settings)
+    ensure_database(settings)
+    tag = secrets.token_hex(6)
+    service = AccountsService(settings, follow_interval_s=0)
+    await service.start()
+    ops = AccountOperations(settings, service)
+    try:
+        await ops.sign_up(email=f"export.{tag}@example.test", name=f"Export {tag}", password=PASSWORD)
+        account = service.state.account_by_email(f"export.{tag}@example.test").account  # type: ignore[union-attr]
+        household = await ops.create_household(account, "Chez Export")
+        await ops.pair(account, meter=METER, zone=ZONE, code=pairing.pairing_code(METER, ZONE))
+        await service.execute(lambda state, now: commands.add_device(state, account, device_token=f"tok-{tag}", now_ms=now))
+    finally:
+        await service.stop()
+    now_ms = int(time.time() * 1000)
+    start = now_ms - now_ms % 3600_000 - 3 * 3600_000
+    # Two hours and a half of 1 Hz readings, plus one outside the range asked for.
+    influx_write(settings, [f"reading,meter={METER},zone={ZONE} drawn_va={i % 997}i,withdrawn_wh={10_000 + i}i "
+                            f"{start + i * 1000}" for i in range(9000)] +
+                 [f"reading,meter={METER},zone={ZONE} drawn_va=1i {start + 3 * 3600_000 + 5}"])
+    alert = ev.AlertEvent(id="a1", meter=METER, zone=ZONE, kind="power_above", state="raised", value=7000,
+                          threshold=6000, at_ms=start, episode_start_ms=start)
+    await send(settings, topics.ALERTS_EVENTS.name, [(METER.encode(), ev.encode(alert))])
+    await send(settings, topics.NOTIFICATIONS_DELIVERIES.name, [(b"a1", ev.encode(ev.Delivery(
+        alert_id="a1", alert_state="raised", channel="push", recipient="h", status="sent", attempts=1, at_ms=start)))])
+    await send(settings, topics.ALERTS_RULES.name, [(METER.encode(), ev.encode(ev.AlertRules(meter=METER, power_max_w=6000)))])
+    await send(settings, topics.METER_RESOLUTION.name, [(METER.encode(), ev.encode(
+        ev.ResolutionChosen(meter=METER, resolution="1hz", at_ms=start)))])
+    await send(settings, topics.MARKET_EVENTS.name, [(ZONE.encode(), ev.encode(ev.OfferListed(
+        offer_id="o1", producer=household, zone=ZONE, slot_start_ms=start, energy_wh=500, price_cents_per_kwh=20,
+        at_ms=start)))])
+
+    document = await export_household(settings, household, tmp_path / "export", resolution="1hz",
+                                      start_ms=start, end_ms=start + 3 * 3600_000)
+
+    lines = (tmp_path / "export" / "readings.csv").read_text().splitlines()
+    in_influx = count_points(settings, "reading", f"meter = '{METER}' AND time >= {start}ms AND time < {start + 3 * 3600_000}ms")
+    assert len(lines) - 1 == in_influx == document["readings"]["rows"] == 9000
+    assert lines[:2] == ["time_ms,drawn_va,injected_va,withdrawn_wh,injected_wh", f"{start},0,,10000,"]
+    saved = json.loads((tmp_path / "export" / "household.json").read_text())
+    assert set(saved) >= CATEGORIES
+    assert saved["profile"]["members"][0]["email"] == f"export.{tag}@example.test"
+    assert "password_hash" not in saved["profile"]["members"][0]
+    assert [d["device_token"] for d in saved["devices"]] == [f"tok-{tag}"]
+    assert [a["id"] for a in saved["alerts"]] == ["a1"] and [d["alert_id"] for d in saved["deliveries"]] == ["a1"]
+    assert saved["rules"]["power_max_w"] == 6000 and saved["consent"]["resolution"] == "1hz"
+    assert [o["offer_id"] for o in saved["trades"]["offers"]] == ["o1"]
+    assert [(e["actor"], e["why"]) for e in saved["access_log"]] == [("export", "export")]

@@ -111,7 +111,7 @@ MAP: tuple[Place, ...] = (
     Place(R, "SettlementSubmitted", (), None, "a settlement transaction", "as its topic", NOT_PERSONAL),
     Place(R, "SettlementConfirmed", (), None, "a settlement's block", "as its topic", NOT_PERSONAL),
     Place(R, "ResolutionChosen", ("meter_address", "preferences"), "consent", "a consent choice", "as its topic", "as its topic"),
-    Place(R, "DataKeyErased", ("household_id",), None, "an erasure record", "as its topic", NOT_PERSONAL),
+    Place(R, "DataKeyErased", ("household_id", "account_id"), None, "an erasure record", "as its topic", NOT_PERSONAL),
     # accounts.events (sealed fields: accounts/sealed.py)
     Place(R, "AccountCreated", ("email", "name", "account_id"), "profile", "a person signs up", "as its topic", SEALED),
     Place(R, "EmailConfirmationIssued", ("account_id",), "profile", "a confirmation link's digest", "as its topic", NOT_PERSONAL),
@@ -189,9 +189,9 @@ MAP: tuple[Place, ...] = (
           "kept: pseudonymous ids only, the chain must verify after an erasure"),
     Place(TB, "privacy_access_log_head", (), None, "the access log's last entry", "always", NOT_PERSONAL),
     Place(TB, "privacy_scheduler_jobs", (), None, "APScheduler's privacy jobs", "always", NOT_PERSONAL),
-    Place(TB, "data_keys", ("household_id",), None, "household data keys, wrapped (quartier/sealing.py)",
+    Place(TB, "data_keys", ("household_id", "account_id"), None, "household and account data keys, wrapped (quartier/sealing.py)",
           "until the household is erased", "row deleted with secure_delete, WAL truncated"),
-    Place(TB, "erased_households", ("household_id",), None, "households that may never get a key again",
+    Place(TB, "erased_owners", ("household_id", "account_id"), None, "households and accounts that may never get a key again",
           "forever", NOT_PERSONAL),
     # --- InfluxDB measurements -----------------------------------------------------------------------
     Place(M, "reading", ("meter_address", "readings"), "readings", "1 Hz readings (only meters that chose 1 Hz)",

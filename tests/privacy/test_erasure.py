@@ -53,8 +53,22 @@ def influx_write(settings: Settings, lines: list[str]) -> None:
     assert answer.status_code == 204, answer.text
 
 
+async def every_broker_record(settings: Settings) -> bytes:
+    """Every key and value of every topic of this test's deployment, read back in full."""
+    from quartier.kafka import topic_partitions
+
+    names = [n for n in await topic_partitions(settings) if n.startswith(settings.kafka.topic_prefix)]
+    records = [r for n in names for r in await read_records(settings, n)]
+    return b"".join((r.key or b"") + b"\x00" + (r.value or b"") for r in records)
+
+
+def every_file(*roots: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for root in roots for p in root.rglob("*") if p.is_file()}
+
+
 async def test_a_household_is_erased_from_every_store_once_even_across_a_crash_and_its_meter_starts_clean(
-    broker: dict[str, Any], influx: dict[str, Any], smtp: dict[str, Any], make_settings: Callable[..., Settings]
+    broker: dict[str, Any], influx: dict[str, Any], smtp: dict[str, Any], make_settings: Callable[..., Settings],
+    stack_root: Path,
 ) -> None:
     settings = make_settings(broker, influx, smtp)
     await ensure_topics(settings)
@@ -107,6 +121,19 @@ async def test_a_household_is_erased_from_every_store_once_even_across_a_crash_a
     (spool / "1-1-0-2.lp").write_text(f"reading,meter={METER},zone={ZONE} drawn_va=4321i {now_ms}\n"
                                       f"reading,meter={OTHER_METER},zone={ZONE} drawn_va=1i {now_ms}")
 
+    # It trades, gets an alert and its delivery.
+    from tests.streams.worker_support import send
+
+    await send(settings, topics.MARKET_EVENTS.name, [(ZONE.encode(), ev.encode(ev.OfferListed(
+        offer_id=f"o-{tag}", producer=household, zone=ZONE, slot_start_ms=now_ms, energy_wh=500,
+        price_cents_per_kwh=20, at_ms=now_ms)))])
+    alert = ev.AlertEvent(id=f"a-{tag}", meter=METER, zone=ZONE, kind="power_above", state="raised", value=4321,
+                          threshold=3000, at_ms=now_ms, episode_start_ms=now_ms)
+    await send(settings, topics.ALERTS_EVENTS.name, [(METER.encode(), ev.encode(alert))])
+    await send(settings, topics.NOTIFICATIONS_DELIVERIES.name, [(alert.id.encode(), ev.encode(ev.Delivery(
+        alert_id=alert.id, alert_state="raised", channel="email", recipient="5e0f", status="sent", attempts=1,
+        at_ms=now_ms)))])
+
     saga = ErasureSaga(settings)
     erasure = await saga.request(household)
     started = time.monotonic()
@@ -136,6 +163,13 @@ async def test_a_household_is_erased_from_every_store_once_even_across_a_crash_a
     assert household not in state.households and account not in state.accounts and METER not in state.pairings
     log_bytes = b"".join(r.value for r in await read_records(settings, settings.topic(topics.ACCOUNTS_EVENTS.name)))
     assert found_in(log_bytes, personal) == []
+    # The byte canary: no personal value in any broker record, nor in any file of the deployment's
+    # state (databases with -wal and -shm, key store, spool, Faust data) or of InfluxDB (data, wal, meta, log).
+    assert found_in(await every_broker_record(settings), personal) == []
+    files = every_file(settings.state_dir, stack_root / "influx")
+    assert len(files) > 5
+    assert {path: hits for path, data in files.items() if (hits := found_in(data, personal))} == {}
+    assert {path for path, data in files.items() if b"drawn_va=4321i" in data and "influx-spool" in path} == set()
 
     # The meter is paired again by a new household, and starts clean.
     service = AccountsService(settings, follow_interval_s=0)

@@ -42,6 +42,40 @@ def anonymise(as_json: bool) -> None:
                "\n".join(f"{key:<16} {value}" for key, value in report.as_dict().items()))
 
 
+@privacy.command("consent")
+@click.option("--meter", required=True, help="The meter (12 digits).")
+@click.option("--resolution", required=True, type=click.Choice(["1hz", "30min", "daily"]),
+              help="What is stored of its readings from now on.")
+def consent(meter: str, resolution: str) -> None:
+    """Record a household's choice of stored resolution for its meter (meter.resolution)."""
+    import asyncio
+    import time
+
+    from aiokafka import AIOKafkaProducer
+
+    from quartier import events, kafka, topics
+
+    settings = Settings()
+    try:
+        choice = events.decoder(events.ResolutionChosen).decode(events.encode(events.ResolutionChosen(
+            meter=meter, resolution=resolution, at_ms=int(time.time() * 1000))))  # type: ignore[arg-type]
+    except events.ContractError as error:
+        raise click.BadParameter(str(error), param_hint="--meter") from None
+
+    async def send() -> None:
+        await kafka.ensure_topics(settings, [topics.METER_RESOLUTION])
+        producer = AIOKafkaProducer(**kafka.producer_config(settings))
+        await producer.start()
+        try:
+            await producer.send_and_wait(settings.topic(topics.METER_RESOLUTION.name), events.encode(choice),  # type: ignore[arg-type]
+                                         key=meter.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    click.echo(f"meter {meter}: {resolution} from now on")
+
+
 @privacy.command("erase")
 @click.option("--household", required=True, help="The household to forget (hh_...).")
 @click.option("--json", "as_json", is_flag=True, help="The erasure_completed record as JSON.")

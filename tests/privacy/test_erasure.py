@@ -134,6 +134,10 @@ async def test_a_household_is_erased_from_every_store_once_even_across_a_crash_a
         alert_id=alert.id, alert_state="raised", channel="email", recipient="5e0f", status="sent", attempts=1,
         at_ms=now_ms)))])
 
+    # The stream worker's alert_state changelog (as quartier streams worker names it) gets tombstones.
+    changelog = f"{settings.kafka.topic_prefix}quartier-streams-alert_state-changelog"
+    await ensure_topics(settings, [], extra={changelog: topics.METER_READINGS.partitions})
+
     saga = ErasureSaga(settings)
     erasure = await saga.request(household)
     started = time.monotonic()
@@ -146,6 +150,9 @@ async def test_a_household_is_erased_from_every_store_once_even_across_a_crash_a
     assert steps == list(STEPS)  # each store once, none twice
     report = {s.store: s.erased for s in completed.stores}
     assert report["influx"] == {"series": 1}
+    assert report["faust"] == {"tombstones": topics.METER_READINGS.partitions}
+    tombstones = [r for r in await read_records(settings, changelog)]
+    assert [(r.key, r.value) for r in tombstones] == [(METER.encode(), None)] * topics.METER_READINGS.partitions
     assert report["spool"] == {"lines": 1}
     assert report["keys"] == {"keys": 2}  # the household's and its member's
     assert report["notifier"]["notifier_user"] == 1 and report["notifier"]["notifier_device"] == 1

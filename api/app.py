@@ -60,6 +60,7 @@ ERROR_DESCRIPTIONS = {
     404: "No such thing (or not yours to see)",
     409: "Refused by the current state: already done, closed, sold out",
     413: "The body is larger than this operation takes",
+    414: "The query string is longer than the API takes",
     415: "The body is not JSON",
     422: "A field is missing, of the wrong type, out of range or unknown",
     429: "Too many requests from this principal this minute: see Retry-After",
@@ -219,7 +220,7 @@ def _serve(op: Operation, surface: Surface, spec: Any, default_body_bytes: int) 
 
 
 def _error_codes(op: Operation) -> list[int]:
-    codes = set(op.errors) | {422, 429}
+    codes = set(op.errors) | {414, 422, 429}
     if "anonymous" not in op.allow.kinds:
         codes |= {401, 403}
     if op.body is not None:

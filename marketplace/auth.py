@@ -12,6 +12,12 @@ import hashlib
 import secrets
 
 from sqlalchemy import Engine, insert, select
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from api.access import CHALLENGE
+from api.errors import ApiError
+from api.principal import Principal as ApiPrincipal
 
 from marketplace.commands import Principal, Role
 from marketplace.readmodel import ApiTokenRow
@@ -56,3 +62,33 @@ class TokenStore:
         if found is None:
             return None
         return Principal(found.participant, found.role)
+
+
+class MarketTokenAuthenticator:
+    """Today's ``qm_`` market tokens as API principals (docs/marketplace.md: they keep working after
+    accounts lands, chained after its authenticator).
+
+    A participant's token is the household it trades for (participant id = household id) in one
+    market role: ``subject="market:<participant>"``, ``household=<participant>``,
+    ``market_roles={role}``; an operator's has ``roles={"operator"}``. Any other bearer credential is
+    a 401 (which a chain raises only if no other authenticator knows it).
+    """
+
+    def __init__(self, tokens: TokenStore) -> None:
+        self.tokens = tokens
+
+    async def authenticate(self, request: Request) -> ApiPrincipal | None:
+        header = request.headers.get("authorization")
+        if header is None:
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "unauthenticated", "send Authorization: Bearer <token>", "Authorization", "header",
+                           headers=CHALLENGE)
+        found = await run_in_threadpool(self.tokens.resolve, token.strip())
+        if found is None:
+            raise ApiError(401, "unauthenticated", "unknown token", "Authorization", "header", headers=CHALLENGE)
+        if found.role == "operator":
+            return ApiPrincipal(f"market:{found.participant}", roles=frozenset({"operator"}))
+        return ApiPrincipal(f"market:{found.participant}", household=found.participant,
+                            market_roles=frozenset({found.role}))

@@ -3,7 +3,8 @@
 ``quartier api serve`` runs as its own process (the composed app: every layer a request meets,
 authentication, rate limit, metrics, validation, serialization), with the market surface on a
 broker of its own. A zone, a producer with offers and a consumer with orders are set up over HTTP;
-then, for ``--seconds`` each at ``--concurrency``, three routes are hammered in turn:
+then, for ``--seconds`` each at ``--concurrency``, three routes are hammered in turn, in
+``--rounds`` interleaved rounds:
 
 - ``health``: ``GET /v1/health``, no credential, no read (the baseline);
 - ``auth_route``: ``GET /v1/orders`` with a consumer's token: a household's own listing (the
@@ -13,7 +14,7 @@ then, for ``--seconds`` each at ``--concurrency``, three routes are hammered in 
 Each authenticated figure is given as a ratio to the health figure of the same run (target >= 0.7).
 The client runs on the same cores as the server: figures are for one box, compare ratios.
 
-    python -m bench.api [--seconds 10] [--concurrency 16] [--json]
+    python -m bench.api [--seconds 10] [--concurrency 16] [--rounds 5] [--json]
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ async def _set_up(url: str, operator: str) -> str:
     return tokens["consumer"]
 
 
-async def run(seconds: float, concurrency: int) -> dict[str, Any]:
+async def run(seconds: float, concurrency: int, rounds: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp_name:
         tmp = Path(tmp_name)
         stack = Stack(tmp / "stack", [Broker()])
@@ -134,9 +135,14 @@ async def run(seconds: float, concurrency: int) -> dict[str, Any]:
                 await _wait_healthy(url, server)
                 consumer = {"Authorization": f"Bearer {await _set_up(url, operator)}"}
                 await _rate(url, "/v1/health", {}, min(2.0, seconds), concurrency)  # warm-up
-                health = await _rate(url, "/v1/health", {}, seconds, concurrency)
-                auth_route = await _rate(url, "/v1/orders", consumer, seconds, concurrency)
-                offers = await _rate(url, "/v1/offers", consumer, seconds, concurrency)
+                # Interleaved rounds, so a change in the machine's load falls on every route alike.
+                routes = {"health": ("/v1/health", {}), "auth_route": ("/v1/orders", consumer),
+                          "offer_listing": ("/v1/offers", consumer)}
+                rates: dict[str, list[float]] = {name: [] for name in routes}
+                for _ in range(rounds):
+                    for name, (path, headers) in routes.items():
+                        rates[name].append(await _rate(url, path, headers, seconds / rounds, concurrency))
+                health, auth_route, offers = (sum(rates[n]) / rounds for n in routes)
             finally:
                 server.terminate()
                 server.wait(timeout=30)
@@ -149,6 +155,7 @@ async def run(seconds: float, concurrency: int) -> dict[str, Any]:
         "offer_listing_per_s": round(offers, 1),
         "offer_listing_ratio": round(offers / health, 3),
         "seconds": seconds,
+        "rounds": rounds,
         "concurrency": concurrency,
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
@@ -158,9 +165,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds the seconds are split into")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = asyncio.run(run(args.seconds, args.concurrency))
+    result = asyncio.run(run(args.seconds, args.concurrency, args.rounds))
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:

@@ -422,7 +422,7 @@ async def balance(call: MarketCall) -> views.BalanceView:
 
 #: Every market operation, in the order the document lists them.
 OPERATIONS: list[api.Operation] = [
-    health, configure_zone, register_participant, list_participants, get_participant, issue_token, me,
+    health, configure_zone, register_participant, list_participants, get_participant, issue_token, market_me,
     list_zones, get_zone, list_offers, browse_offers, get_offer, amend_offer, withdraw_offer, buy, bid,
     list_orders, get_order, cancel_order, list_trades, list_slots, get_slot, balance,
 ]

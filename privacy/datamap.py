@@ -199,7 +199,6 @@ MAP: tuple[Place, ...] = (
     Place(TB, "market_position", (), None, "the read models' log offsets", "always", NOT_PERSONAL),
     Place(TB, "market_api_token", ("household_id",), None, "hashes of market bearer tokens", "until revoked",
           "rows of the household deleted"),
-    Place(TB, "market_scheduler_jobs", (), None, "APScheduler's market jobs", "always", NOT_PERSONAL),
     Place(TB, "privacy_access_log", ("household_id", "account_id"), "access_log",
           "who read a household's data, when, what, why (hash-chained)", "forever (accountability)",
           "kept: pseudonymous ids only, the chain must verify after an erasure"),

@@ -503,7 +503,7 @@ def _notifications_view(s: AccountsSurface, household: str) -> NotificationsView
     members = []
     for person in state.members(household):
         prefs = state.preferences.get(person.account)
-        devices = sorted(d.device for d in state.devices.values() if d.account == person.account)
+        devices = [d.device for d in state.devices_of(person.account)]
         members.append(MemberNotifications(
             account=person.account, name=person.name, alert_email=prefs.alert_email if prefs else None,
             channels=prefs.channels.split(",") if prefs else ["email", "push"],

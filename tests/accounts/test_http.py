@@ -3,7 +3,6 @@ pairing, sessions with CSRF, tokens that rotate and are revoked, throttled sign-
 
 from __future__ import annotations
 
-import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -191,15 +190,19 @@ async def test_an_unknown_email_and_a_wrong_password_answer_alike(http) -> None:
         answer = await client.post("/v1/tokens", json={"email": address, "password": "not the password"})
         return answer.status_code, answer.json(), time.perf_counter() - started
 
-    wrong = [await attempt(email) for _ in range(4)]
-    unknown = [await attempt(unique("nobody")) for _ in range(4)]
+    # Interleaved, so a burst of load on the shared machine hits both alike.
+    wrong, unknown = [], []
+    for _ in range(4):
+        wrong.append(await attempt(email))
+        unknown.append(await attempt(unique("nobody")))
     assert {(s, str(b)) for s, b, _ in wrong} == {(s, str(b)) for s, b, _ in unknown}
     assert wrong[0][:2] == (401, {"error": "invalid_credentials", "status": 401, "field": "password", "location": "body",
                                   "reason": "this email and password do not match an account",
                                   "errors": [{"field": "password", "location": "body",
                                               "reason": "this email and password do not match an account"}]})
-    # Both verify an argon2id hash (a dummy one for the unknown address): the same work, about the same time.
-    ratio = statistics.median(t for *_, t in unknown) / statistics.median(t for *_, t in wrong)
+    # Both verify an argon2id hash (a dummy one for the unknown address): the same work, about the same
+    # time. The fastest of each: load on the shared machine only ever adds time.
+    ratio = min(t for *_, t in unknown) / min(t for *_, t in wrong)
     assert 0.5 < ratio < 2.0, ratio
 
 

@@ -59,9 +59,14 @@ async def test_sign_up_confirm_household_pairing_and_preferences_over_http(http)
     # Not confirmed yet: the right password gets a 403 saying so (a wrong one still the usual 401).
     early = await client.post("/v1/tokens", json={"email": email, "password": PASSWORD})
     assert (early.status_code, early.json()["error"]) == (403, "email_unconfirmed")
-    confirmed = await client.get("/v1/accounts/confirm", params={"token": confirmation_token(settings, email)})
+    # A new link on request (the same 202 for an address with no account); the first one still works.
+    first = confirmation_token(settings, email)
+    assert (await client.post("/v1/accounts/confirmation", json={"email": email})).status_code == 202
+    assert (await client.post("/v1/accounts/confirmation", json={"email": unique("nobody")})).status_code == 202
+    assert confirmation_token(settings, email) != first
+    confirmed = await client.get("/v1/accounts/confirm", params={"token": first})
     assert confirmed.status_code == 200
-    again = await client.get("/v1/accounts/confirm", params={"token": confirmation_token(settings, email)})
+    again = await client.get("/v1/accounts/confirm", params={"token": first})
     assert (again.status_code, again.json()["field"]) == (400, "token")
 
     auth, _ = await bearer(client, email)

@@ -37,12 +37,12 @@ from sqlalchemy import Engine
 
 from quartier.line_protocol import escape_tag
 from quartier.settings import Settings
-from quartier.stack.influx import auth, influx_query, quote_ident
+from quartier.influx import ROLLUP_POLICY, auth, influx_query, quote_ident
 
 log = logging.getLogger(__name__)
 
 AGGREGATE_MEASUREMENT = "zone_reading_30m"
-AGGREGATE_POLICY = "rollup"
+AGGREGATE_POLICY = ROLLUP_POLICY
 #: Every measurement holding per-meter points (tag ``meter``), whatever its policy.
 PER_METER_MEASUREMENTS = ("reading", "reading_10m", "reading_30m", "reading_1d", "alert")
 #: Where a home's 30-minute values come from, in order of preference.

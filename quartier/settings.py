@@ -194,6 +194,11 @@ class PrivacySettings(BaseModel):
     anonymise_after_days: int = Field(365, ge=1)
     min_group_homes: int = Field(50, ge=2)
     anonymise_interval_s: float = Field(86_400.0, gt=0)
+    # The stream worker's Faust app id, whose alert_state changelog gets the erased meter's tombstones;
+    # empty: the default of quartier streams worker (<topic prefix>quartier-streams).
+    streams_app_id: str = ""
+
+
 # --- API layer (api/): the one HTTP process serving every surface ---
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"

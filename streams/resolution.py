@@ -26,11 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from quartier.events import MeterReading, Resolution, ResolutionChosen
+from quartier.influx import ROLLUP_POLICY
 from quartier.line_protocol import escape_tag
 from streams.line_protocol import reading_line
 
-#: The long-lived retention policy the database layout creates (``quartier.stack.influx.ROLLUP_POLICY``).
-COARSE_POLICY = "rollup"
+#: The long-lived retention policy of the database layout.
+COARSE_POLICY = ROLLUP_POLICY
 COARSE_MEASUREMENT: dict[str, str] = {"30min": "reading_30m", "daily": "reading_1d"}
 WINDOW_MS: dict[str, int] = {"30min": 30 * 60 * 1000, "daily": 24 * 3600 * 1000}
 

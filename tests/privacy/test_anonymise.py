@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from privacy.anonymise import DAY_MS, Anonymiser, cutoff_ms
-from quartier.stack.influx import count_points, ensure_database, query
+from quartier.influx import count_points, ensure_database, query
 from tests.support import isolated_settings
 
 NOW_MS = 1_796_000_000_000 - 1_796_000_000_000 % DAY_MS + 13 * 3600_000  # 13:00 UTC on some day
@@ -87,3 +87,21 @@ def test_after_the_job_no_home_point_older_than_a_year_remains_and_every_group_c
     again = Anonymiser(settings).run(NOW_MS)  # nothing left to anonymise; the aggregates stay as they were
     assert (again.days, again.aggregates) == (0, 0)
     assert query(settings, 'SELECT * FROM "rollup"."zone_reading_30m"') == aggregates
+
+
+async def test_the_job_is_scheduled_on_apscheduler_with_its_interval_and_persisted(tmp_path: Path) -> None:
+    from privacy.anonymise import JOB_ID, anonymise_job, start_scheduler
+    from privacy.database import privacy_engine
+
+    settings = isolated_settings(tmp_path / "state", privacy={"anonymise_interval_s": 3600})
+    engine = privacy_engine(settings, [])
+    scheduler = start_scheduler(settings, engine)
+    try:
+        job = scheduler.get_job(JOB_ID)
+        assert job.func is anonymise_job and job.trigger.interval.total_seconds() == 3600
+    finally:
+        scheduler.shutdown(wait=False)
+    import sqlite3
+
+    stored = sqlite3.connect(settings.state_dir / "privacy.db").execute("SELECT id FROM privacy_scheduler_jobs").fetchall()
+    assert stored == [(JOB_ID,)]

@@ -10,7 +10,7 @@ from quartier import events, topics
 from quartier.events import ResolutionChosen
 from quartier.kafka import ensure_topics
 from quartier.stack.component import pick_port
-from quartier.stack.influx import query
+from quartier.influx import query
 from streams.resolution import ResolutionGate
 from tests.streams.worker_support import WorkerProcess, alerts_of, batches, quiet_rules, readings, scrape, send
 from tests.support import isolated_settings

@@ -495,7 +495,11 @@ def _household_erased(state: AccountsState, e: ev.HouseholdErased) -> list[Entit
     if state.households.pop(e.household, None) is not None:
         touched.append(("household", e.household))
     members = {a.account for a in state.accounts.values() if a.household == e.household} | set(e.accounts)
-    for kind, table in (("pairing", state.pairings), ("device", state.devices), ("invite", state.invites)):
+    state.household_members.pop(e.household, None)
+    for key in [k for k, device in state.devices.items() if device.household == e.household or device.account in members]:
+        state._forget_device(key)
+        touched.append(("device", key))
+    for kind, table in (("pairing", state.pairings), ("invite", state.invites)):
         for key in [k for k, entity in table.items() if entity.household == e.household]:
             del table[key]
             touched.append((kind, key))  # type: ignore[arg-type]
@@ -507,6 +511,7 @@ def _household_erased(state: AccountsState, e: ev.HouseholdErased) -> list[Entit
         touched.append(("email_token", key))
     for account in sorted(members):
         found = state.accounts.pop(account, None)
+        state.account_devices.pop(account, None)
         if found is not None:
             state.by_email.pop(found.email, None)
             touched.append(("account", account))

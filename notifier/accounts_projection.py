@@ -37,6 +37,7 @@ from quartier.settings import Settings
 from accounts import commands
 from accounts.log import PARTITION, AccountsLog, replay
 from accounts.passwords import unusable_hash
+from accounts.sealed import Sealing
 from accounts.state import AccountsState
 from notifier.contacts import DeviceToken, MeterOwner, Registration, User
 
@@ -128,12 +129,20 @@ class ContactsProjection:
         self.follow_interval_s = follow_interval_s
         self._task: asyncio.Task[None] | None = None
         self._log: AccountsLog | None = None
+        # Personal fields travel sealed (accounts/sealed.py): opened here with the households' keys.
+        self._sealing: Sealing | None = None
+
+    @property
+    def sealing(self) -> Sealing:
+        if self._sealing is None:
+            self._sealing = Sealing.open_store(self.settings)
+        return self._sealing
 
     async def rebuild(self) -> int:
         """Folds the whole accounts log again and rewrites every account-derived contact; returns the events folded."""
         await kafka.ensure_topics(self.settings, [topics.ACCOUNTS_EVENTS])
         state = AccountsState()
-        async for entry in replay(self.settings):
+        async for entry in replay(self.settings, sealing=self.sealing):
             state.apply(entry.event, entry.offset)
         self.state = state
         await asyncio.to_thread(write_contacts, self.engine, state)
@@ -167,7 +176,7 @@ class ContactsProjection:
                 for record in batch.get(tp, []):
                     if record.offset != self.state.position:
                         continue
-                    event = decoder.decode(record.value)
+                    event = self.sealing.open(decoder.decode(record.value))  # type: ignore[arg-type]
                     before = touched_accounts(self.state, event)
                     self.state.apply(event, record.offset)
                     touched |= before | touched_accounts(self.state, event)
@@ -187,7 +196,7 @@ class ContactsProjection:
         if not events:
             return
         if self._log is None:
-            self._log = AccountsLog(self.settings)
+            self._log = AccountsLog(self.settings, self.sealing)
             await self._log.start()
         await self._log.append([(commands.key_of(self.state, e), e) for e in events])
 

@@ -84,7 +84,7 @@ _OWNERS = dict(anonymous=401, member_of_other=403, member=403, support=403, oper
 MATRIX.update({
     "sign_up": Row(statuses(422), Probe(json={})),
     "confirm_email": Row(statuses(400), Probe(query={"token": "not-a-token-of-ours"})),
-    "resend_confirmation": Row(statuses(409, **_AUTHENTICATED)),
+    "resend_confirmation": Row(statuses(422), Probe(json={"email": "x"})),
     "sign_in": Row(statuses(422), Probe(json={})),
     "sign_out": Row(statuses(200, **_AUTHENTICATED)),
     "issue_tokens": Row(statuses(422), Probe(json={})),

@@ -12,7 +12,8 @@ compatibility API):
   per meter and 10 minutes, written by the continuous query ``reading_10m``:
   ``drawn_va`` (mean), ``drawn_va_max`` (max, so peaks survive the rollup), ``injected_va``, ``voltage_v``,
   ``current_a`` (means), ``withdrawn_wh`` and ``injected_wh`` (last index of the window, so energy over any
-  range is a difference of two rolled-up points). Tags ``meter`` and ``zone`` are kept.
+  range is a difference of two rolled-up points), and ``withdrawn_wh_r1`` .. ``withdrawn_wh_r6`` (last
+  per-tariff index of the window, so euros are priced register by register over long ranges). Tags ``meter`` and ``zone`` are kept.
   The query re-computes the last 20 minutes every 10 minutes (``RESAMPLE FOR 20m``), so readings that
   arrive up to 10 minutes late (a writer catching up after an outage) still reach the rollup; after a longer
   outage, ``rollup_range`` recomputes any range with the same query.
@@ -43,6 +44,9 @@ ROLLUP_FIELDS: dict[str, str] = {
     "current_a": 'mean("current_a")',
     "withdrawn_wh": 'last("withdrawn_wh")',
     "injected_wh": 'last("injected_wh")',
+    # Household app: the per-tariff withdrawn indexes (EASF01..06, enough for Tempo's six registers),
+    # so euros over 7 days to 12 months are priced register by register from the rollup too.
+    **{f"withdrawn_wh_r{i}": f'last("withdrawn_wh_r{i}")' for i in range(1, 7)},
 }
 
 

@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.protocol.fetch import FetchRequest
 
 from quartier.settings import Settings
-from quartier.topics import ALL, Topic
+from quartier.topics import ALL, RETAINED_MS, Topic
 
 T = TypeVar("T")
 
@@ -92,6 +92,7 @@ async def ensure_topics(
     """
     wanted: dict[str, int] = {settings.topic(t.name): t.partitions for t in topics}
     compacted = {settings.topic(t.name) for t in topics if t.compacted}
+    retained = {settings.topic(t.name): RETAINED_MS[t.name] for t in topics if t.name in RETAINED_MS}
     for name, partitions in (extra or {}).items():
         if wanted.get(name, partitions) != partitions:
             raise TopicMismatchError(f"topic {name!r} asked for with {partitions} and {wanted[name]} partitions")
@@ -109,7 +110,7 @@ async def ensure_topics(
                 name,
                 partitions,
                 1,
-                topic_configs={"cleanup.policy": "compact"} if name in compacted else None,
+                topic_configs=_topic_configs(name in compacted, retained.get(name)),
             )
             for name, partitions in wanted.items()
             if name not in existing
@@ -134,6 +135,16 @@ async def ensure_topics(
                 "delete it (or restart the embedded broker) to recreate it"
             )
     return wanted
+
+
+def _topic_configs(compacted: bool, retention_ms: int | None) -> dict[str, str] | None:
+    """The configs a new topic is created with: what Apache Kafka applies (the embedded broker does not)."""
+    configs = {}
+    if compacted:
+        configs["cleanup.policy"] = "compact"
+    if retention_ms is not None:
+        configs["retention.ms"] = str(retention_ms)
+    return configs or None
 
 
 async def topic_partitions(settings: Settings) -> dict[str, int]:

@@ -43,6 +43,7 @@ from streams.metrics import (
     ALERT_EVENTS, CONSUMER_LAG, READINGS_CONSUMED, READINGS_REJECTED, RULES_APPLIED, RULES_REJECTED, SLOTS_PUBLISHED,
 )
 from streams.physics import IndexGuard
+from streams.resolution import COARSE_POLICY, ResolutionGate
 from streams.rules_feed import RulesFeed
 from streams.slots import SlotTracker
 
@@ -123,9 +124,22 @@ class StreamWorker:
             on_rejected=self.reject_rules,
         )
         self._pending: set[asyncio.Task[None]] = set()
+        # privacy: what is stored of each meter's readings, at its household's chosen resolution.
+        self.resolutions = ResolutionGate(settings.privacy.default_resolution, self.reading_lines)
+        self.coarse_writer = InfluxWriter(settings, policy=COARSE_POLICY, batch_points=1000, concurrency=1)
+        app.add_dependency(InfluxSink(self.coarse_writer))
+        self.resolution_feed = RulesFeed(
+            settings,
+            settings.topic(topics.METER_RESOLUTION.name),
+            on_rules=self.resolutions.choose,
+            on_removed=self.resolutions.forget,
+            on_rejected=self.reject_resolution,
+            decoder=events.Decoder(events.ResolutionChosen),
+        )
 
         app.agent(self.readings_topic, name="readings")(self.consume)
         app.task(self.follow_rules)
+        app.task(self.follow_resolutions)
         self.state.on_recover(self.rebuild_engine)
         # The deadman runs every interval of meter time (as readings are consumed) and of wall time.
         self.deadman_interval_ms = int(deadman_interval_s * 1000)
@@ -138,11 +152,14 @@ class StreamWorker:
 
     async def consume(self, stream: StreamT) -> None:
         ready = self.feed.ready
+        resolutions_ready = self.resolution_feed.ready
         # Wait inside the loop, not before it: Faust registers the agent's channel with its
         # conductor only once the stream is iterated.
         async for event in stream.events():
             if not ready.is_set():
                 await ready.wait()  # judge no reading before the households' rules are known
+            if not resolutions_ready.is_set():
+                await resolutions_ready.wait()  # store no reading before the households' consent is known
             await self.on_message(event)
             message = event.message
             self.next_offset[message.partition] = message.offset + 1
@@ -161,7 +178,10 @@ class StreamWorker:
             await self.reject(rejections, message.topic, message.partition, message.offset)
         if not readings:
             return
-        self.writer.write(self.reading_lines(readings))
+        detail, coarse = self.resolutions.lines(readings)
+        self.writer.write(detail)
+        if coarse:
+            self.coarse_writer.write(coarse)
         partition = message.partition
         partition_of = self.partition_of
         for reading in readings:
@@ -302,6 +322,18 @@ class StreamWorker:
         except Exception as exc:  # without rules the worker would judge nothing: stop, loudly
             log.exception("cannot read %s", self.feed.topic)
             await self.app.crash(exc)
+
+    async def follow_resolutions(self) -> None:
+        try:
+            await self.resolution_feed.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # without the households' consent nothing may be stored: stop, loudly
+            log.exception("cannot read %s", self.resolution_feed.topic)
+            await self.app.crash(exc)
+
+    def reject_resolution(self, reason: str, meter: str) -> None:
+        log.error("resolution choice for meter %s not applied: %s", meter or "?", reason)
 
     def apply_rules(self, rules: AlertRules) -> None:
         self.rules[rules.meter] = rules

@@ -16,7 +16,7 @@ import pytest
 
 from quartier.stack.component import pid_alive, tcp_open
 
-COMPONENTS = {"broker", "influx", "chain", "smtp", "fcm"}
+COMPONENTS = {"s3", "broker", "retention", "influx", "chain", "smtp", "fcm"}
 
 
 def quartier(state_dir: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -21,13 +21,25 @@ class StackError(RuntimeError):
 
 
 def default_components() -> list[Component]:
-    from quartier.stack.broker import Broker
     from quartier.stack.chain import Chain
     from quartier.stack.fcm import FcmEndpoint
     from quartier.stack.influx import Influx
     from quartier.stack.smtp import SmtpServer
 
-    return [Broker(), Influx(), Chain(), SmtpServer(), FcmEndpoint()]
+    return [*durable_broker(), Influx(), Chain(), SmtpServer(), FcmEndpoint()]
+
+
+def durable_broker() -> list[Component]:
+    """The embedded broker on its durable log: the object store, the broker, the log's retention.
+
+    In that order: the broker needs the store, the retention needs both.
+    """
+    from quartier.stack.broker import Broker
+    from quartier.stack.retention import Retention
+    from quartier.stack.s3 import S3Store
+
+    store = S3Store()
+    return [store, Broker(store=store), Retention(store)]
 
 
 @dataclass
@@ -86,12 +98,17 @@ class Stack:
         for component in self.components:
             entry = record["components"].get(component.name)
             if entry and pid_alive(entry["pid"]) and component.healthy(entry["port"]):
+                component.located(entry["port"], self.workdir(component))
                 continue
             if entry and pid_alive(entry["pid"]):
                 stop(entry["pid"])
-            port = pick_port(component.default_port, taken)
+            # A component that died comes back on its port if it is free: clients that knew it
+            # (a stream worker riding out a broker restart) reconnect without being told.
+            preferred = entry["port"] if entry else component.default_port
+            port = pick_port(preferred, taken - {preferred} if entry else taken)
             taken.add(port)
             workdir = self.workdir(component)
+            component.located(port, workdir)
             log = self.state_dir / "logs" / f"{component.name}.log"
             pid = spawn(component.command(port, workdir), log, component.environment(port, workdir), cwd=workdir)
             if not wait_until(lambda: component.healthy(port), component.start_timeout_s):
@@ -134,10 +151,18 @@ class Stack:
         return self._read()["settings"]
 
     def down(self) -> list[str]:
-        """Stops every recorded component (its whole process group); returns the names stopped."""
+        """Stops every recorded component (its whole process group); returns the names stopped.
+
+        In the reverse of the starting order, so nothing outlives what it depends on (the broker
+        stops before its object store).
+        """
         record = self._read()
         stopped = []
-        for name, entry in record["components"].items():
+        # stack.json keeps its keys sorted: the order is the components'.
+        known = [c.name for c in reversed(self.components) if c.name in record["components"]]
+        order = known + sorted(set(record["components"]) - set(known))
+        for name in order:
+            entry = record["components"][name]
             if pid_alive(entry["pid"]):
                 stop(entry["pid"])
                 stopped.append(name)

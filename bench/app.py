@@ -40,6 +40,8 @@ from typing import Any
 import httpx
 import psutil
 
+from bench import lifetime
+
 SEED = 7
 LATENCY_TARGET_S = 1.5
 
@@ -298,4 +300,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    lifetime.run(main)

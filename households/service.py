@@ -129,6 +129,9 @@ class HouseholdService:
             await producer.start()
             self._producer = producer
         topic = self.settings.topic(topics.HOUSEHOLDS_ALERT_ACTIONS.name)
+        check = events.decoder(topics.HOUSEHOLDS_ALERT_ACTIONS.record)
         for record in records:
-            await self._producer.send_and_wait(topic, events.encode(record), key=record.meter.encode())
+            value = events.encode(record)
+            check.decode(value)  # the contract, before the log: a record its readers would refuse never goes on it
+            await self._producer.send_and_wait(topic, value, key=record.meter.encode())
             self.actions.apply(record)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import mailbox
 import re
 import secrets
 from urllib.parse import parse_qs, urlparse
@@ -11,6 +12,18 @@ from urllib.parse import parse_qs, urlparse
 import click
 
 from quartier.settings import Settings
+
+
+def confirmation_link(maildir: str, to: str) -> re.Match[str] | None:
+    """The newest confirmation link mailed to ``to`` in the local SMTP server's Maildir."""
+    box = mailbox.Maildir(maildir, factory=None, create=False)
+    found = None
+    for message in sorted(box, key=lambda m: m.get_date()):
+        if to in str(message.get("To", "")):
+            body = message.get_payload(decode=True) if not message.is_multipart() else b"".join(
+                part.get_payload(decode=True) or b"" for part in message.walk() if part.get_content_type() == "text/plain")
+            found = re.search(r"https?://\S+/v1/accounts/confirm\?\S+", (body or b"").decode("utf-8", "replace")) or found
+    return found
 
 
 @click.group()
@@ -34,7 +47,6 @@ def demo_household(meter: str, zone: str, email: str | None, tariff: str, kva: i
     from accounts.operations import AccountOperations
     from accounts.service import AccountsService
     from quartier import pairing
-    from quartier.stack.smtp import read_mailbox  # the local stack's mailbox: this is a demo command
 
     email = email or f"demo-{meter}@demo.quartier.test"
     password = secrets.token_urlsafe(12)
@@ -46,8 +58,7 @@ def demo_household(meter: str, zone: str, email: str | None, tariff: str, kva: i
         ops = AccountOperations(settings, service)
         try:
             await ops.sign_up(email=email, name="Demo household", password=password, language="en")
-            *_, message = read_mailbox(settings.smtp.maildir, recipient=email)
-            link = re.search(r"https?://\S+/v1/accounts/confirm\?\S+", message.get_content())
+            link = confirmation_link(settings.smtp.maildir, email)
             if link is None:
                 raise click.ClickException("no confirmation link in the mail the SMTP server received")
             await ops.confirm(parse_qs(urlparse(link.group(0)).query)["token"][0])

@@ -19,6 +19,8 @@ from quartier import events as ev
 from quartier import kafka, topics
 from quartier.settings import Settings
 
+from accounts.sealed import Sealing
+
 MAX_BATCH_BYTES = 1 << 20
 APPEND_TIMEOUT_MS = 10_000
 PARTITION = 0
@@ -45,8 +47,10 @@ def checked(event: msgspec.Struct) -> bytes:
 
 
 class AccountsLog:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, sealing: Sealing | None = None) -> None:
         self.settings = settings
+        # privacy: personal fields are sealed on the way in (accounts/sealed.py).
+        self.sealing = sealing or Sealing.open_store(settings)
         self.topic = settings.topic(topics.ACCOUNTS_EVENTS.name)
         self._producer: AIOKafkaProducer | None = None
 
@@ -70,14 +74,16 @@ class AccountsLog:
             raise RuntimeError("the accounts log is not started")
         batch = self._producer.create_batch()
         for key, event in keyed:
-            if batch.append(key=key.encode(), value=checked(event), timestamp=None) is None:
+            if batch.append(key=key.encode(), value=checked(self.sealing.seal(event)), timestamp=None) is None:
                 raise ValueError(f"{len(keyed)} events do not fit one record batch")
         metadata = await (await self._producer.send_batch(batch, self.topic, partition=PARTITION))
         return int(metadata.offset)
 
 
-async def replay(settings: Settings, start: int = 0) -> AsyncIterator[Entry]:
-    """Every event of accounts.events from offset ``start`` up to the log's end when called."""
+async def replay(settings: Settings, start: int = 0, sealing: Sealing | None = None) -> AsyncIterator[Entry]:
+    """Every event of accounts.events from offset ``start`` up to the log's end when called, its personal
+    fields opened (accounts/sealed.py)."""
+    sealing = sealing or Sealing.open_store(settings)
     topic = settings.topic(topics.ACCOUNTS_EVENTS.name)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False,
                                 fetch_max_bytes=16 << 20, max_partition_fetch_bytes=4 << 20)
@@ -101,6 +107,6 @@ async def replay(settings: Settings, start: int = 0) -> AsyncIterator[Entry]:
                     event = _decoder.decode(record.value)
                 except ev.ContractError as exc:
                     raise LogCorrupt(f"{topic} offset {record.offset}: {exc}") from None
-                yield Entry(record.offset, (record.key or b"").decode(), event)
+                yield Entry(record.offset, (record.key or b"").decode(), sealing.open(event))
     finally:
         await consumer.stop()

@@ -79,7 +79,7 @@ class AccountsService:
         await self.log.start()
         stored = await asyncio.to_thread(self.read_model.position)
         touched: dict[EntityRef, None] = {}
-        async for entry in replay(self.settings):
+        async for entry in replay(self.settings, sealing=self.log.sealing):
             refs = self.state.apply(entry.event, entry.offset)
             if entry.offset >= stored:
                 touched.update(dict.fromkeys(refs))
@@ -131,7 +131,7 @@ class AccountsService:
 
     async def _catch_up(self, until: int | None = None) -> None:
         touched: list[EntityRef] = []
-        async for entry in replay(self.settings, self.state.position):
+        async for entry in replay(self.settings, self.state.position, sealing=self.log.sealing):
             if until is not None and entry.offset >= until:
                 break
             touched += self.state.apply(entry.event, entry.offset)
@@ -162,7 +162,8 @@ class AccountsService:
                         if record.offset > self.state.position:
                             consumer.seek(tp, self.state.position)
                             break
-                        touched += self.state.apply(decoder.decode(record.value), record.offset)
+                        event = self.log.sealing.open(decoder.decode(record.value))  # type: ignore[arg-type]
+                        touched += self.state.apply(event, record.offset)
                     if self.state.position != before:
                         await asyncio.to_thread(self.read_model.write, self.state, touched)
         except asyncio.CancelledError:

@@ -66,6 +66,7 @@ class Household(SQLModel, table=True):
     tariff: str = "base"
     subscribed_kva: int | None = None
     billing_day: int = 1
+    heating: str = "electric"
     created_ms: int
     updated_ms: int
 
@@ -431,8 +432,34 @@ def _tariff_set(state: AccountsState, e: ev.HouseholdTariffSet) -> list[EntityRe
     household.tariff = e.tariff
     household.subscribed_kva = e.subscribed_kva
     household.billing_day = e.billing_day
+    household.heating = e.heating
     household.updated_ms = e.at_ms
     return [("household", e.household)]
+
+
+def _household_erased(state: AccountsState, e: ev.HouseholdErased) -> list[EntityRef]:
+    """privacy: the erasure saga's last step. The household and everything of it leaves the state,
+    its members' accounts too (their email and name are personal data of the household's people)."""
+    touched: list[EntityRef] = []
+    if state.households.pop(e.household, None) is not None:
+        touched.append(("household", e.household))
+    members = {a.account for a in state.accounts.values() if a.household == e.household} | set(e.accounts)
+    for kind, table in (("pairing", state.pairings), ("device", state.devices), ("invite", state.invites)):
+        for key in [k for k, entity in table.items() if entity.household == e.household]:
+            del table[key]
+            touched.append((kind, key))  # type: ignore[arg-type]
+    for key in [k for k, p in state.preferences.items() if p.household == e.household or k in members]:
+        del state.preferences[key]
+        touched.append(("preferences", key))
+    for key in [k for k, t in state.email_tokens.items() if t.account in members]:
+        del state.email_tokens[key]
+        touched.append(("email_token", key))
+    for account in sorted(members):
+        found = state.accounts.pop(account, None)
+        if found is not None:
+            state.by_email.pop(found.email, None)
+            touched.append(("account", account))
+    return touched
 
 
 _HANDLERS: dict[type, Callable[[AccountsState, Any], list[EntityRef]]] = {
@@ -456,4 +483,6 @@ _HANDLERS: dict[type, Callable[[AccountsState, Any], list[EntityRef]]] = {
     ev.DeviceRemoved: _device_removed,
     ev.NotificationsSet: _notifications_set,
     ev.HouseholdTariffSet: _tariff_set,
+    # privacy
+    ev.HouseholdErased: _household_erased,
 }

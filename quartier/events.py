@@ -550,6 +550,24 @@ class FirmwareUpdateCommand(Record, tag="firmware_update", kw_only=True):
 DeviceCommand = FirmwareUpdateCommand
 
 
+# --- sealed personal fields (privacy; quartier/sealing.py seals and opens them) ---------------
+
+
+class SealedField(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A personal value encrypted (AES-256-GCM) under its owner's data key, erased with that key.
+
+    ``owner`` names the key (a household id, or an account id for an account's own fields before it
+    has a household): a pseudonymous id, nothing personal. The topic, the owner and the field name are
+    the associated data, so the value opens only where it was written. ``nonce`` and ``ciphertext``
+    (GCM's tag at its end) are base64 in JSON.
+    """
+
+    alg: Literal["A256GCM"] = "A256GCM"
+    owner: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+    nonce: Annotated[bytes, Meta(min_length=12, max_length=12)]
+    ciphertext: Annotated[bytes, Meta(min_length=16, max_length=16_384)]
+
+
 # --- accounts.events ------------------------------------------------------------------------
 # People, households, pairings, roles and delivery preferences (the accounts package folds them).
 # Keyed by household; an account's events before it has a household are keyed by its account id.
@@ -574,8 +592,8 @@ Actor = Annotated[str, Meta(pattern=r"^(acct_[0-9a-f]{16}|cli)$")]
 
 class AccountCreated(Record, tag="account_created", kw_only=True):
     account: AccountId
-    email: EmailAddress  # personal
-    name: PersonName  # personal
+    email: EmailAddress | SealedField  # personal (sealed from v2)
+    name: PersonName | SealedField  # personal (sealed from v2)
     password_hash: PasswordHash
     language: Language = "fr"
     at_ms: EpochMs
@@ -600,7 +618,7 @@ class EmailChanged(Record, tag="email_changed", kw_only=True):
     """A new sign-in address; unconfirmed until its own link is followed."""
 
     account: AccountId
-    email: EmailAddress  # personal
+    email: EmailAddress | SealedField  # personal (sealed from v2)
     at_ms: EpochMs
 
 
@@ -624,7 +642,7 @@ class SignedOutEverywhere(Record, tag="signed_out_everywhere", kw_only=True):
 class HouseholdCreated(Record, tag="household_created", kw_only=True):
     household: HouseholdId
     owner: AccountId
-    name: PersonName  # personal ("Chez Dupont")
+    name: PersonName | SealedField  # personal ("Chez Dupont"; sealed from v2)
     at_ms: EpochMs
 
 
@@ -708,7 +726,7 @@ class DeviceAdded(Record, tag="device_added", kw_only=True):
     household: HouseholdId
     account: AccountId
     device: DeviceId
-    device_token: Annotated[str, Meta(min_length=1, max_length=4096, pattern=r"^\S+$")]  # personal
+    device_token: Annotated[str, Meta(min_length=1, max_length=4096, pattern=r"^\S+$")] | SealedField  # personal (sealed from v2)
     at_ms: EpochMs
 
 
@@ -724,7 +742,7 @@ class NotificationsSet(Record, tag="notifications_set", kw_only=True):
 
     household: HouseholdId
     account: AccountId
-    alert_email: EmailAddress | None = None  # personal; None: no email alerts to this member
+    alert_email: EmailAddress | SealedField | None = None  # personal (sealed from v2); None: no email alerts to this member
     channels: tuple[Channel, ...] = ("push", "email")
     quiet_hours: QuietHours | None = None
     time_zone: Annotated[str, Meta(min_length=1, max_length=64)] = "Europe/Paris"
@@ -740,6 +758,7 @@ class HouseholdTariffSet(Record, tag="household_tariff_set", kw_only=True):
     tariff: Literal["base", "peak_offpeak", "tempo"]
     subscribed_kva: Annotated[int, Meta(ge=1, le=36)]
     billing_day: Annotated[int, Meta(ge=1, le=28)] = 1  # the period starts on this day of each month
+    heating: Literal["electric", "other"] = "electric"  # how the home is heated (the app compares like with like)
     at_ms: EpochMs
 
 
@@ -774,6 +793,19 @@ AccountsEvent = Union[
 Resolution = Literal["1hz", "30min", "daily"]
 
 
+class HouseholdErased(Record, tag="household_erased", kw_only=True):
+    """The erasure saga's last step on ``accounts.events``: the household, its members' accounts, its
+    pairing (the meter can be paired again), devices, preferences and invitations leave the fold."""
+
+    household: HouseholdId
+    accounts: tuple[AccountId, ...]
+    at_ms: EpochMs
+
+
+#: The accounts' events and the erasure's last step, which the accounts fold applies too.
+AccountsEvent = Union[AccountsEvent, HouseholdErased]  # type: ignore[misc]
+
+
 class ResolutionChosen(Record, tag="resolution_chosen", kw_only=True):
     """The resolution a household chose for its meter's stored readings (compacted: the latest wins).
 
@@ -787,13 +819,78 @@ class ResolutionChosen(Record, tag="resolution_chosen", kw_only=True):
 
 
 class DataKeyErased(Record, tag="data_key_erased", kw_only=True):
-    """A household's data key was destroyed: replayed after any restore so the key never comes back."""
+    """A data key was destroyed (a household's, or one of its members' accounts'): replayed after any
+    restore so the key never comes back."""
 
-    household: HouseholdId
+    owner: Annotated[str, Meta(pattern=r"^(hh|acct)_[0-9a-f]{16}$", description="a household or account id")]
     erased_ms: EpochMs
 
 
-PrivacyEvent = DataKeyErased
+ErasureId = Annotated[str, Meta(pattern=r"^er_[0-9a-f]{16}$", description="an erasure id")]
+StoreName = Literal["notifier", "market", "influx", "spool", "faust", "topics", "keys", "accounts"]
+
+
+class StoreErasure(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What one store did for an erasure: counts of what it removed, by kind (rows, series, files...)."""
+
+    store: StoreName
+    erased: dict[str, int] = {}
+
+
+class ErasureRequested(Record, tag="erasure_requested", kw_only=True):
+    """A household asked to be forgotten (or an operator did for it): the erasure saga starts."""
+
+    erasure: ErasureId
+    household: HouseholdId
+    by: Annotated[str, Meta(pattern=r"^(acct_[0-9a-f]{16}|cli)$")]
+    at_ms: EpochMs
+
+
+class ErasureStepDone(Record, tag="erasure_step_done", kw_only=True):
+    """One store erased the household (a saga resumed after a crash skips the steps done)."""
+
+    erasure: ErasureId
+    household: HouseholdId
+    step: StoreErasure
+    at_ms: EpochMs
+
+
+class ErasureCompleted(Record, tag="erasure_completed", kw_only=True):
+    erasure: ErasureId
+    household: HouseholdId
+    stores: list[StoreErasure]
+    requested_ms: EpochMs
+    at_ms: EpochMs
+
+
+PrivacyEvent = Union[DataKeyErased, ErasureRequested, ErasureStepDone, ErasureCompleted]
+
+
+# --- households.alert_actions (the household app) -------------------------------------------
+# What a household's members do with an alert episode in the app, keyed by meter: acknowledged
+# ("seen, I am on it") and snoozed (no repeat of it on any channel until a time). Any member may.
+
+AlertEpisodeId = Annotated[str, Meta(pattern=r"^[0-9a-f]{24}$", description="quartier.events.alert_id")]
+
+
+class AlertAcknowledged(Record, tag="alert_acknowledged", kw_only=True):
+    alert_id: AlertEpisodeId
+    meter: MeterId
+    household: HouseholdId
+    by: AccountId  # the member's account id
+    at_ms: EpochMs
+
+
+class AlertSnoozed(Record, tag="alert_snoozed", kw_only=True):
+    alert_id: AlertEpisodeId
+    meter: MeterId
+    household: HouseholdId
+    by: AccountId
+    until_ms: EpochMs  # no repeat of this episode before then
+    at_ms: EpochMs
+
+
+AlertAction = Union[AlertAcknowledged, AlertSnoozed]
 
 
 # --- encoding -------------------------------------------------------------------------------

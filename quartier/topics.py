@@ -81,6 +81,12 @@ PRIVACY_ERASURES = Topic(
     description="Erasure records (a household id and a time, nothing personal), replayed after any restore.",
 )
 
+# --- the household app ----------------------------------------------------------------------
+HOUSEHOLDS_ALERT_ACTIONS = Topic(
+    "households.alert_actions", 4, "meter id", events.AlertAction,
+    description="What household members did with an alert episode in the app: acknowledged, snoozed.",
+)
+
 ALL: tuple[Topic, ...] = (
     METER_READINGS,
     METER_READINGS_REJECTED,
@@ -97,6 +103,7 @@ ALL: tuple[Topic, ...] = (
     # privacy
     METER_RESOLUTION,
     PRIVACY_ERASURES,
+    HOUSEHOLDS_ALERT_ACTIONS,
 )
 
 # --- durable log and bounded memory (issue 12) ------------------------------------------------------

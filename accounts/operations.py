@@ -12,10 +12,12 @@ import logging
 import secrets
 from dataclasses import dataclass
 
+from quartier import events as ev
 from quartier.settings import Settings
 
 from accounts import commands, passwords
 from accounts.commands import Rejected, digest
+from accounts.alert_rules import AlertRulesLog, rules_from_request
 from accounts.mail import AccountMailer
 from accounts.service import AccountsService
 from accounts.state import Account
@@ -43,10 +45,12 @@ class Invitation:
 
 
 class AccountOperations:
-    def __init__(self, settings: Settings, service: AccountsService, mailer: AccountMailer | None = None) -> None:
+    def __init__(self, settings: Settings, service: AccountsService, mailer: AccountMailer | None = None,
+                 rules: AlertRulesLog | None = None) -> None:
         self.settings = settings
         self.service = service
         self.mailer = mailer or AccountMailer(settings)
+        self.rules = rules
 
     @property
     def state(self):  # noqa: ANN201 - the live fold, read-only for callers
@@ -138,3 +142,62 @@ class AccountOperations:
     async def grant(self, actor: str, email: str, role: str, *, revoke: bool = False) -> bool:
         """Grants (or revokes) a global role; False when the account already had it so."""
         return bool(await self.service.execute(lambda state, now: commands.grant_role(state, actor, email=email, role=role, now_ms=now, revoke=revoke)))
+
+    async def unpair(self, actor: str, household: str | None = None) -> None:
+        await self.service.execute(lambda state, now: commands.unpair_meter(state, actor, household=household, now_ms=now))
+
+    async def leave(self, account: str) -> None:
+        await self.service.execute(lambda state, now: commands.leave_household(state, account, now))
+
+    async def remove_member(self, owner: str, member: str) -> None:
+        await self.service.execute(lambda state, now: commands.remove_member(state, owner, member, now))
+
+    async def set_tariff(self, account: str, *, tariff: str, subscribed_kva: int, billing_day: int) -> None:
+        await self.service.execute(lambda state, now: commands.set_tariff(
+            state, account, tariff=tariff, subscribed_kva=subscribed_kva, billing_day=billing_day, now_ms=now))
+
+    async def set_market_role(self, actor: str, role: str, enabled: bool, household: str | None = None) -> None:
+        await self.service.execute(lambda state, now: commands.set_market_role(
+            state, actor, role=role, enabled=enabled, household=household, now_ms=now))
+
+    # --- delivery preferences --------------------------------------------------------------------
+
+    async def add_device(self, account: str, device_token: str) -> str:
+        await self.service.execute(lambda state, now: commands.add_device(state, account, device_token=device_token, now_ms=now))
+        return commands.device_id(device_token)
+
+    async def remove_device(self, account: str, device: str) -> None:
+        await self.service.execute(lambda state, now: commands.remove_device(state, account, device=device, now_ms=now))
+
+    async def set_notifications(self, account: str, *, alert_email: str | None, channels: tuple[str, ...],
+                                quiet_hours: str | None, time_zone: str, language: str, muted_kinds: tuple[str, ...]) -> None:
+        await self.service.execute(lambda state, now: commands.set_notifications(
+            state, account, alert_email=alert_email, channels=channels, quiet_hours_text=quiet_hours,
+            time_zone_name=time_zone, language=language, muted_kinds=muted_kinds, now_ms=now))
+
+    # --- alert rules -----------------------------------------------------------------------------
+
+    def _meter_of(self, account: str) -> tuple[str, str]:
+        person = self.state.accounts.get(account)
+        if person is None or person.household is None:
+            raise commands.conflict(None, "you do not belong to a household yet: create one or join one")
+        household = self.state.households[person.household]
+        if household.meter is None:
+            raise commands.conflict("meter", "pair the household's meter first: alert rules are the meter's")
+        return household.meter, household.tariff
+
+    def alert_rules(self, account: str) -> ev.AlertRules:
+        """The household's rules in force (the engine's defaults until it sets some)."""
+        meter, tariff = self._meter_of(account)
+        if self.rules is None:
+            raise Rejected(503, "unavailable", "alert rules are not served by this process")
+        return self.rules.latest.get(meter) or ev.AlertRules(meter=meter, tariff=tariff)  # type: ignore[arg-type]
+
+    async def put_alert_rules(self, account: str, body: dict) -> ev.AlertRules:  # type: ignore[type-arg]
+        """Validates the household's rules with the engine's own checks and appends them to alerts.rules."""
+        meter, tariff = self._meter_of(account)
+        if self.rules is None:
+            raise Rejected(503, "unavailable", "alert rules are not served by this process")
+        record = rules_from_request(meter, body, self.service.now_ms(), default_tariff=tariff)
+        await self.rules.put(record)
+        return record

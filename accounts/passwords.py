@@ -22,6 +22,17 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
+# Accounts made on the server for a meter (``quartier notifier register``) sign in nowhere: their
+# password is random and never told, so its hash needs no cost (48,000 of them in one file).
+_unusable = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+
+
+def unusable_hash() -> str:
+    import secrets
+
+    return _unusable.hash(secrets.token_urlsafe(32))
+
+
 def verify(password_hash: str | None, password: str) -> bool:
     """Whether ``password`` matches; ``None`` (no such account) costs as much and says no."""
     try:

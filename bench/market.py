@@ -517,4 +517,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    lifetime.run(main)

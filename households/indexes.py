@@ -78,21 +78,17 @@ def day_baselines(settings: Settings, home: Home, first: date, end: date) -> dic
 
 
 def latest(settings: Settings, home: Home, start_ms: int, end_ms: int) -> IndexSample | None:
-    """The last raw reading in [start, end), with its own time."""
+    """The last raw reading in [start, end), with its own time (one point, so one query)."""
+    fields = ", ".join(
+        [f'"withdrawn_wh" AS "wh"'] + [f'"withdrawn_wh_r{i}" AS "r{i}"' for i in range(1, home.registers + 1)]
+    )
     statement = (
-        f"SELECT {_select('last', home)} FROM {_source(settings, RAW_POLICY, READING_MEASUREMENT)} "
-        f"WHERE \"meter\" = {quote_string(home.meter)} AND time >= {start_ms}ms AND time < {end_ms}ms"
+        f"SELECT {fields} FROM {_source(settings, RAW_POLICY, READING_MEASUREMENT)} "
+        f"WHERE \"meter\" = {quote_string(home.meter)} AND time >= {start_ms}ms AND time < {end_ms}ms "
+        f"ORDER BY time DESC LIMIT 1"
     )
     rows = _rows(settings, statement)
-    if not rows:
-        return None
-    # Several selectors in one statement answer with the range's start; the reading's own time:
-    timed = influx_query(
-        settings.influx,
-        f"SELECT last(\"withdrawn_wh\") FROM {_source(settings, RAW_POLICY, READING_MEASUREMENT)} "
-        f"WHERE \"meter\" = {quote_string(home.meter)} AND time >= {start_ms}ms AND time < {end_ms}ms",
-    )
-    return _sample(rows[0], home, int(timed[0]["time"]) if timed else end_ms)
+    return _sample(rows[0], home) if rows else None
 
 
 def bucket_boundaries(

@@ -292,9 +292,14 @@ class Stores:
         finally:
             read_model.close()
         path = sqlite_path(url)
+        counts: dict[str, int] = {}
         if path is not None and path.exists():
-            await asyncio.to_thread(sqlite_delete, path, [])
-        return {"rows": touched}
+            # Sessions and refresh tokens are not on the log (accounts/readmodel.py): deleted here.
+            members = list(target.accounts)
+            counts = await asyncio.to_thread(sqlite_delete, path, [
+                (f"DELETE FROM accounts_credential WHERE account IN ({placeholders(members)})", tuple(members)),
+            ])
+        return {"rows": touched, "credentials": counts.get("accounts_credential", 0)}
 
     @staticmethod
     def _household_rows(read_model: object, target: Target) -> list[tuple[str, str]]:

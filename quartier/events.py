@@ -75,6 +75,7 @@ class DeviceTelemetry(Record, tag="device", kw_only=True):
     rssi_dbm: Annotated[int, Meta(ge=-120, le=0)]
     firmware: str
     uptime_s: NonNegInt
+    hardware: str = ""  # the module's hardware version (added for the console; empty when unknown)
 
 
 class RejectedReading(Record, tag="rejected", kw_only=True):
@@ -352,6 +353,201 @@ MarketEvent = Union[
     SettlementSubmitted,
     SettlementConfirmed,
 ]
+
+
+# --- devices.events and devices.commands (operator console: firmware roll-outs) ---------------
+# The roll-outs' log, keyed by campaign id (firmware catalogue entries by version): a campaign's
+# events sit in one partition, in order, so folding the log with console.campaigns gives back every
+# campaign exactly. Decisions that need a clock or the fleet's health (advance a phase, pause on
+# worse health, retry a module) are taken by the campaign runner and written here with their
+# figures, so the fold itself reads neither.
+
+FirmwareVersion = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.+-]+$")]
+HardwareVersion = Annotated[str, Meta(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_.-]+$")]
+CampaignId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Share = Annotated[float, Meta(ge=0.0, le=1.0)]
+RssiBand = Literal["excellent", "good", "fair", "poor"]
+
+
+class FirmwareReleased(Record, tag="firmware_released", kw_only=True):
+    """A firmware entered the catalogue: what it is for and which hardware versions may run it."""
+
+    version: FirmwareVersion
+    notes: Annotated[str, Meta(max_length=2000)] = ""
+    hardware: Annotated[tuple[HardwareVersion, ...], Meta(min_length=1)]
+    at_ms: EpochMs
+
+
+class ModuleGroup(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Which modules a campaign targets: every non-empty criterion must match (empty: any)."""
+
+    firmware: tuple[FirmwareVersion, ...] = ()
+    hardware: tuple[HardwareVersion, ...] = ()
+    zones: tuple[ZoneId, ...] = ()
+    rssi_bands: tuple[RssiBand, ...] = ()
+    meters: tuple[MeterId, ...] = ()
+
+
+class PhasePlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One phase: the share of the targets updated once it is done (cumulative), and the share of
+    its modules that must report the new firmware before the next phase starts."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=32)]
+    cumulative_share: Annotated[float, Meta(gt=0.0, le=1.0)]
+    min_modules: Annotated[int, Meta(ge=0)] = 0
+    success_share: Annotated[float, Meta(gt=0.0, le=1.0)] = 0.95
+
+
+class HealthGuard(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """When updated modules count as worse than the control group of modules not yet updated.
+
+    Judged once ``min_sample`` updated modules have run the new firmware for ``observe_s``; the
+    campaign pauses itself when any margin is passed."""
+
+    min_sample: Annotated[int, Meta(ge=1)] = 20
+    observe_s: Annotated[float, Meta(ge=0)] = 600.0
+    offline_share_margin: Share = 0.10  # updated offline share minus control offline share
+    frame_gap_p95_ratio: Annotated[float, Meta(ge=1.0)] = 1.5  # updated p95 gap over control p95 gap
+    reboots_per_hour_margin: Annotated[float, Meta(ge=0)] = 1.0  # per module, updated minus control
+
+
+class CampaignCreated(Record, tag="campaign_created", kw_only=True):
+    campaign: CampaignId
+    firmware: FirmwareVersion
+    group: ModuleGroup
+    phases: Annotated[tuple[PhasePlan, ...], Meta(min_length=1)]
+    guard: HealthGuard
+    rate_per_min: Annotated[int, Meta(ge=1, le=1_000_000)]  # update requests sent per minute at most
+    window_start_hour: Annotated[int, Meta(ge=0, le=23)]  # requests go out only inside this window
+    window_end_hour: Annotated[int, Meta(ge=0, le=24)]  # (local time; start > end spans midnight)
+    time_zone: Annotated[str, Meta(min_length=1, max_length=64)] = "Europe/Paris"
+    attempt_timeout_s: Annotated[float, Meta(gt=0)] = 900.0  # a module silent on its update this long failed
+    max_attempts: Annotated[int, Meta(ge=1, le=20)] = 3
+    retry_base_s: Annotated[float, Meta(gt=0)] = 300.0  # retry n waits base x 2^(n-1)
+    operator: Annotated[str, Meta(max_length=128)] = ""
+    at_ms: EpochMs
+
+
+class PhaseStarted(Record, tag="phase_started", kw_only=True):
+    """A phase begins; its modules follow in one or more ``ModulesAssigned`` (a message stays small)."""
+
+    campaign: CampaignId
+    phase: NonNegInt  # index into the campaign's phases
+    modules: NonNegInt  # how many modules the phase's ModulesAssigned events carry in all
+    at_ms: EpochMs
+
+
+class ModulesAssigned(Record, tag="modules_assigned", kw_only=True):
+    campaign: CampaignId
+    phase: NonNegInt
+    meters: Annotated[tuple[MeterId, ...], Meta(min_length=1)]
+    previous_firmware: tuple[str, ...]  # what each of ``meters`` ran when assigned (for a roll-back)
+    at_ms: EpochMs
+
+
+class UpdateRequested(Record, tag="update_requested", kw_only=True):
+    """The runner asked a module to update (the command itself goes to devices.commands).
+
+    ``firmware`` is the campaign's, or after a roll-back the version the module ran before."""
+
+    campaign: CampaignId
+    meter: MeterId
+    firmware: FirmwareVersion
+    attempt: Annotated[int, Meta(ge=1)]
+    at_ms: EpochMs
+
+
+class ModuleUpdated(Record, tag="module_updated", kw_only=True):
+    """The module reported the firmware it was asked for on meter.telemetry."""
+
+    campaign: CampaignId
+    meter: MeterId
+    firmware: FirmwareVersion
+    attempt: Annotated[int, Meta(ge=1)]
+    reported_ms: EpochMs  # the telemetry report's time
+    at_ms: EpochMs
+
+
+class UpdateFailed(Record, tag="update_failed", kw_only=True):
+    """An attempt timed out; ``retry_at_ms`` is None when the module has no attempt left."""
+
+    campaign: CampaignId
+    meter: MeterId
+    attempt: Annotated[int, Meta(ge=1)]
+    reason: Annotated[str, Meta(max_length=256)]
+    retry_at_ms: EpochMs | None
+    at_ms: EpochMs
+
+
+class CampaignPaused(Record, tag="campaign_paused", kw_only=True):
+    """Paused by an operator, or by the campaign itself with the figures that made it stop."""
+
+    campaign: CampaignId
+    by: Literal["operator", "health_guard"]
+    reason: Annotated[str, Meta(max_length=512)]
+    figures: dict[str, float] = {}
+    operator: Annotated[str, Meta(max_length=128)] = ""
+    at_ms: EpochMs
+
+
+class CampaignResumed(Record, tag="campaign_resumed", kw_only=True):
+    campaign: CampaignId
+    operator: Annotated[str, Meta(max_length=128)] = ""
+    at_ms: EpochMs
+
+
+class CampaignAborted(Record, tag="campaign_aborted", kw_only=True):
+    """No more requests; updated modules keep the new firmware."""
+
+    campaign: CampaignId
+    reason: Annotated[str, Meta(max_length=512)] = ""
+    operator: Annotated[str, Meta(max_length=128)] = ""
+    at_ms: EpochMs
+
+
+class CampaignRolledBack(Record, tag="campaign_rolled_back", kw_only=True):
+    """Stopped, and every updated module is asked back to the firmware it ran before."""
+
+    campaign: CampaignId
+    reason: Annotated[str, Meta(max_length=512)] = ""
+    operator: Annotated[str, Meta(max_length=128)] = ""
+    at_ms: EpochMs
+
+
+class CampaignCompleted(Record, tag="campaign_completed", kw_only=True):
+    campaign: CampaignId
+    updated: NonNegInt
+    failed: NonNegInt
+    at_ms: EpochMs
+
+
+DeviceEvent = Union[
+    FirmwareReleased,
+    CampaignCreated,
+    PhaseStarted,
+    ModulesAssigned,
+    UpdateRequested,
+    ModuleUpdated,
+    UpdateFailed,
+    CampaignPaused,
+    CampaignResumed,
+    CampaignAborted,
+    CampaignRolledBack,
+    CampaignCompleted,
+]
+
+
+class FirmwareUpdateCommand(Record, tag="firmware_update", kw_only=True):
+    """Asks one module (keyed by meter) to download and install a firmware, then reboot."""
+
+    meter: MeterId
+    campaign: CampaignId
+    firmware: FirmwareVersion
+    attempt: Annotated[int, Meta(ge=1)]
+    at_ms: EpochMs
+
+
+DeviceCommand = FirmwareUpdateCommand
 
 
 # --- sealed personal fields (privacy; quartier/sealing.py seals and opens them) ---------------
@@ -667,6 +863,33 @@ class ErasureCompleted(Record, tag="erasure_completed", kw_only=True):
 
 
 PrivacyEvent = Union[DataKeyErased, ErasureRequested, ErasureStepDone, ErasureCompleted]
+
+
+# --- households.alert_actions (the household app) -------------------------------------------
+# What a household's members do with an alert episode in the app, keyed by meter: acknowledged
+# ("seen, I am on it") and snoozed (no repeat of it on any channel until a time). Any member may.
+
+AlertEpisodeId = Annotated[str, Meta(pattern=r"^[0-9a-f]{24}$", description="quartier.events.alert_id")]
+
+
+class AlertAcknowledged(Record, tag="alert_acknowledged", kw_only=True):
+    alert_id: AlertEpisodeId
+    meter: MeterId
+    household: HouseholdId
+    by: AccountId  # the member's account id
+    at_ms: EpochMs
+
+
+class AlertSnoozed(Record, tag="alert_snoozed", kw_only=True):
+    alert_id: AlertEpisodeId
+    meter: MeterId
+    household: HouseholdId
+    by: AccountId
+    until_ms: EpochMs  # no repeat of this episode before then
+    at_ms: EpochMs
+
+
+AlertAction = Union[AlertAcknowledged, AlertSnoozed]
 
 
 # --- encoding -------------------------------------------------------------------------------

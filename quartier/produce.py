@@ -56,6 +56,14 @@ KEYS: dict[str, Callable[[Any, int], str | None]] = {
     topics.ALERTS_EVENTS.name: lambda record, _: record.meter,
     topics.NOTIFICATIONS_DELIVERIES.name: lambda record, _: record.alert_id,
     topics.MARKET_EVENTS.name: lambda record, _: record.zone,
+    # An account's events before it has a household are keyed by the account (accounts/log.py).
+    topics.ACCOUNTS_EVENTS.name: lambda record, _: getattr(record, "household", None) or record.account,
+    topics.METER_RESOLUTION.name: lambda record, _: record.meter,
+    topics.PRIVACY_ERASURES.name: lambda record, _: record.household,
+    # Campaign events by campaign, firmware catalogue entries by version (console/service.py).
+    topics.DEVICES_EVENTS.name: lambda record, _: getattr(record, "campaign", None) or record.version,
+    topics.DEVICES_COMMANDS.name: lambda record, _: record.meter,
+    topics.HOUSEHOLDS_ALERT_ACTIONS.name: lambda record, _: record.meter,
 }
 
 

@@ -22,6 +22,7 @@ those readings only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from quartier.events import MeterReading, Resolution, ResolutionChosen
@@ -67,8 +68,13 @@ class _Window:
 class ResolutionGate:
     """Folds the households' choices; turns readings into the points each meter's choice allows."""
 
-    def __init__(self, default: Resolution = "1hz") -> None:
+    def __init__(
+        self, default: Resolution = "1hz",
+        detail_lines: Callable[[list[MeterReading]], list[str]] = lambda readings: [reading_line(r) for r in readings],
+    ) -> None:
         self.default: Resolution = default
+        # How 1 Hz readings become points (the worker's: only what changed, streams.line_protocol.ReadingLines).
+        self.detail_lines = detail_lines
         self.chosen: dict[str, Resolution] = {}
         self._open: dict[str, _Window] = {}
 
@@ -91,13 +97,13 @@ class ResolutionGate:
         """(1 Hz lines for the raw policy, closed coarse windows' lines for the rollup policy)."""
         chosen, default = self.chosen, self.default
         if not chosen and default == "1hz":
-            return [reading_line(r) for r in readings], []
-        detail: list[str] = []
+            return self.detail_lines(readings), []
+        detail: list[MeterReading] = []
         coarse: list[str] = []
         for reading in readings:
             resolution = chosen.get(reading.meter, default)
             if resolution == "1hz":
-                detail.append(reading_line(reading))
+                detail.append(reading)
                 continue
             span = WINDOW_MS[resolution]
             start = reading.time_ms - reading.time_ms % span
@@ -109,4 +115,4 @@ class ResolutionGate:
                     continue  # a reading from a window already written (a replay): it is in there
                 window = self._open[reading.meter] = _Window(resolution, start, reading.zone)
             window.add(reading)
-        return detail, coarse
+        return self.detail_lines(detail), coarse

@@ -22,6 +22,7 @@ meters it is given. The rules come from ``alerts.rules`` (:mod:`streams.rules_fe
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Iterable
@@ -37,7 +38,7 @@ from streams.alerting.engine import Outcome
 from streams.app import QuartierApp, create_app
 from streams.influx_writer import InfluxWriter
 from streams.ingest import Rejection, decode_message
-from streams.line_protocol import alert_line
+from streams.line_protocol import ReadingLines, alert_line, reading_line
 from streams.metrics import (
     ALERT_EVENTS, CONSUMER_LAG, READINGS_CONSUMED, READINGS_REJECTED, RULES_APPLIED, RULES_REJECTED, SLOTS_PUBLISHED,
 )
@@ -74,8 +75,12 @@ class InfluxSink(Service):
 class StreamWorker:
     """The app, its agent, its table and the state shared between them."""
 
-    def __init__(self, settings: Settings, app_id: str, *, deadman_interval_s: float = DEFAULT_DEADMAN_INTERVAL_S) -> None:
+    def __init__(
+        self, settings: Settings, app_id: str, *, deadman_interval_s: float = DEFAULT_DEADMAN_INTERVAL_S,
+        freeze_gc: bool = True,
+    ) -> None:
         self.settings = settings
+        self.freeze_gc = freeze_gc
         self.app: QuartierApp = create_app(settings, app_id)
         app = self.app
         self.readings_topic_name = settings.topic(topics.METER_READINGS.name)
@@ -95,6 +100,11 @@ class StreamWorker:
             "alert_state", partitions=topics.METER_READINGS.partitions, key_type=bytes, value_type=bytes
         )
         self.writer = InfluxWriter(settings)
+        self.changed_lines = ReadingLines()
+        self.reading_lines = (
+            self.changed_lines.lines if settings.influx.reading_points == "changed"
+            else lambda readings: [reading_line(r) for r in readings]
+        )
         app.add_dependency(InfluxSink(self.writer))
         self.engine = AlertEngine()
         self.index_guard = IndexGuard()
@@ -115,7 +125,7 @@ class StreamWorker:
         )
         self._pending: set[asyncio.Task[None]] = set()
         # privacy: what is stored of each meter's readings, at its household's chosen resolution.
-        self.resolutions = ResolutionGate(settings.privacy.default_resolution)
+        self.resolutions = ResolutionGate(settings.privacy.default_resolution, self.reading_lines)
         self.coarse_writer = InfluxWriter(settings, policy=COARSE_POLICY, batch_points=1000, concurrency=1)
         app.add_dependency(InfluxSink(self.coarse_writer))
         self.resolution_feed = RulesFeed(
@@ -279,6 +289,8 @@ class StreamWorker:
             if key != FLEET_KEY:
                 self.partition_of[key.decode()] = partition
         self.next_offset = {}  # Faust seeks the partitions to their committed offsets again
+        # Another worker may have written these meters' points meanwhile: the next point of each is full.
+        self.changed_lines.forget()
         engine = AlertEngine()
         now = wall_ms()
         restored = 0
@@ -297,6 +309,14 @@ class StreamWorker:
         for rules in list(self.rules.values()):
             self._set_rules(rules)
         log.info("alert engine rebuilt: partitions %s, %d meters restored", sorted(self.assigned), restored)
+        if self.freeze_gc:
+            # The engine's and the table's objects live as long as the assignment: out of the
+            # collector's sight, a full collection walks only what came since, instead of pausing
+            # the event loop (and every reading queued behind it) to walk them all (docs/pipeline.md).
+            # Unfrozen first, so what the previous assignment left in cycles is collected now.
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
 
     # --- rules -------------------------------------------------------------------------------------
 
@@ -410,7 +430,7 @@ class StreamWorker:
             await self.publish_slots(closed)
 
 
-def build_worker(settings: Settings, app_id: str, **options: float) -> StreamWorker:
+def build_worker(settings: Settings, app_id: str, **options: float | bool) -> StreamWorker:
     return StreamWorker(settings, app_id, **options)
 
 

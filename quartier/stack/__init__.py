@@ -102,7 +102,10 @@ class Stack:
                 continue
             if entry and pid_alive(entry["pid"]):
                 stop(entry["pid"])
-            port = pick_port(component.default_port, taken)
+            # A component that died comes back on its port if it is free: clients that knew it
+            # (a stream worker riding out a broker restart) reconnect without being told.
+            preferred = entry["port"] if entry else component.default_port
+            port = pick_port(preferred, taken - {preferred} if entry else taken)
             taken.add(port)
             workdir = self.workdir(component)
             component.located(port, workdir)

@@ -28,7 +28,7 @@ PASSWORD = "a long enough password"
 
 
 def confirmation_token(settings: Settings, to: str) -> str:
-    [message] = read_mailbox(settings.smtp.maildir, recipient=to)
+    *_, message = read_mailbox(settings.smtp.maildir, recipient=to)  # the newest
     link = re.search(r"https?://\S+/v1/accounts/confirm\?\S+", message.get_content())
     assert link, message.get_content()
     return parse_qs(urlparse(link.group(0)).query)["token"][0]
@@ -112,3 +112,55 @@ def test_quartier_accounts_grant_names_the_problem(broker: dict[str, Any], make_
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "email: no account has this address" in result.stderr
+
+
+async def test_alert_rules_are_judged_by_the_engine_and_reach_alerts_rules(
+    broker: dict[str, Any], smtp: dict[str, Any], make_settings: Callable[..., Settings]
+) -> None:
+    from accounts.alert_rules import AlertRulesLog
+    from quartier import events as ev
+    from quartier import kafka, topics
+
+    settings = make_settings(broker, smtp)
+    service = AccountsService(settings, follow_interval_s=0)
+    await service.start()
+    rules = AlertRulesLog(settings)
+    await rules.start()
+    ops = AccountOperations(settings, service, rules=rules)
+    try:
+        await ops.sign_up(email="rules@example.test", name="R", password=PASSWORD)
+        account = service.state.account_by_email("rules@example.test").account  # type: ignore[union-attr]
+        await ops.create_household(account, "R")
+        with pytest.raises(Rejected) as unpaired:
+            await ops.put_alert_rules(account, {"power_max_w": 6000})
+        assert (unpaired.value.status, unpaired.value.field) == (409, "meter")
+        await ops.pair(account, meter="032347287152", zone="zone-0001", code=pairing.pairing_code("032347287152", "zone-0001"))
+        await ops.set_tariff(account, tariff="tempo", subscribed_kva=9, billing_day=15)
+        assert ops.alert_rules(account) == ev.AlertRules(meter="032347287152", tariff="tempo")
+
+        cases = {
+            ("power_min_w", 7000): "power_min_w",  # above the maximum: the engine's RuleError
+            ("time_zone", "Mars/Olympus"): "time_zone",  # the engine's RuleError too
+            ("power_max_w", -5): "power_max_w",  # msgspec's constraint
+            ("meter", "000000000000"): "meter",  # not the household's to choose
+            ("colour", "red"): "colour",  # unknown
+        }
+        for (field, value), named in cases.items():
+            with pytest.raises(Rejected) as refused:
+                await ops.put_alert_rules(account, {"power_max_w": 6000, field: value})
+            assert (refused.value.status, refused.value.field) == (422, named), refused.value.reason
+        saved = await ops.put_alert_rules(account, {"power_max_w": 6000, "for_s": 2})
+        assert ops.alert_rules(account) == saved
+    finally:
+        await rules.stop()
+        await service.stop()
+    [on_topic] = await kafka.read_all(settings, settings.topic(topics.ALERTS_RULES.name), ev.decoder(ev.AlertRules).decode)
+    assert on_topic == saved
+    assert (on_topic.meter, on_topic.power_max_w, on_topic.for_s, on_topic.tariff) == ("032347287152", 6000, 2.0, "tempo")
+    # A new process reads the rules in force back from the topic.
+    again = AlertRulesLog(settings)
+    await again.start()
+    try:
+        assert again.latest == {"032347287152": saved}
+    finally:
+        await again.stop()

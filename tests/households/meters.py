@@ -1,6 +1,6 @@
 """Scripted meters for the household app's tests: a reading every 10 minutes at set powers.
 
-Powers are multiples of 600 W, so each 10-minute step adds a whole number of Wh (600 W -> 100 Wh),
+Powers are multiples of 6 W, so each 10-minute step adds a whole number of Wh (600 W -> 100 Wh),
 and the day figures the tests expect can be worked out by hand. The meter itself counts each step
 in the register its tariff makes active at the step's start (off-peak 22:00-06:00 local time,
 Tempo days 06:00-06:00), as a Linky does.
@@ -31,10 +31,11 @@ def scripted(
     power_w: Callable[[datetime], int],
     *,
     zone: str = "rennes-01",
-    kva: int = 6,
+    kva: int | None = None,
 ) -> list[MeterReading]:
     """Readings from ``start_ms`` to ``end_ms`` inclusive, every 10 minutes; ``power_w(local time)``
     is the power drawn during the 10 minutes that follow."""
+    kva = kva or 6
     n = tariffs.REGISTER_COUNT[tariffs.TariffOption(option)]
     registers = [1_000_000] * n  # indexes of a meter that has been counting for years
     out: list[MeterReading] = []
@@ -51,7 +52,7 @@ def scripted(
                 cutoff_kva=kva,
             )
         )
-        assert power % 600 == 0, "powers are multiples of 600 W so that steps are whole Wh"
+        assert power % 6 == 0, "powers are multiples of 6 W so that 10-minute steps are whole Wh"
         registers[active - 1] += power // 6
         t += STEP_MS
         seq += 1

@@ -1,139 +1,16 @@
-"""The household app's euros over the real broker, InfluxDB and stream worker, for scripted meters.
-
-Each meter's figures were worked out by hand (in the comments, from the regulated prices in
-``quartier.tariffs``); the worker is told every reading as a backlog, and with a daily spending
-minimum far above any day the engine raises ``spending_day_below`` when each whole day closes, with
-that day's spending as its value: the app's euros for the day must be that figure to the cent.
-Readings are in January and February 2025, so the test's InfluxDB keeps raw readings for ten years.
-"""
+"""The household app's euros against hand-worked figures and the alert engine's own spending."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from households.bill import current_bill
 from households.consumption import daily, series
-from households.home import Home
-from quartier import events, tariffs, topics
-from quartier.events import AlertEvent
-from quartier.kafka import ensure_topics
-from quartier.settings import Settings
-from quartier.stack.component import pick_port
-from quartier.stack.influx import count_points, rollup_range
-from tests.households.meters import local_ms, scripted
-from tests.streams import alert_stories
-from tests.streams.worker_support import WorkerProcess, alerts_of, quiet_rules, scrape, send
-from tests.support import isolated_settings
-
-RAW_RETENTION = "3650d"
-
-
-def constant(watts: int):  # type: ignore[no-untyped-def]
-    return lambda local: watts
-
-
-def offpeak_heavy(local):  # type: ignore[no-untyped-def]
-    # A water heater on the off-peak night (3,000 W), a small base load by day (600 W).
-    return 3000 if tariffs.is_offpeak(local) else 600
-
-
-@dataclass(frozen=True)
-class Scripted:
-    home: Home
-    first_ms: int
-    last_ms: int
-    power: Any
-
-
-def day_before_to_day_after(d: date) -> tuple[int, int]:
-    """From 22:00 the evening before (a partial day) to 00:10 the morning after (which closes ``d``)."""
-    before = date.fromordinal(d.toordinal() - 1)
-    after = date.fromordinal(d.toordinal() + 1)
-    return local_ms(before.year, before.month, before.day, 22), local_ms(after.year, after.month, after.day, 0, 10)
-
-
-def _home(meter: str, option: str, **extra: Any) -> Home:
-    return Home(household=f"hh_{meter}", meter=meter, zone="rennes-01", tariff=tariffs.TariffOption(option), **extra)
-
-
-METERS: dict[str, Scripted] = {
-    "base_day": Scripted(_home("100000000001", "base"), *day_before_to_day_after(date(2025, 1, 14)), constant(1200)),
-    "peak_offpeak_day": Scripted(
-        _home("100000000002", "peak_offpeak"), *day_before_to_day_after(date(2025, 1, 14)), offpeak_heavy
-    ),
-    "tempo_red_day": Scripted(_home("100000000003", "tempo"), *day_before_to_day_after(date(2025, 1, 20)), constant(1200)),
-    "before_price_change": Scripted(
-        _home("100000000004", "base"), *day_before_to_day_after(date(2025, 1, 31)), constant(1200)
-    ),
-    "after_price_change": Scripted(
-        _home("100000000005", "base"), *day_before_to_day_after(date(2025, 2, 1)), constant(1200)
-    ),
-    "billing_from_15th": Scripted(
-        _home("100000000006", "base", billing_day=15),
-        local_ms(2025, 1, 14, 22), local_ms(2025, 2, 10, 12), constant(1200),
-    ),
-}
-ENGINE_CHECKED = ("base_day", "peak_offpeak_day", "tempo_red_day", "before_price_change", "after_price_change")
-
-
-class Told:
-    def __init__(self, settings: Settings, worker: WorkerProcess) -> None:
-        self.settings = settings
-        self.worker = worker
-
-    async def engine_day_spending(self, name: str) -> AlertEvent:
-        meter = METERS[name].home.meter
-
-        async def raised() -> AlertEvent | None:
-            found = [a for a in await alerts_of(self.settings, meter) if a.kind == "spending_day_below"]
-            return found[0] if found else None
-
-        return await self.worker.until(raised, 120, f"the engine's day spending of {name}")
-
-
-@pytest.fixture(scope="module")
-async def told(broker: dict[str, Any], influx: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Told]:
-    tmp: Path = tmp_path_factory.mktemp("household-money")
-    settings = isolated_settings(tmp / "state", broker, influx, influx={"raw_retention": RAW_RETENTION})
-    await ensure_topics(settings)
-    rules = [
-        quiet_rules(s.home.meter, spending_day_min_eur=1000.0, tariff=s.home.tariff.value, spending_pace=False)
-        for s in METERS.values()
-    ]
-    await send(settings, topics.ALERTS_RULES.name, [(r.meter.encode(), events.encode(r)) for r in rules])
-    every = [r for s in METERS.values() for r in scripted(s.home.meter, s.home.tariff.value, s.first_ms, s.last_ms, s.power)]
-    port = pick_port(0)
-    argv = ["-m", "quartier.cli", "streams", "worker", "--app-id", settings.topic("worker"), "--metrics-port", str(port)]
-    previous = os.environ.get("QUARTIER_INFLUX__RAW_RETENTION")
-    os.environ["QUARTIER_INFLUX__RAW_RETENTION"] = RAW_RETENTION  # the worker keeps January 2025 too
-    try:
-        with WorkerProcess(argv, settings, tmp / "worker.log") as worker:
-
-            async def rules_applied() -> bool:
-                return scrape(port).get("quartier_alert_rules_applied_total", 0) >= len(rules)
-
-            await worker.until(rules_applied, 90, "the rules applied")
-            await send(settings, topics.METER_READINGS.name, alert_stories.messages(every, settings.kafka.reading_shards))
-
-            async def stored() -> bool:
-                return count_points(settings, "reading") >= len(every)
-
-            await worker.until(stored, 120, "every reading in InfluxDB")
-            # The continuous query only rolls up recent windows; these readings are from 2025.
-            rollup_range(settings, local_ms(2025, 1, 1), local_ms(2025, 3, 1))
-            yield Told(settings, worker)
-    finally:
-        if previous is None:
-            os.environ.pop("QUARTIER_INFLUX__RAW_RETENTION", None)
-        else:
-            os.environ["QUARTIER_INFLUX__RAW_RETENTION"] = previous
+from quartier import tariffs
+from tests.households.meters import local_ms
+from tests.households.scenarios import METERS, Told
 
 
 def day_figure(told: Told, name: str, d: date):  # type: ignore[no-untyped-def]

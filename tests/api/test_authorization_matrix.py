@@ -66,6 +66,18 @@ MATRIX.update({
     "remove_device": Row(statuses(404, **_HOUSEHOLDS), Probe(path={"device": "dev_0000000000000000"})),
 })
 
+# --- privacy --- (probes that would change the household, consent and erasure, are left invalid: 422)
+_STAFF = dict(anonymous=401, member_of_other=403, member=403, owner=403, market_participant=403)
+MATRIX.update({
+    "privacy_access_log": Row(statuses(200, **_HOUSEHOLDS)),
+    "privacy_export": Row(statuses(200, **_HOUSEHOLDS)),
+    "privacy_readings_csv": Row(statuses(422, **_HOUSEHOLDS), Probe(query={"days": 0})),
+    "privacy_set_consent": Row(statuses(422, **_OWNERS), Probe(json={"resolution": "every second"})),
+    "privacy_request_erasure": Row(statuses(422, **_OWNERS), Probe(json={"confirm": "yes"})),
+    "privacy_household_access_log": Row(statuses(200, **_STAFF), Probe(path={"household": "hh_0000000000000000"})),
+    "privacy_verify_access_log": Row(statuses(200, **_STAFF)),
+})
+
 
 
 

@@ -387,7 +387,12 @@ class StreamWorker:
             return None
         consumer = self.app.consumer
         tp = TP(self.readings_topic_name, partition)
-        highwater = consumer.highwater(tp)  # from the last fetch response
+        try:
+            highwater = consumer.highwater(tp)  # from the last fetch response
+        except AssertionError:
+            # Revoked by a rebalance still under way (``assigned`` is rebuilt after it): unknown.
+            # Raised from the deadman's timer, it crashed a worker of bench.soak.
+            return None
         position = self.next_offset.get(partition)
         if position is None:
             # No message handled since the rebalance: reading starts at the committed offset, where

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+from email.errors import HeaderParseError
 from email.headerregistry import Address
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -79,7 +80,7 @@ def email_address(value: str, field: str = "email") -> str:
     """The address in its canonical (lower-case) form, or :class:`Rejected` naming ``field``."""
     try:
         address = Address(addr_spec=value.strip())
-    except (ValueError, IndexError) as exc:
+    except (ValueError, IndexError, HeaderParseError) as exc:
         raise invalid(field, f"not an email address: {exc}") from None
     if not address.username or "." not in address.domain or not address.addr_spec.isascii():
         raise invalid(field, "not an email address (ASCII user@domain.tld)")

@@ -257,11 +257,12 @@ class FirmwareList(BaseModel):
 
 
 class GroupBody(Strict):
-    firmware: list[str] = []
-    hardware: list[str] = []
-    zones: list[str] = []
+    # Each item bounded as quartier.events.ModuleGroup bounds it: refused here by name (422), not by the record (500).
+    firmware: list[Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.+-]+$")]] = []
+    hardware: list[Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_.-]+$")]] = []
+    zones: list[Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]] = []
     rssi_bands: list[Literal["excellent", "good", "fair", "poor"]] = []
-    meters: list[str] = Field(default_factory=list, max_length=50_000)
+    meters: list[Annotated[str, Field(pattern=r"^[0-9]{12}$")]] = Field(default_factory=list, max_length=50_000)
 
 
 class PhaseBody(Strict):

@@ -34,7 +34,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from quartier import tariffs, topics
-from quartier.kafka import consumer_config
+from quartier.kafka import consumer_config, ensure_topics
 from quartier.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -217,6 +217,9 @@ class LiveFeed:
         except BaseException:
             await consumer.stop()  # a half-started client keeps its connections otherwise
             raise
+        # Created with its declared partitions before it is read: the embedded broker would otherwise
+        # make it with 4 on the first metadata request, and the console and worker refuse it then.
+        await ensure_topics(self.settings, [topics.METER_READINGS])
         topic = self.settings.topic(topics.METER_READINGS.name)
         partitions = [TopicPartition(topic, p) for p in range(topics.METER_READINGS.partitions)]
         consumer.assign(partitions)

@@ -86,6 +86,15 @@ class ConsoleState:
             p = np.concatenate([p, np.zeros(n - len(p), dtype=bool)])
         return p
 
+    def overview_extras(self, figures: dict[str, Any]) -> dict[str, Any]:
+        """Paired modules (accounts) and how many modules still need the latest catalogue firmware."""
+        paired = self.paired_now()
+        catalogue = self.service.state.firmware
+        latest = max(catalogue.values(), key=lambda f: f.released_ms).version if catalogue else None
+        return {"paired": None if paired is None else int(paired[: self.service.fleet.size].sum()),
+                "latest_firmware": latest,
+                "need_latest_firmware": None if latest is None else figures["modules"] - figures["firmware"].get(latest, 0)}
+
     def audit_record(self, call: Call, action: str, target: str, **detail: Any) -> None:
         self.audit.record(AuditRecord(at_ms=int(time.time() * 1000), actor=call.me.subject,
                                       roles=tuple(sorted(call.me.roles)), action=action, target=target, detail=detail))
@@ -345,11 +354,7 @@ def _state(call: Call) -> ConsoleState:
 async def fleet_overview(call: Call) -> FleetView:
     state = _state(call)
     figures = state.service.fleet.fleet().as_dict()
-    paired = state.paired_now()
-    catalogue = state.service.state.firmware
-    latest = max(catalogue.values(), key=lambda f: f.released_ms).version if catalogue else None
-    return FleetView(**figures, paired=None if paired is None else int(paired.sum()), latest_firmware=latest,
-                     need_latest_firmware=None if latest is None else figures["modules"] - figures["firmware"].get(latest, 0))
+    return FleetView(**figures, **state.overview_extras(figures))
 
 
 @operation("GET", "/v1/fleet/modules", allow=STAFF, query=ModulesQuery, response=ModulePage, tags=TAGS,

@@ -15,6 +15,7 @@ import asyncio
 import csv
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -177,6 +178,7 @@ class DemoRun:
         ensure_database(settings)
         households = self.configure_households(settings)
         self.say(f"demo {self.run_id}: {self.meters} meters, {households} with a {LOW_POWER_LIMIT_W} W limit")
+        console = self.serve_console()
         try:
             worker = self.start(
                 "worker", "streams", "worker", "--app-id", f"demo-{self.run_id}", "--metrics-port", str(self.metrics_port)
@@ -204,10 +206,34 @@ class DemoRun:
                 raise RuntimeError(f"the simulator failed with exit code {simulator.returncode}")
             produced = json.loads(out.strip().splitlines()[-1])
             summary = self._settle(settings, produced["readings_produced"])
+            console.update(self.console_figures(console))
         finally:
             self.stop_all()
         return {"run": self.run_id, "meters": self.meters, "readings_produced": produced["readings_produced"], **summary,
-                "maildir": settings.smtp.maildir, "influx_database": settings.influx.database}
+                "maildir": settings.smtp.maildir, "influx_database": settings.influx.database, **console}
+
+    # --- operator console: served for the run, with an operator to sign in as -------------------
+
+    def serve_console(self) -> dict[str, Any]:
+        """Starts ``quartier api serve`` (every surface, the console's included) and creates an operator."""
+        email = f"operator@{self.email_domain}"
+        password = f"demo-{secrets.token_urlsafe(12)}"
+        self.quartier("console", "operator", "--email", email, "--password", password)
+        port = pick_port(0)
+        self.start("api", "api", "serve", "--port", str(port))
+        url = f"http://127.0.0.1:{port}/console"
+        self.say(f"console: {url}  (sign in as {email} / {password})")
+        return {"console_url": url, "operator_login": {"email": email, "password": password}}
+
+    def console_figures(self, console: dict[str, Any]) -> dict[str, Any]:
+        """Signs in as the operator and reads the console's own count of the fleet."""
+        base = console["console_url"].removesuffix("/console")
+        try:
+            token = httpx.post(f"{base}/v1/tokens", json=console["operator_login"], timeout=30).json()["access_token"]
+            figures = httpx.get(f"{base}/v1/fleet/overview", headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+            return {"console_modules": figures["modules"], "console_connected": figures["connected"]}
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            return {"console_error": f"{type(exc).__name__}: {exc}"}
 
     def _metrics_up(self) -> bool:
         try:

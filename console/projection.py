@@ -379,27 +379,23 @@ class FleetProjection:
         """Writes the whole projection and the topic positions it reflects (``"topic:partition"`` ->
         next offset) to ``path`` atomically (a temporary file renamed over it), so a restart resumes
         from exactly there: no reading folded twice, none skipped."""
-        from pathlib import Path
+        write_snapshot(path, self.snapshot(positions))
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def snapshot(self, positions: dict[str, int]) -> dict[str, Any]:
+        """A copy of everything a snapshot holds, taken at once (the fold may go on while it is written)."""
         n = self.size
         meta = {
-            "version": SNAPSHOT_VERSION, "positions": positions, "meters": self.meters, "zones": self.zones,
-            "firmware_names": self.firmware_names, "hardware_names": self.hardware_names,
+            "version": SNAPSHOT_VERSION, "positions": dict(positions), "meters": list(self.meters), "zones": list(self.zones),
+            "firmware_names": list(self.firmware_names), "hardware_names": list(self.hardware_names),
             "watermark_ms": self.watermark_ms, "readings": self.readings, "malformed": self.malformed,
             "telemetry_reports": self.telemetry_reports,
-            "episodes": {str(k): v for k, v in self.episodes.items()},
+            "episodes": {str(k): [list(e) for e in v] for k, v in self.episodes.items()},
             "reboot_times": {str(k): list(v) for k, v in self.reboot_times.items()},
             "energy_by_day": {str(k): v for k, v in self.energy_by_day.items()},
             "energy_modules_by_day": {str(k): v for k, v in self.energy_modules_by_day.items()},
             "ingest_down_since_ms": self.ingest_down_since_ms, "curve": list(self.curve),
         }
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as out:
-            np.savez(out, meta=np.frombuffer(msgspec.json.encode(meta), dtype=np.uint8),
-                     **{name: getattr(self, name)[:n] for name in ARRAYS})
-        tmp.replace(path)
+        return {"meta": msgspec.json.encode(meta), **{name: getattr(self, name)[:n].copy() for name in ARRAYS}}
 
     @classmethod
     def load(cls, path: Any, time_zone: str = "Europe/Paris") -> tuple["FleetProjection", dict[str, int]] | None:
@@ -556,6 +552,19 @@ class FleetProjection:
                 {"from_ms": e[0], "to_ms": e[1], "source": e[2]} for e in self.episodes.get(row, [])
             ],
         }
+
+
+def write_snapshot(path: Any, payload: dict[str, Any]) -> None:
+    """Writes a :meth:`FleetProjection.snapshot` to ``path`` through a temporary file renamed over it."""
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {k: v for k, v in payload.items() if k != "meta"}
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as out:
+        np.savez(out, meta=np.frombuffer(payload["meta"], dtype=np.uint8), **arrays)
+    tmp.replace(path)
 
 
 def deadman_limit_ms(cadence_ms: np.ndarray) -> np.ndarray:

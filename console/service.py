@@ -23,7 +23,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from console import campaigns as cs
-from console.projection import FleetProjection
+from console.projection import FleetProjection, write_snapshot
 from console.runner import CampaignRunner
 from quartier import events, topics
 from quartier.kafka import ensure_topics, producer_config, read_records
@@ -185,7 +185,9 @@ class ConsoleService:
                 self.ready.set()
             if now >= next_snapshot:
                 next_snapshot = now + c.snapshot_s
-                await asyncio.to_thread(self.save_snapshot)
+                # Copied in the loop (consistent with the positions), written in a thread.
+                payload = self.fleet.snapshot(self.positions)
+                await asyncio.to_thread(write_snapshot, self.snapshot_path(), payload)
             if now >= next_tick:
                 next_tick = now + c.tick_s
                 try:

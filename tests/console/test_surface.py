@@ -200,10 +200,11 @@ async def test_the_pages_in_chromium(served: Served) -> None:
 
         await page.goto(f"{served.base}/console/campaigns")
         await page.screenshot(path=str(SCREENSHOTS / "campaigns.png"), full_page=True)
-        if await page.locator("#campaigns a").count():
-            await page.click("#campaigns a")
-            await page.wait_for_selector("#phases")
-            await page.screenshot(path=str(SCREENSHOTS / "campaign.png"), full_page=True)
+        await page.click("#campaigns a")  # the campaign the REST test started and paused
+        await page.wait_for_selector("#phases")
+        assert await page.text_content("#status") == "paused"
+        assert "night shift check" in (await page.text_content("#paused") or "")
+        await page.screenshot(path=str(SCREENSHOTS / "campaign.png"), full_page=True)
 
         # Households see nothing of the console.
         other = await browser.new_context(extra_http_headers=bearer("owner"))

@@ -30,6 +30,7 @@ from datetime import datetime
 import cramjam
 import numpy as np
 
+from bench import lifetime
 from console.listing import ModuleFilter, Query, export_csv, export_xlsx, page
 from console.projection import RSSI_BANDS, FleetProjection
 from quartier import events
@@ -221,4 +222,4 @@ async def _http_list_times(projection: FleetProjection, queries: list[Query]) ->
 
 
 if __name__ == "__main__":
-    main()
+    lifetime.run(main)

@@ -603,7 +603,8 @@ def surface(context: SurfaceContext) -> Surface:
 
     from console.web import routes as web_routes
 
-    return Surface(name="console", routes=[*OPERATIONS, *web_routes(state)], lifespan=lifespan, state=state)
+    return Surface(name="console", routes=[*OPERATIONS, *web_routes(state)], lifespan=lifespan, state=state,
+                   ready=lambda: state.started)
 
 
 async def _keep_running(state: ConsoleState, stop: asyncio.Event) -> None:

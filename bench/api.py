@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from bench import lifetime
 from quartier.stack import Stack
 from quartier.stack.broker import Broker
 
@@ -177,4 +178,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    lifetime.run(main)

@@ -27,6 +27,7 @@ from datetime import datetime
 import cramjam
 import numpy as np
 
+from bench import lifetime
 from console.listing import ModuleFilter, Query, export_csv, export_xlsx, page
 from console.projection import RSSI_BANDS, FleetProjection
 from quartier import events
@@ -172,4 +173,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    lifetime.run(main)

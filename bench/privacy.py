@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from bench import lifetime
 from quartier import pairing
 from quartier.influx import ensure_database, influx_query
 from quartier.kafka import ensure_topics
@@ -185,4 +186,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    lifetime.run(main)

@@ -212,7 +212,11 @@ class LiveFeed:
             fetch_max_bytes=16 * 1024 * 1024,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()  # a half-started client keeps its connections otherwise
+            raise
         topic = self.settings.topic(topics.METER_READINGS.name)
         partitions = [TopicPartition(topic, p) for p in range(topics.METER_READINGS.partitions)]
         consumer.assign(partitions)

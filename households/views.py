@@ -148,6 +148,7 @@ class LiveEventView(BaseModel):
     meter_time_ms: int
     register: str | None
     injected_va: int
+    produced_ms: int = Field(description="when the reading entered the broker (its Kafka timestamp): how fresh it is")
 
 
 class ExportRowView(BaseModel):

@@ -21,14 +21,13 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import msgspec
 
 from quartier import events as ev
 from quartier.settings import Settings
 
-from marketplace import commands, scheduler
+from marketplace import commands
 from marketplace.auth import TokenStore
 from marketplace.charts import MarketCharts
 from marketplace.clock import Clock, SystemClock
@@ -37,6 +36,7 @@ from marketplace.meterfeed import MeterFeed
 from marketplace.metering import MeterStore
 from marketplace.onchain import ChainSettlement, ChainUnavailable
 from marketplace.readmodel import ReadModel, snapshot
+from marketplace.scheduler import MarketJobs, MarketScheduler
 from marketplace.settlement import SettlementTiming, allocate_slot, closed_slots, slot_meters
 from marketplace.state import EntityRef, MarketState
 
@@ -82,7 +82,7 @@ class MarketService:
         self._chart_writer = ThreadPoolExecutor(1, thread_name_prefix="market-charts")
         self._stale = False
         self._uncertain: set[int] = set()  # partitions with an append whose outcome is unknown
-        self._scheduler: Any = None
+        self._scheduler: MarketScheduler | None = None
 
     # --- life cycle ------------------------------------------------------------------------------
 
@@ -91,11 +91,13 @@ class MarketService:
         await self._load()
         await self._meter_feed.start()
         if self.close_interval_s:
-            self._scheduler = scheduler.start(self)
+            jobs = MarketJobs(self.close_due_slots, self.allocate_due_slots, self.settle_due_slots)
+            self._scheduler = MarketScheduler(jobs, self.close_interval_s)
+            self._scheduler.start()
 
     async def stop(self) -> None:
         if self._scheduler is not None:
-            scheduler.stop(self, self._scheduler)
+            self._scheduler.stop()
             self._scheduler = None
         # Let commands in flight finish appending and projecting.
         for lock in list(self._locks.values()):

@@ -44,7 +44,7 @@ from aiokafka import AIOKafkaProducer
 
 from quartier import events as ev
 from quartier import kafka, topics
-from quartier.influx import influx_query, quote_string
+from quartier.influx import InfluxError, influx_query, quote_string
 from quartier.sealing import KeyStore, publish_erasure
 from quartier.settings import Settings
 
@@ -193,7 +193,12 @@ class Stores:
         series = 0
         for meter in target.meters:
             condition = f'"meter" = {quote_string(meter)}'
-            rows = await asyncio.to_thread(influx_query, self.settings.influx, f"SHOW SERIES WHERE {condition}")
+            try:
+                rows = await asyncio.to_thread(influx_query, self.settings.influx, f"SHOW SERIES WHERE {condition}")
+            except InfluxError as error:
+                if "database not found" in str(error):
+                    return {"series": 0}  # nothing was ever written there
+                raise  # InfluxDB unreachable: the step fails, the saga resumes it later
             series += len(rows)
             await asyncio.to_thread(influx_query, self.settings.influx, f"DROP SERIES WHERE {condition}")
         return {"series": series}
@@ -292,9 +297,14 @@ class Stores:
         finally:
             read_model.close()
         path = sqlite_path(url)
+        counts: dict[str, int] = {}
         if path is not None and path.exists():
-            await asyncio.to_thread(sqlite_delete, path, [])
-        return {"rows": touched}
+            # Sessions and refresh tokens are not on the log (accounts/readmodel.py): deleted here.
+            members = list(target.accounts)
+            counts = await asyncio.to_thread(sqlite_delete, path, [
+                (f"DELETE FROM accounts_credential WHERE account IN ({placeholders(members)})", tuple(members)),
+            ])
+        return {"rows": touched, "credentials": counts.get("accounts_credential", 0)}
 
     @staticmethod
     def _household_rows(read_model: object, target: Target) -> list[tuple[str, str]]:

@@ -66,6 +66,11 @@ def test_a_reading_travels_the_whole_way(running_stack: Path) -> None:
     demo = quartier(running_stack, "demo", "--meters", "60", "--duration", "25", "--json", timeout=400)
     assert demo.returncode == 0, demo.stderr[-3000:]
     summary = json.loads(demo.stdout.strip().splitlines()[-1])
+    # --- household app --- announced while the fleet runs, one JSON line before the summary
+    app = json.loads(demo.stdout.strip().splitlines()[-2])
+    assert app["app_url"].startswith("http://127.0.0.1:") and app["app_url"].endswith("/app")
+    assert set(app["household_login"]) == {"email", "password"}
+    assert summary["app_url"] == app["app_url"]
     assert summary["readings_produced"] == 60 * 25
     assert summary["readings_consumed"] == summary["readings_produced"]
     assert summary["points_written"] == summary["readings_produced"]

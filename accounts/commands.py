@@ -236,10 +236,12 @@ def remove_member(state: AccountsState, owner: str, member: str, now_ms: int) ->
     return [ev.MemberLeft(household=household.household, account=member, by=owner, at_ms=now_ms)]
 
 
-def set_tariff(state: AccountsState, account: str, *, tariff: str, subscribed_kva: int, billing_day: int, now_ms: int) -> list[msgspec.Struct]:
+def set_tariff(state: AccountsState, account: str, *, tariff: str, subscribed_kva: int, billing_day: int,
+               now_ms: int, heating: str = "electric") -> list[msgspec.Struct]:
     _, household = _owner(state, account)
     return [ev.HouseholdTariffSet(
-        household=household.household, tariff=tariff, subscribed_kva=subscribed_kva, billing_day=billing_day, at_ms=now_ms,  # type: ignore[arg-type]
+        household=household.household, tariff=tariff, subscribed_kva=subscribed_kva, billing_day=billing_day,  # type: ignore[arg-type]
+        heating=heating, at_ms=now_ms,  # type: ignore[arg-type]
     )]
 
 

@@ -152,9 +152,18 @@ class AccountOperations:
     async def remove_member(self, owner: str, member: str) -> None:
         await self.service.execute(lambda state, now: commands.remove_member(state, owner, member, now))
 
-    async def set_tariff(self, account: str, *, tariff: str, subscribed_kva: int, billing_day: int) -> None:
+    async def set_tariff(self, account: str, *, tariff: str, subscribed_kva: int, billing_day: int, heating: str = "electric") -> None:
         await self.service.execute(lambda state, now: commands.set_tariff(
-            state, account, tariff=tariff, subscribed_kva=subscribed_kva, billing_day=billing_day, now_ms=now))
+            state, account, tariff=tariff, subscribed_kva=subscribed_kva, billing_day=billing_day, heating=heating, now_ms=now))
+
+    async def change_email(self, account: str, email: str) -> None:
+        """A new sign-in address, unconfirmed until the link mailed to it is followed."""
+        token = new_secret()
+        ttl_ms = self.settings.accounts.confirmation_ttl_s * 1000
+        await self.service.execute(lambda state, now: commands.change_email(
+            state, account, email, token_sha256=digest(token), now_ms=now, ttl_ms=ttl_ms))
+        person = self.state.accounts[account]
+        await self.mailer.confirmation(person.email, person.name, person.language, token)
 
     async def set_market_role(self, actor: str, role: str, enabled: bool, household: str | None = None) -> None:
         await self.service.execute(lambda state, now: commands.set_market_role(

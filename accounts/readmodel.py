@@ -15,7 +15,8 @@ returns detached rows, never live objects:
 - ``account(rm, account_id)`` -> :class:`Account` | None: email, name, confirmation, household,
   household role, global roles.
 - ``household(rm, household_id)`` -> :class:`Household` | None: the paired ``meter`` and its ``zone``,
-  ``market_roles``, the contract (``tariff``, ``subscribed_kva``, ``billing_day``).
+  ``market_roles``, the contract (``tariff``, ``subscribed_kva``, ``billing_day``) and ``heating``
+  (``electric`` or ``other``), as the owner set them (``PUT /v1/me/household/tariff``).
 - ``household_of_meter(rm, meter)`` -> :class:`Household` | None: whose meter it is.
 - ``members(rm, household_id)`` -> list of :class:`Account` (owner and members).
 - ``paired_meters(rm)`` -> ``{meter: (household, zone)}``: every paired meter (the live fan-out).

@@ -66,6 +66,7 @@ class Household(SQLModel, table=True):
     tariff: str = "base"
     subscribed_kva: int | None = None
     billing_day: int = 1
+    heating: str = "electric"
     created_ms: int
     updated_ms: int
 
@@ -431,6 +432,7 @@ def _tariff_set(state: AccountsState, e: ev.HouseholdTariffSet) -> list[EntityRe
     household.tariff = e.tariff
     household.subscribed_kva = e.subscribed_kva
     household.billing_day = e.billing_day
+    household.heating = e.heating
     household.updated_ms = e.at_ms
     return [("household", e.household)]
 

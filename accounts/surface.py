@@ -128,6 +128,7 @@ class HouseholdView(BaseModel):
     tariff: str
     subscribed_kva: int | None
     billing_day: int
+    heating: str
     members: list[MemberView]
 
 
@@ -150,6 +151,7 @@ class Tariff(Strict):
     tariff: Literal["base", "peak_offpeak", "tempo"]
     subscribed_kva: Annotated[int, Field(ge=1, le=36)]
     billing_day: Annotated[int, Field(ge=1, le=28)] = 1
+    heating: Literal["electric", "other"] = "electric"
 
 
 class MarketRoles(Strict):
@@ -355,6 +357,17 @@ async def change_password(call: Call) -> Done:
     return Done()
 
 
+class EmailChange(Strict):
+    email: Email
+
+
+@operation("PUT", "/v1/me/email", allow=allow("authenticated"), body=EmailChange, response=Done, errors=(409, 422),
+           summary="Change the sign-in address: a confirmation link is mailed to the new one")
+async def change_email(call: Call) -> Done:
+    await call.state.ops.change_email(_me(call), call.body.email)
+    return Done()
+
+
 @operation("GET", "/v1/me", allow=allow("authenticated"), response=MeView, summary="Who I am")
 async def me(call: Call) -> MeView:
     state = call.state.ops.state
@@ -380,7 +393,7 @@ def _household_view(s: AccountsSurface, household_id: str) -> HouseholdView:
     return HouseholdView(
         household=household.household, name=household.name, meter=household.meter, zone=household.zone,
         market_roles=sorted(household.market_role_set), tariff=household.tariff, subscribed_kva=household.subscribed_kva,
-        billing_day=household.billing_day,
+        billing_day=household.billing_day, heating=household.heating,
         members=[MemberView(account=a.account, name=a.name, role=a.household_role) for a in state.members(household_id)],
     )
 
@@ -450,7 +463,7 @@ async def unpair_meter(call: Call) -> HouseholdView:
            summary="The household's contract: tariff option, subscribed power, billing day")
 async def set_tariff(call: Call) -> HouseholdView:
     await call.state.ops.set_tariff(_me(call), tariff=call.body.tariff, subscribed_kva=call.body.subscribed_kva,
-                                    billing_day=call.body.billing_day)
+                                    billing_day=call.body.billing_day, heating=call.body.heating)
     return _household_view(call.state, _my_household(call))
 
 
@@ -532,7 +545,7 @@ async def remove_device(call: Call) -> Done:
 
 
 ROUTES = [sign_up, confirm_email, resend_confirmation, sign_in, sign_out, issue_tokens, refresh_tokens,
-          sign_out_everywhere, change_password, me, create_household, my_household, invite, join_household,
+          sign_out_everywhere, change_password, change_email, me, create_household, my_household, invite, join_household,
           leave_household, remove_member, pair_meter, unpair_meter, set_tariff, set_market_roles, grant_role,
           get_alerts, put_alerts, get_notifications, put_notifications, add_device, remove_device]
 

@@ -27,8 +27,8 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from limits import RateLimitItemPerMinute
-from limits.storage import MemoryStorage
-from limits.strategies import SlidingWindowCounterRateLimiter
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import ValidationError
 from spectree import Response as SpecResponse
@@ -60,6 +60,7 @@ ERROR_DESCRIPTIONS = {
     404: "No such thing (or not yours to see)",
     409: "Refused by the current state: already done, closed, sold out",
     413: "The body is larger than this operation takes",
+    414: "The query string is longer than the API takes",
     415: "The body is not JSON",
     422: "A field is missing, of the wrong type, out of range or unknown",
     429: "Too many requests from this principal this minute: see Retry-After",
@@ -88,7 +89,9 @@ class Guard:
         self.max_body_bytes = max_body_bytes
         self.authenticator = authenticator
         self.max_query_bytes = settings.api.max_query_bytes
-        self.limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        # limits' asyncio memory storage expires counters in a task of this event loop (its threaded
+        # sibling starts a timer thread every few requests): made on the first request, in the loop.
+        self.limiter: SlidingWindowCounterRateLimiter | None = None
         self.per_principal = RateLimitItemPerMinute(settings.api.requests_per_minute)
         self.per_address = RateLimitItemPerMinute(settings.api.anonymous_requests_per_minute)
         self.metrics = metrics
@@ -152,8 +155,10 @@ class Guard:
             item, key = self.per_principal, f"p:{principal.subject}"
         else:
             item, key = self.per_address, f"a:{scope['client'][0] if scope.get('client') else '-'}"
-        if not self.limiter.hit(item, key):
-            reset = self.limiter.get_window_stats(item, key).reset_time
+        if self.limiter is None:
+            self.limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        if not await self.limiter.hit(item, key):
+            reset = (await self.limiter.get_window_stats(item, key)).reset_time
             wait = max(1, math.ceil(reset - time.time()))
             return ApiError(429, "rate_limited", f"more than {item.amount} requests a minute; try again in {wait} s",
                             headers={"Retry-After": str(wait)})
@@ -219,7 +224,7 @@ def _serve(op: Operation, surface: Surface, spec: Any, default_body_bytes: int) 
 
 
 def _error_codes(op: Operation) -> list[int]:
-    codes = set(op.errors) | {422, 429}
+    codes = set(op.errors) | {414, 422, 429}
     if "anonymous" not in op.allow.kinds:
         codes |= {401, 403}
     if op.body is not None:

@@ -115,7 +115,7 @@ async def child(viewers: int, window_s: float, warmup_s: float, full_decode: boo
 def backfill(settings: Any, meter: str, now_ms: int) -> int:
     """12 months of rollup points and one day of raw readings for one Tempo meter; returns points written."""
     from quartier import tariffs
-    from quartier.stack.influx import ROLLUP_MEASUREMENT, ROLLUP_POLICY
+    from quartier.influx import ROLLUP_MEASUREMENT, ROLLUP_POLICY
 
     def write(lines: list[str], policy: str) -> None:
         for i in range(0, len(lines), 5000):
@@ -165,7 +165,7 @@ def consumption_p99(settings: Any, requests: int) -> dict[str, Any]:
     from households.consumption import series
     from households.home import Home
     from quartier import tariffs
-    from quartier.stack.influx import query
+    from quartier.influx import query
     from streams.charts import plan_chart
 
     meter = "990000000001"
@@ -229,7 +229,7 @@ def main() -> None:
     from quartier.settings import Settings
     from quartier.stack import Stack
     from quartier.stack.broker import Broker
-    from quartier.stack.influx import Influx, ensure_database
+    from quartier.influx import Influx, ensure_database
 
     root = Path(tempfile.mkdtemp(prefix="quartier-bench-app-"))
     run = uuid.uuid4().hex[:8]

@@ -391,6 +391,8 @@ class PipelineRun:
             "cores_used": self.cpu_use(window),
             "influx_write_rate_per_s": round((window[-1].written - window[0].written) / (window[-1].t - window[0].t))
             if len(window) >= 2 else None,
+            **cpu_costs(self.cpu_use(window), sustained,
+                        (window[-1].written - window[0].written) / (window[-1].t - window[0].t) if len(window) >= 2 else 0),
             **ceiling,
             "ratio_to_raw_ceiling": round(sustained / ceiling["raw_ceiling_per_s"], 3),
             "target_readings_per_s": args.meters,
@@ -446,8 +448,9 @@ class PipelineRun:
                      f"written {s.written:>12,.0f}")
             if s.consumed >= readings:
                 break
-            if s.t - began > args.drain_timeout + args.backlog_minutes * 60:
-                raise RuntimeError(f"the backlog did not drain; {readings - s.consumed:,.0f} readings left")
+            progressed = [x for x in self.samples if x.t >= s.t - args.drain_timeout]
+            if s.t - began > args.drain_timeout and progressed[0].consumed == s.consumed:
+                raise RuntimeError(f"the drain stalled for {args.drain_timeout:g} s; {readings - s.consumed:,.0f} readings left")
         drained = self.samples[-1]
         if profiler is not None:
             profiler.wait(timeout=args.profile_s + 60)
@@ -492,6 +495,7 @@ class PipelineRun:
             **gc_figures,
             "worker_peak_rss_mb": round(max(max(w.hwm_mb, w.rss_peak_mb) for w in self.workers), 1),
             "cores_used": cores,
+            **cpu_costs(cores, readings / (drained.t - began), written_in_drain / (drained.t - began)),
             "cpus": os.cpu_count(),
             "load_average_1m_end": round(os.getloadavg()[0], 2),
         }
@@ -585,6 +589,16 @@ class PipelineRun:
             "latency_meter_clock_p50_s": round(percentile(meter_clock, 0.50), 3),
             "latency_meter_clock_p99_s": round(percentile(meter_clock, 0.99), 3),
         }
+
+
+def cpu_costs(cores: dict[str, float], readings_per_s: float, points_per_s: float) -> dict[str, Any]:
+    """CPU time per reading of the workers, and of influxd per point it acknowledged: figures that
+    compare runs on a shared machine better than rates do (a rate falls with the cores others take)."""
+    workers = sum(c for name, c in cores.items() if name.startswith("worker-"))
+    return {
+        "worker_cpu_us_per_reading": round(workers / readings_per_s * 1e6, 2) if readings_per_s else None,
+        "influx_cpu_us_per_point": round(cores.get("influx", 0.0) / points_per_s * 1e6, 2) if points_per_s else None,
+    }
 
 
 def count_reading_points(settings: Settings) -> int | None:
@@ -724,6 +738,7 @@ def print_backlog_summary(r: dict[str, Any]) -> None:
           f"({r['influx_write_rate_in_drain_per_s']:,}/s); {r['rejected']:,} readings rejected")
     print(f"worker memory:   {r['worker_peak_rss_mb']:>12,} MB peak RSS")
     print("cores used:      " + ", ".join(f"{name} {cores:.2f}" for name, cores in r["cores_used"].items()))
+    print(f"CPU per item:    workers {r['worker_cpu_us_per_reading']} µs per reading, influxd {r['influx_cpu_us_per_point']} µs per point")
     print(f"load average:    {r['load_average_1m_end']} (1 min, at the end) on {r['cpus']} cores")
     if "profile" in r and "self" in r["profile"]:
         print(f"worker profile ({r['profile']['samples']:,} samples), self time:")
@@ -749,6 +764,7 @@ def print_summary(r: dict[str, Any]) -> None:
           f"in all, longest pause {r['gc_pause_max_s']} s")
     print(f"InfluxDB rate:   {r['influx_write_rate_per_s']:>12,} points/s acknowledged during the run")
     print("cores used:      " + ", ".join(f"{name} {cores:.2f}" for name, cores in r["cores_used"].items()))
+    print(f"CPU per item:    workers {r['worker_cpu_us_per_reading']} µs per reading, influxd {r['influx_cpu_us_per_point']} µs per point")
     print(f"load average:    {r['load_average_1m_end']} (1 min, at the end) on {r['cpus']} cores")
     if "profile" in r and "self" in r["profile"]:
         print(f"worker profile ({r['profile']['samples']:,} samples), self time:")

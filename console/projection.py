@@ -44,10 +44,13 @@ GAP_EDGES_MS = np.array(
 )
 _GAP_LOWER_MS = np.concatenate([[0], GAP_EDGES_MS[:-1]]).astype(float)
 BUCKETS = len(GAP_EDGES_MS) + 1
-#: A module is disconnected after this many of its own frame gaps (p50) without a reading, and at
-#: least DEADMAN_MIN_MS: the stream worker's deadman rule (docs/alerts.md).
+#: A module is disconnected after this many of its own frame intervals without a reading, and at
+#: least DEADMAN_MIN_MS, as the stream worker's deadman (docs/alerts.md). The interval is a moving
+#: average of its gaps (weight CADENCE_WEIGHT) in which one gap counts for at most twice the
+#: average, so a single long outage cannot drag it far.
 DEADMAN_CADENCES = 10
 DEADMAN_MIN_MS = 30_000
+CADENCE_WEIGHT = 0.1
 #: A boot time that moved forward by more than this between two reports is a reboot (clock noise
 #: and uptime rounding move it by a second or two).
 REBOOT_TOLERANCE_MS = 10_000
@@ -131,6 +134,7 @@ class FleetProjection:
         self.curve: deque[tuple[int, int, int]] = deque(maxlen=FLEET_CURVE_DAYS * DAY_MS // FLEET_CURVE_STEP_MS)
         self._window_start_ms = -1
         self._offsets: dict[int, int] = {}
+        self._batch_rows: dict[tuple[str, ...], tuple[np.ndarray, bool]] = {}
 
     # --- storage -------------------------------------------------------------------------------
 
@@ -159,6 +163,7 @@ class FleetProjection:
         grown("hist_now", np.uint32, 0, (BUCKETS,))
         grown("hist_prev", np.uint32, 0, (BUCKETS,))
         grown("hist_total", np.uint32, 0, (BUCKETS,))
+        grown("cadence_ms", float, 0.0)
         grown("gap_p50_ms", float, np.nan)
         grown("gap_p95_ms", float, np.nan)
         grown("rssi_dbm", float, np.nan)
@@ -225,8 +230,17 @@ class FleetProjection:
         readings = decoded.readings if isinstance(decoded, _LeanBatch) else [decoded]
         if not readings:
             return 0
-        rows = np.fromiter((self._row(r.meter) for r in readings), dtype=np.int64, count=len(readings))
-        if len(np.unique(rows)) != len(rows):
+        # A shard's batches carry the same meters step after step: their rows are looked up once.
+        key = tuple([r.meter for r in readings])
+        cached = self._batch_rows.get(key)
+        if cached is None:
+            rows = np.array([self._row(m) for m in key], dtype=np.int64)
+            cached = (rows, len(np.unique(rows)) == len(rows))
+            if len(self._batch_rows) >= 8192:
+                self._batch_rows.clear()
+            self._batch_rows[key] = cached
+        rows, unique = cached
+        if not unique:
             # Several readings of one meter in one message (a backfill batch): fold them in order.
             for r, row in zip(readings, rows.tolist()):
                 self._fold(np.array([row]), [r])
@@ -236,10 +250,10 @@ class FleetProjection:
 
     def _fold(self, rows: np.ndarray, readings: list[_LeanReading]) -> None:
         n = len(readings)
-        t = np.fromiter((r.time_ms for r in readings), dtype=np.int64, count=n)
-        wh = np.fromiter((r.withdrawn_wh for r in readings), dtype=np.int64, count=n)
-        self.drawn_va[rows] = np.fromiter((r.drawn_va for r in readings), dtype=np.int64, count=n)
-        self.injected_va[rows] = np.fromiter((r.injected_va for r in readings), dtype=np.int64, count=n)
+        t = np.array([r.time_ms for r in readings], dtype=np.int64)
+        wh = np.array([r.withdrawn_wh for r in readings], dtype=np.int64)
+        self.drawn_va[rows] = np.array([r.drawn_va for r in readings], dtype=np.int64)
+        self.injected_va[rows] = np.array([r.injected_va for r in readings], dtype=np.int64)
         self.readings += n
         top = int(t.max())
         if top > self.watermark_ms:
@@ -254,6 +268,11 @@ class FleetProjection:
             seen_rows = rows[seen]
             self.hist_now[seen_rows, bucket] += 1
             self.hist_total[seen_rows, bucket] += 1
+            cadence = self.cadence_ms[seen_rows]
+            gaps_f = gaps.astype(float)
+            self.cadence_ms[seen_rows] = np.where(
+                cadence > 0, cadence + CADENCE_WEIGHT * (np.minimum(gaps_f, 2 * cadence) - cadence), gaps_f
+            )
         new = rows[~seen]
         if len(new):
             self.first_ms[new] = t[~seen]
@@ -358,8 +377,7 @@ class FleetProjection:
         if now < 0:
             return
         if self.ingest_down_since_ms is None:
-            cadence = np.nan_to_num(self.gap_p50_ms[:n], nan=1000.0)
-            limit = np.maximum(DEADMAN_CADENCES * cadence, DEADMAN_MIN_MS)
+            limit = deadman_limit_ms(self.cadence_ms[:n])
             last = self.last_ms[:n]
             silent = self.connected[:n] & (last >= 0) & (now - last >= limit)
             for row in np.flatnonzero(silent).tolist():
@@ -470,6 +488,11 @@ class FleetProjection:
                 {"from_ms": e[0], "to_ms": e[1], "source": e[2]} for e in self.episodes.get(row, [])
             ],
         }
+
+
+def deadman_limit_ms(cadence_ms: np.ndarray) -> np.ndarray:
+    """How long each module may stay silent before it counts as disconnected (ms)."""
+    return np.maximum(DEADMAN_CADENCES * np.where(cadence_ms > 0, cadence_ms, 1000.0), DEADMAN_MIN_MS)
 
 
 def percentile(hist: np.ndarray, q: float) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import Any
 from households.home import Home
 from quartier.events import AlertAcknowledged, AlertAction, AlertSnoozed
 from quartier.settings import Settings
-from quartier.stack.influx import influx_query, quote_string
+from quartier.influx import influx_query, quote_string
 
 PAGE_MAX = 100
 #: A snooze lasts at least five minutes and at most a week.

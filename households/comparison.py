@@ -30,7 +30,7 @@ from typing import Literal
 
 from households.home import Home
 from quartier.settings import Settings
-from quartier.stack.influx import ROLLUP_MEASUREMENT, ROLLUP_POLICY, influx_query, quote_ident, quote_string
+from quartier.influx import ROLLUP_MEASUREMENT, ROLLUP_POLICY, influx_query, quote_ident, quote_string
 
 MIN_HOMES = 10
 #: Subscribed-power bands (kVA, inclusive).

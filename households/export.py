@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 from households.home import Home
 from quartier.settings import Settings
-from quartier.stack.influx import RAW_POLICY, ROLLUP_MEASUREMENT, ROLLUP_POLICY, influx_query, quote_ident, quote_string
+from quartier.influx import RAW_POLICY, ROLLUP_MEASUREMENT, ROLLUP_POLICY, influx_query, quote_ident, quote_string
 
 RESOLUTIONS = ("raw", "10m", "1h", "1d")
 #: Rows fetched per InfluxDB query: memory stays flat whatever the period.

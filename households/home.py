@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from quartier import tariffs
 
-Heating = Literal["electric", "other"]
+Heating = Literal["electric", "other", "unknown"]
 
 
 @dataclass(frozen=True)

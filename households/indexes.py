@@ -21,7 +21,7 @@ from typing import Any
 
 from households.home import Home
 from quartier.settings import Settings
-from quartier.stack.influx import RAW_POLICY, ROLLUP_MEASUREMENT, ROLLUP_POLICY, influx_query, quote_ident, quote_string
+from quartier.influx import RAW_POLICY, ROLLUP_MEASUREMENT, ROLLUP_POLICY, influx_query, quote_ident, quote_string
 
 READING_MEASUREMENT = "reading"
 

@@ -20,7 +20,7 @@ from households.consumption import now_ms
 from households.home import Home
 from quartier import tariffs
 from quartier.settings import Settings
-from quartier.stack.influx import RAW_POLICY, ROLLUP_MEASUREMENT, ROLLUP_POLICY, influx_query, quote_ident, quote_string
+from quartier.influx import RAW_POLICY, ROLLUP_MEASUREMENT, ROLLUP_POLICY, influx_query, quote_ident, quote_string
 
 YEAR_MS = 365 * 86_400_000
 

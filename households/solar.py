@@ -23,7 +23,7 @@ from quartier.events import (
     Allocated, MarketEvent, OfferListed, OrderPlaced, SettlementConfirmed, SlotClosed,
 )
 from quartier.settings import Settings
-from quartier.stack.influx import RAW_POLICY, ROLLUP_MEASUREMENT, ROLLUP_POLICY, influx_query, quote_ident, quote_string
+from quartier.influx import RAW_POLICY, ROLLUP_MEASUREMENT, ROLLUP_POLICY, influx_query, quote_ident, quote_string
 
 
 @dataclass

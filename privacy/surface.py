@@ -167,7 +167,7 @@ async def privacy_access_log(call: Call) -> AccessLogView:
     return AccessLogView(household=household, entries=await asyncio.to_thread(_entries, call.state.access, household))
 
 
-@operation("GET", "/v1/me/privacy/export", allow=allow("owner", "member"), response=ExportView,
+@operation("GET", "/v1/me/privacy/export", allow=allow("owner", "member"), response=ExportView, errors=(404,),
            summary="Everything Quartier holds about the household, one key per category of the data map")
 async def privacy_export(call: Call) -> ExportView:
     from privacy.export import household_data
@@ -176,7 +176,10 @@ async def privacy_export(call: Call) -> ExportView:
     await asyncio.to_thread(call.state.access.append, actor=call.me.subject, actor_role="export",
                             household=household, what="profile", why="export")
     readings = {"file": "/v1/me/privacy/readings.csv", "meter": await _meter_of(call, household)}
-    return ExportView(**await household_data(call.state.settings, household, readings=readings))
+    try:
+        return ExportView(**await household_data(call.state.settings, household, readings=readings))
+    except LookupError:
+        raise ApiError(404, "not_found", "no such household in the accounts") from None
 
 
 @operation("GET", "/v1/me/privacy/readings.csv", allow=allow("owner", "member"), query=ReadingsQuery, response=ReadingsCsv,

@@ -758,6 +758,7 @@ class HouseholdTariffSet(Record, tag="household_tariff_set", kw_only=True):
     tariff: Literal["base", "peak_offpeak", "tempo"]
     subscribed_kva: Annotated[int, Meta(ge=1, le=36)]
     billing_day: Annotated[int, Meta(ge=1, le=28)] = 1  # the period starts on this day of each month
+    heating: Literal["electric", "other"] = "electric"  # how the home is heated (the app compares like with like)
     at_ms: EpochMs
 
 

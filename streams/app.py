@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from faust.types import TransportT
+from faust.types import TP, TransportT
 from faust.tables import TableManager
 from faust.tables.recovery import Recovery
 from mode.utils.objects import cached_property
@@ -71,15 +71,31 @@ class SeekFirstRecovery(Recovery):
         if assignment:
             self.log.info("Seek stream partitions to committed offsets, then resume them.")
             await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
-            consumer.resume_partitions({tp for tp in assignment if not self._is_changelog_tp(tp)})
+            streams = {tp for tp in assignment if not self._is_changelog_tp(tp)}
+            await self._seek_uncommitted_to_start(streams)
+            consumer.resume_partitions(streams)
             # And once more, as Faust does, after resuming. Without it a restarted stream worker
             # sometimes fetched nothing at all (6 of 6 runs of test_worker_restart): Faust's resume
             # only widens the set its fetch loop asks for, and the seek, run on the consumer's thread,
             # is what gets aiokafka's fetcher going again. The partitions already stand at their
             # committed offsets, so whatever was fetched in between starts there: no jump, no gap.
             await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
+            await self._seek_uncommitted_to_start(streams)
         else:
             self.log.info("Resuming streams with empty assignment")
+
+    async def _seek_uncommitted_to_start(self, streams: set[TP]) -> None:
+        """Seeks the stream partitions the group never committed on to their first offset.
+
+        ``perform_seek`` seeks only the partitions with a committed offset, and a seek is what gets
+        aiokafka's fetcher going again: a worker killed before its first commit came back fetching
+        nothing at all (tests/test_drills.py, 2 runs in 5). Offset 0 of a partition whose oldest
+        batches the retention dropped is out of range, and the consumer resets to the earliest one.
+        """
+        committed = self.app.consumer._committed_offset  # type: ignore[attr-defined]
+        for tp in streams:
+            if committed.get(tp) is None:
+                await self.app.consumer.seek(tp, 0)
 
     async def _start_streams(self, *, standbys_ready: bool) -> None:
         """What both endings do once the streams are sought and resumed (as Faust does it)."""

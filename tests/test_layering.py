@@ -12,7 +12,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCTION_PACKAGES = ("quartier", "streams", "notifier", "marketplace", "contracts", "simulator", "privacy")
+PRODUCTION_PACKAGES = ("quartier", "streams", "notifier", "marketplace", "contracts", "simulator", "accounts", "privacy")
 DEVELOPMENT_MODULES = ("quartier.stack", "quartier.demo")
 STACK = "quartier.stack"
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
+import api.errors
+
 from marketplace.state import SLOT_MS
 
 
@@ -21,19 +23,9 @@ def _split(value: Any) -> Any:
     return [v for v in value.split(",") if v] if isinstance(value, str) else value
 
 
-class FieldError(BaseModel):
-    field: str | None = Field(description="the field at fault, as a path (`roles[0]`), or null")
-    location: str | None = Field(description="body, query, path or header")
-    reason: str
-
-
-class ErrorView(BaseModel):
-    error: str = Field(description="a short code: invalid, malformed_json, unauthenticated, forbidden, not_found, conflict")
-    status: int
-    field: str | None
-    location: str | None
-    reason: str
-    errors: list[FieldError] = Field(description="every problem found, the first one repeated above")
+# The error shape is the API layer's (it was the market's first): re-exported for the market's modules.
+FieldError = api.errors.FieldError
+ErrorView = api.errors.ErrorView
 
 
 class HealthView(BaseModel):

@@ -201,3 +201,25 @@ async def test_an_unknown_email_and_a_wrong_password_answer_alike(http) -> None:
     # Both verify an argon2id hash (a dummy one for the unknown address): the same work, about the same time.
     ratio = statistics.median(t for *_, t in unknown) / statistics.median(t for *_, t in wrong)
     assert 0.5 < ratio < 2.0, ratio
+
+
+async def test_a_new_address_is_unconfirmed_until_its_link_and_the_contract_is_the_owners(http) -> None:
+    client, settings = http
+    email, new = unique("old"), unique("new")
+    await signed_up(client, settings, email)
+    auth, _ = await bearer(client, email)
+    taken = unique("taken")
+    await signed_up(client, settings, taken)
+    assert (await client.put("/v1/me/email", json={"email": taken}, headers=auth)).json()["field"] == "email"
+    assert (await client.put("/v1/me/email", json={"email": new}, headers=auth)).status_code == 200
+    assert (await client.get("/v1/me", headers=auth)).json()["email_confirmed"] is False
+    assert (await client.get("/v1/accounts/confirm", params={"token": confirmation_token(settings, new)})).status_code == 200
+    assert (await client.get("/v1/me", headers=auth)).json()[("email")] == new
+    await client.post("/v1/households", json={"name": "H"}, headers=auth)
+    contract = await client.put("/v1/me/household/tariff", headers=auth,
+                                json={"tariff": "tempo", "subscribed_kva": 9, "billing_day": 15, "heating": "other"})
+    assert contract.status_code == 200, contract.text
+    assert {k: contract.json()[k] for k in ("tariff", "subscribed_kva", "billing_day", "heating")} == \
+        {"tariff": "tempo", "subscribed_kva": 9, "billing_day": 15, "heating": "other"}
+    bad = await client.put("/v1/me/household/tariff", headers=auth, json={"tariff": "tempo", "subscribed_kva": 9, "billing_day": 31})
+    assert (bad.status_code, bad.json()["field"]) == (422, "billing_day")

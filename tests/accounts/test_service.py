@@ -164,3 +164,29 @@ async def test_alert_rules_are_judged_by_the_engine_and_reach_alerts_rules(
         assert again.latest == {"032347287152": saved}
     finally:
         await again.stop()
+
+
+async def test_a_hash_under_older_argon2_parameters_is_rehashed_at_sign_in_revoking_nothing(
+    broker: dict[str, Any], smtp: dict[str, Any], make_settings: Callable[..., Settings]
+) -> None:
+    from argon2 import PasswordHasher
+
+    from accounts import passwords
+    from quartier import events as ev
+
+    settings = make_settings(broker, smtp)
+    service = AccountsService(settings, follow_interval_s=0)
+    await service.start()
+    ops = AccountOperations(settings, service)
+    try:
+        old = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(PASSWORD)
+        account = "acct_00000000000000aa"
+        await service.execute(lambda state, now: [
+            ev.AccountCreated(account=account, email="old@example.test", name="Old", password_hash=old, at_ms=now)])
+        assert (await ops.check_password("old@example.test", PASSWORD)).account == account  # type: ignore[union-attr]
+        person = service.state.accounts[account]
+        assert person.password_hash != old and not passwords.needs_rehash(person.password_hash)
+        assert passwords.verify(person.password_hash, PASSWORD)
+        assert person.credentials_ms == 0  # nothing revoked
+    finally:
+        await service.stop()

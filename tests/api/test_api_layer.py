@@ -161,7 +161,7 @@ async def test_the_document_is_openapi_3_1_with_every_operation_and_who_may_call
         "fleet": ("/v1/fleet", "get", ["operator", "support"]),
     }
     _, _, create = operations["create_note"]
-    assert set(create["responses"]) == {"201", "400", "401", "403", "413", "415", "422", "429"}
+    assert set(create["responses"]) == {"201", "400", "401", "403", "413", "414", "415", "422", "429"}
     assert create["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("NoteCreate")
     _, _, get = operations["get_note"]
     assert get["parameters"][0]["name"] == "note_id" and get["parameters"][0]["schema"]["pattern"] == "^n[0-9]{1,9}$"

@@ -39,6 +39,8 @@ def market_settings(broker: dict[str, Any], state_dir: Path, prefix: str | None 
         database_url=database_url,
         kafka={**broker["kafka"], "topic_prefix": prefix or f"m{uuid.uuid4().hex[:8]}."},
         influx=influx or {},
+        # The tests' principals make hundreds of requests a minute; the API layer's own tests cover the limit.
+        api={"requests_per_minute": 1_000_000, "anonymous_requests_per_minute": 1_000_000},
     )
 
 

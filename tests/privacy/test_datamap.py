@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 import importlib
 import pkgutil
 import sys
@@ -70,3 +71,9 @@ def test_docs_privacy_md_shows_the_map_as_the_code_has_it() -> None:
     assert datamap.render(document) == document, "docs/privacy.md is stale: run python -m privacy.datamap"
     for place in datamap.MAP:
         assert f"`{place.name}`" in document
+
+
+def test_each_place_is_classified_once() -> None:
+    # Two entries for one place would let the document and the export disagree about it.
+    seen = Counter((place.kind, place.name) for place in datamap.MAP)
+    assert [key for key, count in seen.items() if count > 1] == []

@@ -1,6 +1,6 @@
 """The accounts' read models (SQL tables, SQLModel) and the queries other surfaces use.
 
-The tables are the entities of :mod:`accounts.state` (defined there, once) plus the log position
+The tables are derived from the entities of :mod:`accounts.state` (defined there, once) plus the log position
 they reflect; they are a projection of ``accounts.events`` and nothing else. The service writes the
 touched entities after each command, in one transaction with the position; ``quartier accounts
 rebuild`` drops them and writes them again from a fresh fold of the whole log (a test compares).
@@ -34,10 +34,10 @@ from typing import Any
 
 from sqlalchemy import Engine, Table, create_engine, event, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Field, Session, SQLModel
+from sqlmodel import Field, SQLModel
 
 from accounts.state import (
-    ENTITY_TYPES,
+    TABLES,
     Account,
     AccountsState,
     Device,
@@ -57,7 +57,7 @@ class PositionRow(SQLModel, table=True):
     next_offset: int
 
 
-PROJECTION_TABLES: list[Table] = [m.__table__ for m in (*ENTITY_TYPES.values(), PositionRow)]  # type: ignore[attr-defined]
+PROJECTION_TABLES: list[Table] = [*TABLES.values(), PositionRow.__table__]  # type: ignore[attr-defined]
 _TOPIC = "accounts.events"
 
 
@@ -114,11 +114,11 @@ class ReadModel:
                 upserts[ref[0]].append(row(entity))
         with self.engine.begin() as connection:
             for kind, keys in deletes.items():
-                table = ENTITY_TYPES[kind].__table__  # type: ignore[attr-defined]
+                table = TABLES[kind]
                 [key] = table.primary_key.columns
                 connection.execute(table.delete().where(key.in_(keys)))
             for kind, rows in upserts.items():
-                self._upsert(connection, ENTITY_TYPES[kind].__table__, rows)  # type: ignore[attr-defined]
+                self._upsert(connection, TABLES[kind], rows)
             self._upsert(connection, PositionRow.__table__, [{"topic": _TOPIC, "next_offset": state.position}])  # type: ignore[attr-defined]
 
     def rebuild(self, state: AccountsState) -> None:
@@ -129,7 +129,7 @@ class ReadModel:
             for kind, table in state.tables().items():
                 rows = [row(entity) for entity in table.values()]
                 if rows:
-                    connection.execute(ENTITY_TYPES[kind].__table__.insert(), rows)  # type: ignore[attr-defined]
+                    connection.execute(TABLES[kind].insert(), rows)
             connection.execute(PositionRow.__table__.insert(), [{"topic": _TOPIC, "next_offset": state.position}])  # type: ignore[attr-defined]
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
@@ -141,51 +141,53 @@ class ReadModel:
 # --- queries -----------------------------------------------------------------------------------------
 
 
-def _session(rm: ReadModel) -> Session:
-    return Session(rm.engine, expire_on_commit=False)
+def _select(rm: ReadModel, cls: type, *where: Any, order: str | None = None) -> list[Any]:
+    table = TABLES[next(k for k, t in TABLES.items() if t.name == cls.TABLE)]  # type: ignore[attr-defined]
+    statement = select(table).where(*where)
+    if order is not None:
+        statement = statement.order_by(table.c[order])
+    with rm.engine.connect() as connection:
+        return [cls(**found._mapping) for found in connection.execute(statement)]
+
+
+def _one(found: list[Any]) -> Any:
+    return found[0] if found else None
 
 
 def account(rm: ReadModel, account_id: str) -> Account | None:
-    with _session(rm) as session:
-        return session.get(Account, account_id)
+    return _one(_select(rm, Account, TABLES["account"].c.account == account_id))
 
 
 def account_by_email(rm: ReadModel, email: str) -> Account | None:
-    with _session(rm) as session:
-        return session.exec(select(Account).where(Account.email == email.strip().lower())).scalars().first()  # type: ignore[call-overload]
+    return _one(_select(rm, Account, TABLES["account"].c.email == email.strip().lower()))
 
 
 def household(rm: ReadModel, household_id: str) -> Household | None:
-    with _session(rm) as session:
-        return session.get(Household, household_id)
+    return _one(_select(rm, Household, TABLES["household"].c.household == household_id))
 
 
 def household_of_meter(rm: ReadModel, meter: str) -> Household | None:
-    with _session(rm) as session:
-        return session.exec(select(Household).where(Household.meter == meter)).scalars().first()  # type: ignore[call-overload]
+    return _one(_select(rm, Household, TABLES["household"].c.meter == meter))
 
 
 def members(rm: ReadModel, household_id: str) -> list[Account]:
-    with _session(rm) as session:
-        return list(session.exec(select(Account).where(Account.household == household_id).order_by(Account.account)).scalars())  # type: ignore[call-overload]
+    return _select(rm, Account, TABLES["account"].c.household == household_id, order="account")
 
 
 def paired_meters(rm: ReadModel) -> dict[str, tuple[str, str]]:
+    h = TABLES["household"].c
     with rm.engine.connect() as connection:
-        rows = connection.execute(select(Household.meter, Household.household, Household.zone).where(Household.meter != None))  # type: ignore[call-overload]  # noqa: E711
+        rows = connection.execute(select(h.meter, h.household, h.zone).where(h.meter.is_not(None)))
         return {meter: (hh, zone) for meter, hh, zone in rows}
 
 
 def devices(rm: ReadModel, household_id: str) -> list[Device]:
-    with _session(rm) as session:
-        return list(session.exec(select(Device).where(Device.household == household_id).order_by(Device.device)).scalars())  # type: ignore[call-overload]
+    return _select(rm, Device, TABLES["device"].c.household == household_id, order="device")
 
 
 def preferences(rm: ReadModel, household_id: str) -> list[Preferences]:
-    with _session(rm) as session:
-        return list(session.exec(select(Preferences).where(Preferences.household == household_id).order_by(Preferences.account)).scalars())  # type: ignore[call-overload]
+    return _select(rm, Preferences, TABLES["preferences"].c.household == household_id, order="account")
 
 
 def market_participants(rm: ReadModel) -> list[Household]:
-    with _session(rm) as session:
-        return list(session.exec(select(Household).where(Household.market_roles != "").order_by(Household.household)).scalars())  # type: ignore[call-overload]
+    return _select(rm, Household, TABLES["household"].c.market_roles != "", order="household")

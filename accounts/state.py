@@ -1,8 +1,10 @@
 """The accounts' state: a fold of ``accounts.events``, and nothing else.
 
-Each entity is defined once, here, as a SQLModel table: the fold keeps instances in memory (never
-attached to a session), and the read models are their rows (:mod:`accounts.readmodel` writes
-``row(entity)``), so state, row and query result cannot drift apart.
+Each entity is defined once, here, as a dataclass; its read-model table is derived from it
+(:func:`table_of`: one column per field, keys and indexes from the field's metadata) and the queries
+of :mod:`accounts.readmodel` return the same dataclasses, so state, row and query result cannot drift
+apart. Plain dataclasses, not SQLModel objects: a fleet's 48,000 households fold in seconds (a
+SQLModel table object costs about 200 us to build here, a dataclass about 1 us).
 
 ``AccountsState.apply`` is the one place that says what an event does (one handler per record
 type in ``_HANDLERS``). Nothing here reads a clock or draws a random number: the same log gives
@@ -16,14 +18,19 @@ same events, so rebuilds stay exact and the first writer wins.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Literal, get_type_hints
 
-from sqlmodel import Field, SQLModel
+from sqlalchemy import BigInteger, Boolean, Column, String, Table
+from sqlmodel import SQLModel
 
 from quartier import events as ev
 
 EntityKind = Literal["account", "household", "pairing", "device", "preferences", "email_token", "invite"]
 EntityRef = tuple[EntityKind, str]
+
+KEY = {"primary_key": True}
+INDEXED = {"index": True}
 
 
 def _split(text: str) -> list[str]:
@@ -34,15 +41,16 @@ def _join(values: Any) -> str:
     return ",".join(sorted(set(values)))
 
 
-class Account(SQLModel, table=True):
-    __tablename__ = "accounts_account"
-    account: str = Field(primary_key=True)
-    email: str = Field(index=True, unique=True)  # personal; lower case
+@dataclass(slots=True, kw_only=True)
+class Account:
+    TABLE: ClassVar[str] = "accounts_account"
+    account: str = field(metadata=KEY)
+    email: str = field(metadata={"index": True, "unique": True})  # personal; lower case
     email_confirmed: bool = False
     name: str  # personal
     password_hash: str
     language: str = "fr"
-    household: str | None = Field(default=None, index=True)
+    household: str | None = field(default=None, metadata=INDEXED)
     household_role: str | None = None  # owner, member
     roles: str = ""  # global roles, comma-separated, sorted: operator, support
     # Sessions and tokens issued before this moment are revoked (password change, sign out everywhere).
@@ -55,13 +63,14 @@ class Account(SQLModel, table=True):
         return frozenset(_split(self.roles))
 
 
-class Household(SQLModel, table=True):
-    __tablename__ = "accounts_household"
-    household: str = Field(primary_key=True)
+@dataclass(slots=True, kw_only=True)
+class Household:
+    TABLE: ClassVar[str] = "accounts_household"
+    household: str = field(metadata=KEY)
     name: str  # personal
     owner: str
-    meter: str | None = Field(default=None, index=True)
-    zone: str | None = Field(default=None, index=True)
+    meter: str | None = field(default=None, metadata=INDEXED)
+    zone: str | None = field(default=None, metadata=INDEXED)
     market_roles: str = ""  # comma-separated, sorted: consumer, producer
     tariff: str = "base"
     subscribed_kva: int | None = None
@@ -75,32 +84,35 @@ class Household(SQLModel, table=True):
         return frozenset(_split(self.market_roles))
 
 
-class Pairing(SQLModel, table=True):
+@dataclass(slots=True, kw_only=True)
+class Pairing:
     """A meter and the household that proved possession of it (one household per meter)."""
 
-    __tablename__ = "accounts_pairing"
-    meter: str = Field(primary_key=True)
-    household: str = Field(index=True)
+    TABLE: ClassVar[str] = "accounts_pairing"
+    meter: str = field(metadata=KEY)
+    household: str = field(metadata=INDEXED)
     zone: str
     paired_by: str
     paired_ms: int
 
 
-class Device(SQLModel, table=True):
-    __tablename__ = "accounts_device"
-    device: str = Field(primary_key=True)
-    household: str = Field(index=True)
-    account: str = Field(index=True)
+@dataclass(slots=True, kw_only=True)
+class Device:
+    TABLE: ClassVar[str] = "accounts_device"
+    device: str = field(metadata=KEY)
+    household: str = field(metadata=INDEXED)
+    account: str = field(metadata=INDEXED)
     device_token: str  # personal
     added_ms: int
 
 
-class Preferences(SQLModel, table=True):
+@dataclass(slots=True, kw_only=True)
+class Preferences:
     """One member's delivery preferences."""
 
-    __tablename__ = "accounts_preferences"
-    account: str = Field(primary_key=True)
-    household: str = Field(index=True)
+    TABLE: ClassVar[str] = "accounts_preferences"
+    account: str = field(metadata=KEY)
+    household: str = field(metadata=INDEXED)
     alert_email: str | None = None  # personal
     channels: str = "email,push"
     quiet_hours: str | None = None
@@ -110,26 +122,28 @@ class Preferences(SQLModel, table=True):
     updated_ms: int
 
 
-class EmailToken(SQLModel, table=True):
+@dataclass(slots=True, kw_only=True)
+class EmailToken:
     """A confirmation link's token, by digest; spent once."""
 
-    __tablename__ = "accounts_email_token"
-    token_sha256: str = Field(primary_key=True)
-    account: str = Field(index=True)
+    TABLE: ClassVar[str] = "accounts_email_token"
+    token_sha256: str = field(metadata=KEY)
+    account: str = field(metadata=INDEXED)
     expires_ms: int
     used_ms: int | None = None
 
 
-class Invite(SQLModel, table=True):
-    __tablename__ = "accounts_invite"
-    code_sha256: str = Field(primary_key=True)
-    household: str = Field(index=True)
+@dataclass(slots=True, kw_only=True)
+class Invite:
+    TABLE: ClassVar[str] = "accounts_invite"
+    code_sha256: str = field(metadata=KEY)
+    household: str = field(metadata=INDEXED)
     by: str
     expires_ms: int
     used_by: str | None = None
 
 
-ENTITY_TYPES: dict[EntityKind, type[SQLModel]] = {
+ENTITY_TYPES: dict[EntityKind, type] = {
     "account": Account,
     "household": Household,
     "pairing": Pairing,
@@ -139,10 +153,32 @@ ENTITY_TYPES: dict[EntityKind, type[SQLModel]] = {
     "invite": Invite,
 }
 
+_SQL_TYPES = {str: String, int: BigInteger, bool: Boolean}
 
-def row(entity: SQLModel) -> dict[str, Any]:
+
+def table_of(cls: type) -> Table:
+    """The read-model table of an entity: a column per field (nullable when it may be None)."""
+    hints = get_type_hints(cls)
+    columns = []
+    for f in fields(cls):
+        kind = hints[f.name]
+        base = next(t for t in (str, bool, int) if t is kind or t in getattr(kind, "__args__", ()))
+        nullable = type(None) in getattr(kind, "__args__", ())
+        columns.append(Column(f.name, _SQL_TYPES[base](), nullable=nullable, **f.metadata))
+    # In SQLModel's metadata, beside every other package's tables (the data map lists them all).
+    return Table(cls.TABLE, SQLModel.metadata, *columns)  # type: ignore[attr-defined]
+
+
+TABLES: dict[EntityKind, Table] = {kind: table_of(cls) for kind, cls in ENTITY_TYPES.items()}
+
+
+def row(entity: Any) -> dict[str, Any]:
     """A snapshot of an entity as a flat dict (what its read-model row holds)."""
-    return {column.name: getattr(entity, column.name) for column in entity.__table__.columns}  # type: ignore[attr-defined]
+    return {f.name: getattr(entity, f.name) for f in fields(entity)}
+
+
+def kind_of(entity: Any) -> EntityKind:
+    return next(kind for kind, cls in ENTITY_TYPES.items() if isinstance(entity, cls))
 
 
 class AccountsState:
@@ -155,6 +191,9 @@ class AccountsState:
         self.email_tokens: dict[str, EmailToken] = {}
         self.invites: dict[str, Invite] = {}
         self.by_email: dict[str, str] = {}  # lower-case email -> account
+        # Indexes, so that a fleet's worth of households folds in linear time.
+        self.household_members: dict[str, set[str]] = {}  # household -> its accounts
+        self.account_devices: dict[str, set[str]] = {}  # account -> its devices
         #: Events the fold refused (offset, reason): a racing writer lost; every replay agrees.
         self.skipped: list[tuple[int, str]] = []
         #: The next offset of accounts.events to apply.
@@ -173,7 +212,7 @@ class AccountsState:
             "invite": self.invites,
         }
 
-    def entity(self, ref: EntityRef) -> SQLModel | None:
+    def entity(self, ref: EntityRef) -> Any:
         kind, key = ref
         return self.tables()[kind].get(key)
 
@@ -187,7 +226,14 @@ class AccountsState:
         return self.accounts.get(account) if account else None
 
     def members(self, household: str) -> list[Account]:
-        return sorted((a for a in self.accounts.values() if a.household == household), key=lambda a: a.account)
+        return [self.accounts[a] for a in sorted(self.household_members.get(household, ()))]
+
+    def devices_of(self, account: str) -> list[Device]:
+        return [self.devices[d] for d in sorted(self.account_devices.get(account, ()))]
+
+    def _forget_device(self, device: str) -> None:
+        known = self.devices.pop(device)
+        self.account_devices[known.account].discard(device)
 
     # --- folding -------------------------------------------------------------------------------
 
@@ -328,6 +374,7 @@ def _member_joined(state: AccountsState, e: ev.MemberJoined) -> list[EntityRef]:
     account.household = e.household
     account.household_role = e.role
     account.updated_ms = e.at_ms
+    state.household_members.setdefault(e.household, set()).add(e.account)
     return touched
 
 
@@ -336,10 +383,11 @@ def _member_left(state: AccountsState, e: ev.MemberLeft) -> list[EntityRef]:
     account.household = None
     account.household_role = None
     account.updated_ms = e.at_ms
+    state.household_members[e.household].discard(e.account)
     touched: list[EntityRef] = [("account", e.account)]
     # What was the member's own goes with them: their phones and their delivery preferences.
-    for device in [d for d in state.devices.values() if d.account == e.account]:
-        del state.devices[device.device]
+    for device in state.devices_of(e.account):
+        state._forget_device(device.device)
         touched.append(("device", device.device))
     if state.preferences.pop(e.account, None) is not None:
         touched.append(("preferences", e.account))
@@ -403,6 +451,9 @@ def _market_role_revoked(state: AccountsState, e: ev.MarketRoleRevoked) -> list[
 def _device_added(state: AccountsState, e: ev.DeviceAdded) -> list[EntityRef]:
     _member_of(state, e.household, e.account)
     # The same token again (a phone that changed hands) moves to the new member.
+    if e.device in state.devices:
+        state._forget_device(e.device)
+    state.account_devices.setdefault(e.account, set()).add(e.device)
     state.devices[e.device] = Device(
         device=e.device, household=e.household, account=e.account, device_token=e.device_token, added_ms=e.at_ms
     )
@@ -413,7 +464,7 @@ def _device_removed(state: AccountsState, e: ev.DeviceRemoved) -> list[EntityRef
     device = state.devices.get(e.device)
     if device is None or device.household != e.household:
         raise _Skip(f"device {e.device} is not one of {e.household}")
-    del state.devices[e.device]
+    state._forget_device(e.device)
     return [("device", e.device)]
 
 
@@ -444,7 +495,11 @@ def _household_erased(state: AccountsState, e: ev.HouseholdErased) -> list[Entit
     if state.households.pop(e.household, None) is not None:
         touched.append(("household", e.household))
     members = {a.account for a in state.accounts.values() if a.household == e.household} | set(e.accounts)
-    for kind, table in (("pairing", state.pairings), ("device", state.devices), ("invite", state.invites)):
+    state.household_members.pop(e.household, None)
+    for key in [k for k, device in state.devices.items() if device.household == e.household or device.account in members]:
+        state._forget_device(key)
+        touched.append(("device", key))
+    for kind, table in (("pairing", state.pairings), ("invite", state.invites)):
         for key in [k for k, entity in table.items() if entity.household == e.household]:
             del table[key]
             touched.append((kind, key))  # type: ignore[arg-type]
@@ -456,6 +511,7 @@ def _household_erased(state: AccountsState, e: ev.HouseholdErased) -> list[Entit
         touched.append(("email_token", key))
     for account in sorted(members):
         found = state.accounts.pop(account, None)
+        state.account_devices.pop(account, None)
         if found is not None:
             state.by_email.pop(found.email, None)
             touched.append(("account", account))

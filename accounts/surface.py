@@ -276,11 +276,20 @@ async def confirm_email(call: Call) -> Confirmed:
     return Confirmed(account=await s.ops.confirm(call.query.token))
 
 
-@operation("POST", "/v1/me/confirmation", allow=allow("authenticated"), response=Done, errors=(409,),
-           summary="Mail a new confirmation link")
-async def resend_confirmation(call: Call) -> Done:
-    await call.state.ops.resend_confirmation(_me(call))
-    return Done()
+class ResendConfirmation(Strict):
+    email: Email
+
+
+@operation("POST", "/v1/accounts/confirmation", allow=allow("anonymous"), body=ResendConfirmation, response=Accepted,
+           status=202, errors=(429,), summary="Mail a new confirmation link (an unconfirmed person cannot sign in)")
+async def resend_confirmation(call: Call) -> Accepted:
+    s: AccountsSurface = call.state
+    s.throttle.attempt(None, _address(call.request))
+    person = s.ops.state.account_by_email(call.body.email.strip().lower())
+    # The same answer whether the address has an account, a confirmed one or none.
+    if person is not None and not person.email_confirmed:
+        await s.ops.resend_confirmation(person.account)
+    return Accepted()
 
 
 async def _signed_in(call: Call) -> str:
@@ -503,7 +512,7 @@ def _notifications_view(s: AccountsSurface, household: str) -> NotificationsView
     members = []
     for person in state.members(household):
         prefs = state.preferences.get(person.account)
-        devices = sorted(d.device for d in state.devices.values() if d.account == person.account)
+        devices = [d.device for d in state.devices_of(person.account)]
         members.append(MemberNotifications(
             account=person.account, name=person.name, alert_email=prefs.alert_email if prefs else None,
             channels=prefs.channels.split(",") if prefs else ["email", "push"],

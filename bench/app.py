@@ -15,10 +15,14 @@ A private stack (the embedded broker and InfluxDB) in a temporary directory, the
    - **the live consumer's CPU**: the child with no viewer; its process CPU time over the window
      divided by the window (cores). Baseline: the same consumer decoding every message with the full
      contract decoder (``quartier.events``), as a naive consumer would;
-   - **viewers at p99 <= 1.5 s**: children with V viewers each following one meter (as
-     ``GET /v1/me/live`` does); for every reading a viewer gets, the delay from the message's Kafka
-     timestamp (set by the simulator's producer) to the viewer. The figure is the largest V tried
-     whose p99 stays within 1.5 s.
+   - **viewers at p99 <= 1.5 s, over HTTP**: one API process (``quartier api serve``, every
+     surface) and ``--households`` real accounts, each owning a household that paired one of the
+     fleet's meters; a client process opens V ``GET /v1/me/live`` streams (spread over the
+     households, each with its own access token) and, for every event, takes the delay from the
+     reading's Kafka timestamp (``produced_ms``, set by the simulator's producer) to its arrival.
+     The figure is the largest V tried whose p99 stays within 1.5 s; the API process's CPU is
+     measured over each window;
+   - for comparison, the same viewer counts following the hub in the feed's own process (no HTTP).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import httpx
 import psutil
 
 from bench import lifetime
+from quartier.stack.component import pick_port
 
 SEED = 7
 LATENCY_TARGET_S = 1.5
@@ -73,6 +78,10 @@ async def child(viewers: int, window_s: float, warmup_s: float, full_decode: boo
     hub = LiveHub()
     feed = LiveFeed(Settings(), hub, decode=decode)
     await feed.start()
+    waited = 0.0
+    while hub.readings == 0 and waited < 180:  # the simulator builds its fleet before it sends
+        await asyncio.sleep(0.5)
+        waited += 0.5
     await asyncio.sleep(warmup_s)
     meters = list(hub._meters)  # noqa: SLF001 - the bench picks viewers among the meters seen
     random.Random(SEED).shuffle(meters)
@@ -109,6 +118,74 @@ async def child(viewers: int, window_s: float, warmup_s: float, full_decode: boo
         "p50_s": round(delays[len(delays) // 2], 3) if delays else None,
         "p99_s": round(delays[int(len(delays) * 0.99)], 3) if delays else None,
     }
+
+
+# --- HTTP viewers (a client process) ------------------------------------------------------------------
+
+
+async def http_viewers(base: str, tokens: list[str], viewers: int, window_s: float) -> dict[str, Any]:
+    delays: list[float] = []
+    events = 0
+    measuring = False
+    limits = httpx.Limits(max_connections=viewers + 10, max_keepalive_connections=viewers + 10)
+    async with httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(30, read=None), limits=limits) as client:
+
+        async def view(token: str) -> None:
+            nonlocal events
+            async with client.stream("GET", "/v1/me/live", headers={"Authorization": f"Bearer {token}"}) as answer:
+                if answer.status_code != 200:
+                    raise RuntimeError(f"live answered {answer.status_code}: {await answer.aread()!r}")
+                async for line in answer.aiter_lines():
+                    if line.startswith("data:") and measuring:
+                        produced = json.loads(line[5:])["produced_ms"]
+                        delays.append(time.time() - produced / 1000)
+                        events += 1
+
+        tasks = [asyncio.create_task(view(tokens[i % len(tokens)])) for i in range(viewers)]
+        await asyncio.sleep(min(20.0, 3.0 + viewers / 400))  # every stream open
+        failed = [t for t in tasks if t.done() and t.exception()]
+        if failed:
+            raise failed[0].exception()  # type: ignore[misc]
+        measuring = True
+        await asyncio.sleep(window_s)
+        measuring = False
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    delays.sort()
+    return {
+        "viewers": viewers, "events": events, "events_per_s": round(events / window_s),
+        "p50_s": round(delays[len(delays) // 2], 3) if delays else None,
+        "p99_s": round(delays[int(len(delays) * 0.99)], 3) if delays else None,
+    }
+
+
+async def make_households(settings: Any, homes: list[dict[str, Any]]) -> list[str]:
+    """One confirmed account owning a household that paired each home's meter; their account ids."""
+    from accounts.operations import AccountOperations
+    from accounts.service import AccountsService
+    from households.cli import confirmation_link
+    from quartier import pairing
+    from urllib.parse import parse_qs, urlparse
+
+    service = AccountsService(settings, follow_interval_s=0)
+    await service.start()
+    ops = AccountOperations(settings, service)
+    accounts = []
+    try:
+        for i, home in enumerate(homes):
+            email = f"viewer{i}@bench.quartier.test"
+            await ops.sign_up(email=email, name=f"Viewer {i}", password="a long enough password")
+            link = confirmation_link(settings.smtp.maildir, email)
+            assert link is not None, "no confirmation mail"
+            await ops.confirm(parse_qs(urlparse(link.group(0)).query)["token"][0])
+            account = service.state.account_by_email(email).account  # type: ignore[union-attr]
+            await ops.create_household(account, f"Home {i}")
+            await ops.pair(account, meter=home["meter"], zone=home["zone"], code=pairing.pairing_code(home["meter"], home["zone"]))
+            accounts.append(account)
+    finally:
+        await service.stop()
+    return accounts
 
 
 # --- consumption requests -------------------------------------------------------------------------------
@@ -221,17 +298,28 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=12.0, help="seconds each child measures")
     parser.add_argument("--requests", type=int, default=100, help="requests per consumption range and unit")
     parser.add_argument("--json", action="store_true", help="also print one JSON object on the last line")
+    parser.add_argument("--households", type=int, default=100, help="real accounts whose viewers the API serves")
+    parser.add_argument("--in-process", action="store_true", help="also measure viewers on the hub in-process")
+    parser.add_argument("--surfaces", default="accounts,households",
+                        help="surfaces the API process serves (comma-separated; empty: every one found)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--viewer-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--full-decode", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(asyncio.run(child(int(args.viewers), args.window, 3.0, args.full_decode))))
         return
+    if args.viewer_child:
+        spec = json.loads(Path(args.viewer_child).read_text())
+        print(json.dumps(asyncio.run(http_viewers(spec["base"], spec["tokens"], int(args.viewers), args.window))))
+        return
 
     from quartier.settings import Settings
     from quartier.stack import Stack
     from quartier.stack.broker import Broker
-    from quartier.influx import Influx, ensure_database
+    from quartier.influx import ensure_database
+    from quartier.stack.influx import Influx
+    from quartier.stack.smtp import SmtpServer
 
     root = Path(tempfile.mkdtemp(prefix="quartier-bench-app-"))
     run = uuid.uuid4().hex[:8]
@@ -240,7 +328,7 @@ def main() -> None:
         "QUARTIER_KAFKA__TOPIC_PREFIX": f"benchapp{run}.",
         "QUARTIER_INFLUX__DATABASE": f"benchapp_{run}",
     }
-    stack = Stack(root / "stack", [Broker(), Influx()])
+    stack = Stack(root / "stack", [Broker(), Influx(), SmtpServer()])
     result: dict[str, Any] = {"meters": args.meters, "cpus": os.cpu_count()}
     try:
         stack.up()
@@ -256,10 +344,45 @@ def main() -> None:
         result["consumption_p99_ms"] = consumption["p99_ms"]
         result["load_average_1m_after_consumption"] = round(os.getloadavg()[0], 2)
 
+        described = subprocess.run(
+            [sys.executable, "-m", "quartier.cli", "simulate", "--describe", "--meters", str(args.meters), "--seed",
+             str(SEED), "--json"], env={**os.environ, **env}, capture_output=True, text=True, check=True)
+        fleet = json.loads(described.stdout.strip().splitlines()[-1])
+        print(f"{args.households} households signing up and pairing ...", file=sys.stderr, flush=True)
+        accounts = asyncio.run(make_households(settings, fleet[: args.households]))
+        api_port = pick_port(0)
+        api = subprocess.Popen(
+            [sys.executable, "-m", "quartier.cli", "api", "serve", "--port", str(api_port), "--no-access-log",
+             *(f"--surface={name}" for name in args.surfaces.split(",") if name)],
+            env={**os.environ, **env, "QUARTIER_API__REQUESTS_PER_MINUTE": "100000"},
+            stdout=(root / "api.log").open("wb"), stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{api_port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/v1/openapi.json", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or api.poll() is not None:
+                raise RuntimeError(f"the API process did not start; see {root / 'api.log'}")
+            time.sleep(0.5)
+        from accounts.keys import token_secret
+        from accounts.readmodel import ReadModel
+        from accounts.sessions import CredentialStore
+
+        read_model = ReadModel(settings.sqlite_url("accounts"))
+        store = CredentialStore(settings, read_model.engine, token_secret(settings))
+        tokens = [store.issue_tokens(a).access_token for a in accounts]
+        read_model.close()
+        spec_path = root / "viewers.json"
+        spec_path.write_text(json.dumps({"base": base, "tokens": tokens}))
         print(f"simulating {args.meters:,} meters for {args.duration:.0f} s ...", file=sys.stderr, flush=True)
         simulator = subprocess.Popen(
+            # Runs until every step is measured (stopped below); --duration only bounds it.
             [sys.executable, "-m", "quartier.cli", "simulate", "--meters", str(args.meters), "--duration",
-             str(args.duration), "--seed", str(SEED), "--json", "--no-progress"],
+             str(max(args.duration, 3600)), "--seed", str(SEED), "--malformed-fraction", "0", "--json", "--no-progress"],
             env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=(root / "simulator.log").open("wb"), text=True,
         )
         try:
@@ -268,31 +391,57 @@ def main() -> None:
             full = run_child(env, 0, args.window, full_decode=True)
             print(f"  full-contract decoding: {full}", file=sys.stderr, flush=True)
             steps = []
+            api_process = psutil.Process(api.pid)
             for viewers in (int(v) for v in args.viewers.split(",")):
                 if simulator.poll() is not None:
                     break
-                step = run_child(env, viewers, args.window)
-                print(f"  {viewers:,} viewers: {step}", file=sys.stderr, flush=True)
+                before, t0 = api_process.cpu_times(), time.monotonic()
+                argv = [sys.executable, "-m", "bench.app", "--viewer-child", str(spec_path), "--viewers", str(viewers),
+                        "--window", str(args.window)]
+                done = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+                if done.returncode != 0:
+                    raise RuntimeError(f"viewer client failed:\n{done.stderr[-3000:]}")
+                after, elapsed = api_process.cpu_times(), time.monotonic() - t0
+                step = json.loads(done.stdout.strip().splitlines()[-1])
+                step["api_process_cores"] = round((after.user + after.system - before.user - before.system) / elapsed, 3)
+                step["load_average_1m"] = round(os.getloadavg()[0], 2)
+                print(f"  {viewers:,} HTTP viewers: {step}", file=sys.stderr, flush=True)
                 steps.append(step)
+            in_process = []
+            for viewers in (int(v) for v in args.viewers.split(",")) if args.in_process else ():
+                if simulator.poll() is not None:
+                    break
+                step = run_child(env, viewers, args.window)
+                print(f"  {viewers:,} in-process viewers: {step}", file=sys.stderr, flush=True)
+                in_process.append(step)
             result["load_average_1m_end"] = round(os.getloadavg()[0], 2)
         finally:
             simulator.terminate()
             simulator.wait(timeout=60)
+            api.terminate()
+            api.wait(timeout=60)
         result["live_consumer"] = feed_only
         result["live_consumer_full_decode"] = full
         result["live_consumer_cores"] = feed_only["cores"]
-        result["ratio_to_full_decode"] = round(feed_only["cores"] / full["cores"], 3) if full["cores"] else None
-        result["viewer_steps"] = steps
+        # Per reading: the two runs do not see the same rate (the full decoder may fall behind).
+        per_reading = lambda r: r["cores"] / r["readings_per_s"] if r["readings_per_s"] else None  # noqa: E731
+        mine, naive = per_reading(feed_only), per_reading(full)
+        result["live_consumer_us_per_reading"] = round(mine * 1e6, 2) if mine else None
+        result["full_decode_us_per_reading"] = round(naive * 1e6, 2) if naive else None
+        result["ratio_to_full_decode"] = round(mine / naive, 3) if mine and naive else None
+        result["viewer_steps_http"] = steps
+        result["viewer_steps_in_process"] = in_process
         passing = [s["viewers"] for s in steps if s["p99_s"] is not None and s["p99_s"] <= LATENCY_TARGET_S]
         result["live_viewers_at_p99_1_5s"] = max(passing, default=0)
-        result["live_viewers_measured_in_process"] = True
+        result["households"] = args.households
     finally:
         stack.down()
         shutil.rmtree(root, ignore_errors=True)
     print(f"consumption p99: {result['consumption_p99_ms']} ms (bare chart query p99 "
           f"{result['consumption']['baseline_p99_ms']} ms)")
-    print(f"live consumer: {result['live_consumer_cores']} cores at {feed_only['readings_per_s']:,} readings/s "
-          f"(full contract decoding: {full['cores']} cores; ratio {result['ratio_to_full_decode']})")
+    print(f"live consumer: {result['live_consumer_cores']} cores at {feed_only['readings_per_s']:,} readings/s, "
+          f"{result['live_consumer_us_per_reading']} us a reading (full contract decoding: "
+          f"{result['full_decode_us_per_reading']} us; ratio {result['ratio_to_full_decode']})")
     print(f"live viewers within p99 {LATENCY_TARGET_S} s: {result['live_viewers_at_p99_1_5s']:,}")
     print(f"load average: {result.get('load_average_1m_end')} (1 min, at the end) on {result['cpus']} cores")
     if args.json:

@@ -137,3 +137,44 @@ def snooze(
             until_ms=at_ms + minutes * 60_000, at_ms=at_ms,
         )
     ]
+
+
+#: The minutes shown around an episode: from before its start to after its end (or its raise).
+AROUND_MS = 10 * 60_000
+SPARK_POINTS = 60
+
+
+def minutes_around(settings: Settings, home: Home, episode: Episode) -> list[tuple[int, float]]:
+    """The power (mean VA per bucket, about 60 buckets) from 10 minutes before the episode began to
+    10 minutes after it ended (or was raised, while it is open): the small chart of each episode."""
+    start = episode.episode_start_ms - AROUND_MS
+    end = (episode.resolved_ms or episode.raised_ms) + AROUND_MS
+    bucket_s = max(1, (end - start) // 1000 // SPARK_POINTS)
+    rows = influx_query(
+        settings.influx,
+        f"SELECT mean(\"drawn_va\") AS va FROM \"reading\" WHERE \"meter\" = {quote_string(home.meter)} "
+        f"AND time >= {start}ms AND time < {end}ms GROUP BY time({bucket_s}s) fill(none)",
+    )
+    return [(int(r["time"]), float(r["va"])) for r in rows if r.get("va") is not None]
+
+
+def sparkline(points: list[tuple[int, float]], threshold: float | None, width: int = 240, height: int = 48) -> str:
+    """An inline SVG polyline of ``points`` (and the threshold as a dashed line): drawn by the server,
+    so the history's small charts need no script."""
+    if len(points) < 2:
+        return ""
+    t0, t1 = points[0][0], points[-1][0]
+    values = [v for _, v in points] + ([threshold] if threshold else [])
+    low, high = min(values), max(values)
+    span_v = (high - low) or 1.0
+    span_t = (t1 - t0) or 1
+
+    def y(v: float) -> float:
+        return round(height - 2 - (v - low) / span_v * (height - 4), 1)
+
+    line = " ".join(f"{round((t - t0) / span_t * width, 1)},{y(v)}" for t, v in points)
+    limit = (f'<line x1="0" x2="{width}" y1="{y(threshold)}" y2="{y(threshold)}" stroke="#a00000" '
+             f'stroke-dasharray="4 3"/>' if threshold else "")
+    return (f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+            f'aria-label="power around the episode">{limit}<polyline fill="none" stroke="#0b5394" stroke-width="1.5" '
+            f'points="{line}"/></svg>')

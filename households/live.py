@@ -34,7 +34,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from quartier import tariffs, topics
-from quartier.kafka import consumer_config
+from quartier.kafka import consumer_config, ensure_topics
 from quartier.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -202,6 +202,8 @@ class LiveFeed:
         self.ready = asyncio.Event()
 
     async def start(self) -> None:
+        # Created with its declared partitions first (the embedded broker would make it with 4, for good).
+        await ensure_topics(self.settings, [topics.METER_READINGS])
         config = consumer_config(self.settings)
         config.pop("session_timeout_ms", None)
         config.pop("heartbeat_interval_ms", None)
@@ -212,7 +214,11 @@ class LiveFeed:
             fetch_max_bytes=16 * 1024 * 1024,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()  # a half-started client keeps its connections otherwise
+            raise
         topic = self.settings.topic(topics.METER_READINGS.name)
         partitions = [TopicPartition(topic, p) for p in range(topics.METER_READINGS.partitions)]
         consumer.assign(partitions)

@@ -29,14 +29,20 @@ from households.directory import HomeDirectory
 from households.live import LiveFeed, LiveHub
 from households.solar import MarketSales
 from quartier import events, topics
-from quartier.kafka import consumer_config, producer_config
+from quartier.kafka import consumer_config, ensure_topics, producer_config
 from quartier.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-async def follow_topic(settings: Settings, topic: topics.Topic, apply: Callable[[Any], None], ready: asyncio.Event) -> None:
-    """Folds every record of ``topic`` from its start, then follows it (no group, nothing committed)."""
+async def follow_topic(
+    settings: Settings, topic: topics.Topic, apply: Callable[[Any], None], ready: asyncio.Event,
+    reset: Callable[[], None],
+) -> None:
+    """Folds every record of ``topic`` from its start, then follows it (no group, nothing committed).
+
+    After a reconnection the fold starts again from an empty state and the topic's start, so a
+    record is never counted twice."""
     decode = events.decoder(topic.record).decode
 
     @stamina.retry(on=(KafkaError, OSError), attempts=None, timeout=None, wait_max=10.0)
@@ -44,13 +50,17 @@ async def follow_topic(settings: Settings, topic: topics.Topic, apply: Callable[
         config = consumer_config(settings)
         config.pop("session_timeout_ms", None)
         config.pop("heartbeat_interval_ms", None)
+        # Created with its declared partitions first: the embedded broker would make an unknown topic
+        # with 4, for good, the moment this consumer asked for it.
+        await ensure_topics(settings, [topic])
         consumer = AIOKafkaConsumer(**config, group_id=None)
-        await consumer.start()
         try:
+            await consumer.start()
             name = settings.topic(topic.name)
             partitions = [TopicPartition(name, p) for p in range(topic.partitions)]
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
+            reset()
             ready.set()
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
@@ -87,11 +97,12 @@ class HouseholdService:
         self._tasks = [
             asyncio.create_task(self._run_feed(), name="households-live"),
             asyncio.create_task(
-                follow_topic(self.settings, topics.HOUSEHOLDS_ALERT_ACTIONS, self.actions.apply, self.actions_ready),
+                follow_topic(self.settings, topics.HOUSEHOLDS_ALERT_ACTIONS, self.actions.apply, self.actions_ready,
+                             self.actions.episodes.clear),
                 name="households-alert-actions",
             ),
             asyncio.create_task(
-                follow_topic(self.settings, topics.MARKET_EVENTS, self.sales.apply, self.market_ready),
+                follow_topic(self.settings, topics.MARKET_EVENTS, self.sales.apply, self.market_ready, self.sales.reset),
                 name="households-market-sales",
             ),
         ]
@@ -129,6 +140,9 @@ class HouseholdService:
             await producer.start()
             self._producer = producer
         topic = self.settings.topic(topics.HOUSEHOLDS_ALERT_ACTIONS.name)
+        check = events.decoder(topics.HOUSEHOLDS_ALERT_ACTIONS.record)
         for record in records:
-            await self._producer.send_and_wait(topic, events.encode(record), key=record.meter.encode())
+            value = events.encode(record)
+            check.decode(value)  # the contract, before the log: a record its readers would refuse never goes on it
+            await self._producer.send_and_wait(topic, value, key=record.meter.encode())
             self.actions.apply(record)

@@ -76,6 +76,13 @@ class MarketSales:
     def of(self, household: str) -> Sales:
         return self.by_producer.get(household, Sales())
 
+    def reset(self) -> None:
+        """Back to the empty fold (before folding the log again from its start)."""
+        self.offer_producer.clear()
+        self.trade_offer.clear()
+        self.pending.clear()
+        self.by_producer.clear()
+
 
 @dataclass(frozen=True)
 class Solar:

@@ -28,6 +28,7 @@ from households.views import (
     ExportQuery, ExportRowView, HistoryQuery, LiveEventView, LiveQuery, HistoryView, PowerView, SnoozeBody, SolarView, SummaryView,
 )
 from quartier import tariffs
+from quartier.influx import InfluxError
 
 MEMBERS = allow("owner", "member")
 #: A comment line every 15 s keeps proxies from closing a quiet live stream.
@@ -61,6 +62,8 @@ def home_of(call: Call) -> Home:
 async def blocking(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
         return await asyncio.to_thread(partial(function, *args, **kwargs))
+    except InfluxError as error:  # the projection is away: say so, the page can be asked again
+        raise ApiError(503, "unavailable", f"the readings store did not answer: {error}"[:300]) from None
     except ValueError as error:  # the domain's errors name their field ("unit: ...")
         field, _, reason = str(error).partition(": ")
         raise ApiError(422, "invalid", reason or str(error), field if reason else None, "query") from None
@@ -91,7 +94,8 @@ async def live_events(
             "data": json.dumps({
                 "power_va": live.power_va, "eur_per_hour": live.eur_per_hour,
                 "fuse_headroom_pct": live.fuse_headroom_pct, "meter_time_ms": live.meter_time_ms,
-                "register": live.register_name, "injected_va": live.injected_va,
+                "register_name": live.register_name, "injected_va": live.injected_va,
+                "produced_ms": service.hub.produced_ms(home.meter),
             }),
         }
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -23,7 +24,7 @@ from starlette.staticfiles import StaticFiles
 
 from api import ApiError
 from api.csrf import check_form
-from households import alert_history
+from households import alert_history, preferences
 from households.home import Home
 from households.i18n import language, translator
 from households.live import figures
@@ -136,9 +137,14 @@ def routes(service: HouseholdService) -> list[Route]:
             alert_history.history, service.settings, home, before_ms=int(before) if before and before.isdigit() else None
         )
         items = [api_views.episode_view(service, e) for e in episodes]
+        sparks = {}
+        for e in episodes:
+            points = await asyncio.to_thread(alert_history.minutes_around, service.settings, home, e)
+            threshold = e.threshold if e.kind.startswith(("power", "fuse")) else None
+            sparks[e.id] = Markup(alert_history.sparkline(points, threshold))
         history = HistoryView(items=items, next_before_ms=items[-1].raised_ms if len(items) == 20 else None)
         rules = await through_api(request, "GET", "/v1/me/alerts")
-        return render(request, "alerts.html.j2", "alerts", home=home, history=history,
+        return render(request, "alerts.html.j2", "alerts", home=home, history=history, sparks=sparks,
                       rules_form=rules.json() if rules.status_code == 200 else {"power_max_w": None})
 
     async def episode_action(request: Request) -> Response:
@@ -229,7 +235,62 @@ def routes(service: HouseholdService) -> list[Route]:
             return Response(answer.content, status_code=answer.status_code, media_type="application/json")
         return RedirectResponse("/app/alerts", status_code=303)
 
+    async def preferences_page(request: Request, error: str | None = None, status: int = 200) -> Response:
+        found = signed_in(request)
+        if isinstance(found, Response):
+            return found
+        principal, home = found
+        rules = await through_api(request, "GET", "/v1/me/alerts")
+        notifications = await through_api(request, "GET", "/v1/me/notifications")
+        members = notifications.json()["members"] if notifications.status_code == 200 else []
+        mine = next((m for m in members if m["account"] == principal.subject),
+                    {"alert_email": None, "channels": ["push", "email"], "quiet_hours": None, "language": "fr"})
+        lang = language(request)
+        return render(request, "preferences.html.j2", "preferences", status, home=home,
+                      rules=rules.json() if rules.status_code == 200 else {}, members=members, mine=mine,
+                      fields=[(f, kind) for f, (kind, _, _) in preferences.RULES.items()],
+                      explain=lambda field: preferences.explain(field, lang), error=error)
+
+    async def save_alert_rules(request: Request) -> Response:
+        found = signed_in(request)
+        if isinstance(found, Response):
+            return found
+        principal, _ = found
+        form = await request.form()
+        check_form(request, form)
+        current = await through_api(request, "GET", "/v1/me/alerts")
+        try:
+            body = preferences.rules_from_form(form, current.json() if current.status_code == 200 else {})
+        except ValueError as problem:
+            return await preferences_page(request, str(problem), 422)
+        answer = await through_api(request, "PUT", "/v1/me/alerts", body, headers={"X-CSRF-Token": principal.csrf_token or ""})
+        if answer.status_code != 200:
+            refused = answer.json()
+            return await preferences_page(request, f"{refused.get('field')}: {refused.get('reason')}", answer.status_code)
+        return RedirectResponse("/app/preferences", status_code=303)
+
+    async def save_notifications(request: Request) -> Response:
+        found = signed_in(request)
+        if isinstance(found, Response):
+            return found
+        principal, _ = found
+        form = await request.form()
+        check_form(request, form)
+        body = {"alert_email": str(form.get("alert_email", "")).strip() or None,
+                "channels": [str(c) for c in form.getlist("channels")],
+                "quiet_hours": str(form.get("quiet_hours", "")).strip() or None,
+                "language": str(form.get("language", "fr"))}
+        answer = await through_api(request, "PUT", "/v1/me/notifications", body,
+                                   headers={"X-CSRF-Token": principal.csrf_token or ""})
+        if answer.status_code != 200:
+            refused = answer.json()
+            return await preferences_page(request, f"{refused.get('field')}: {refused.get('reason')}", answer.status_code)
+        return RedirectResponse("/app/preferences", status_code=303)
+
     return [
+        Route("/app/preferences", preferences_page),
+        Route("/app/preferences/alerts", save_alert_rules, methods=["POST"]),
+        Route("/app/preferences/notifications", save_notifications, methods=["POST"]),
         Route("/app/sign-in", sign_in_page),
         Route("/app/sign-in", sign_in, methods=["POST"]),
         Route("/app/alerts/power-limit", power_limit, methods=["POST"]),

@@ -81,7 +81,18 @@ def demo(meters: int, duration: float, as_json: bool) -> None:
     """Run the stack, a small fleet, the stream worker and the notifier; print what each did."""
     from quartier.demo import run_demo
 
-    summary = run_demo(Settings(), meters=meters, duration_s=duration, progress=not as_json)
+    def announce(app: dict) -> None:  # type: ignore[type-arg]
+        # The household app, as soon as it is served: one JSON line before the summary with --json.
+        if as_json:
+            click.echo(json.dumps(app), nl=True)
+        else:
+            login = app["household_login"]
+            click.echo(f"household app: {app['app_url']}  sign in as {login['email']} / {login['password']}", err=True)
+            if "console_url" in app:
+                operator = app["operator_login"]
+                click.echo(f"operator console: {app['console_url']}  sign in as {operator['email']} / {operator['password']}", err=True)
+
+    summary = run_demo(Settings(), meters=meters, duration_s=duration, progress=not as_json, announce=announce)
     if as_json:
         click.echo(json.dumps(summary))
     else:

@@ -12,7 +12,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCTION_PACKAGES = ("quartier", "streams", "notifier", "marketplace", "contracts", "simulator", "accounts", "privacy")
+PRODUCTION_PACKAGES = ("quartier", "api", "streams", "notifier", "marketplace", "contracts", "simulator", "accounts", "privacy",
+                       "households", "console")
 DEVELOPMENT_MODULES = ("quartier.stack", "quartier.demo")
 STACK = "quartier.stack"
 

@@ -10,7 +10,7 @@ import pytest
 from accounts import commands, passwords
 from accounts.commands import Rejected, digest
 from accounts.log import checked
-from accounts.state import AccountsState
+from accounts.state import AccountsState, row
 from quartier import events as ev
 from quartier import pairing
 
@@ -190,8 +190,8 @@ def test_a_racing_writer_loses_the_same_way_on_every_replay() -> None:
     assert [reason for _, reason in log.state.skipped] == ["meter 012345678901 is paired to another household"]
     again = log.replayed()
     assert again.skipped == log.state.skipped
-    assert {k: {key: e.model_dump() for key, e in t.items()} for k, t in again.tables().items()} == \
-        {k: {key: e.model_dump() for key, e in t.items()} for k, t in log.state.tables().items()}
+    assert {k: {key: row(e) for key, e in t.items()} for k, t in again.tables().items()} == \
+        {k: {key: row(e) for key, e in t.items()} for k, t in log.state.tables().items()}
 
 
 def test_an_event_breaking_the_contract_never_reaches_the_log() -> None:

@@ -3,7 +3,6 @@ pairing, sessions with CSRF, tokens that rotate and are revoked, throttled sign-
 
 from __future__ import annotations
 
-import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -60,9 +59,14 @@ async def test_sign_up_confirm_household_pairing_and_preferences_over_http(http)
     # Not confirmed yet: the right password gets a 403 saying so (a wrong one still the usual 401).
     early = await client.post("/v1/tokens", json={"email": email, "password": PASSWORD})
     assert (early.status_code, early.json()["error"]) == (403, "email_unconfirmed")
-    confirmed = await client.get("/v1/accounts/confirm", params={"token": confirmation_token(settings, email)})
+    # A new link on request (the same 202 for an address with no account); the first one still works.
+    first = confirmation_token(settings, email)
+    assert (await client.post("/v1/accounts/confirmation", json={"email": email})).status_code == 202
+    assert (await client.post("/v1/accounts/confirmation", json={"email": unique("nobody")})).status_code == 202
+    assert confirmation_token(settings, email) != first
+    confirmed = await client.get("/v1/accounts/confirm", params={"token": first})
     assert confirmed.status_code == 200
-    again = await client.get("/v1/accounts/confirm", params={"token": confirmation_token(settings, email)})
+    again = await client.get("/v1/accounts/confirm", params={"token": first})
     assert (again.status_code, again.json()["field"]) == (400, "token")
 
     auth, _ = await bearer(client, email)
@@ -191,15 +195,19 @@ async def test_an_unknown_email_and_a_wrong_password_answer_alike(http) -> None:
         answer = await client.post("/v1/tokens", json={"email": address, "password": "not the password"})
         return answer.status_code, answer.json(), time.perf_counter() - started
 
-    wrong = [await attempt(email) for _ in range(4)]
-    unknown = [await attempt(unique("nobody")) for _ in range(4)]
+    # Interleaved, so a burst of load on the shared machine hits both alike.
+    wrong, unknown = [], []
+    for _ in range(4):
+        wrong.append(await attempt(email))
+        unknown.append(await attempt(unique("nobody")))
     assert {(s, str(b)) for s, b, _ in wrong} == {(s, str(b)) for s, b, _ in unknown}
     assert wrong[0][:2] == (401, {"error": "invalid_credentials", "status": 401, "field": "password", "location": "body",
                                   "reason": "this email and password do not match an account",
                                   "errors": [{"field": "password", "location": "body",
                                               "reason": "this email and password do not match an account"}]})
-    # Both verify an argon2id hash (a dummy one for the unknown address): the same work, about the same time.
-    ratio = statistics.median(t for *_, t in unknown) / statistics.median(t for *_, t in wrong)
+    # Both verify an argon2id hash (a dummy one for the unknown address): the same work, about the same
+    # time. The fastest of each: load on the shared machine only ever adds time.
+    ratio = min(t for *_, t in unknown) / min(t for *_, t in wrong)
     assert 0.5 < ratio < 2.0, ratio
 
 

@@ -84,7 +84,7 @@ _OWNERS = dict(anonymous=401, member_of_other=403, member=403, support=403, oper
 MATRIX.update({
     "sign_up": Row(statuses(422), Probe(json={})),
     "confirm_email": Row(statuses(400), Probe(query={"token": "not-a-token-of-ours"})),
-    "resend_confirmation": Row(statuses(409, **_AUTHENTICATED)),
+    "resend_confirmation": Row(statuses(422), Probe(json={"email": "x"})),
     "sign_in": Row(statuses(422), Probe(json={})),
     "sign_out": Row(statuses(200, **_AUTHENTICATED)),
     "issue_tokens": Row(statuses(422), Probe(json={})),
@@ -132,6 +132,19 @@ MATRIX.update({
     "get_solar": Row(statuses(200, **_MINE)),
     "export_csv": Row(statuses(200, **_MINE), Probe(query={"from": "2026-01-01", "to": "2026-01-02"})),
 })
+
+# --- privacy --- (probes that would change the household, consent and erasure, are left invalid: 422)
+_STAFF = dict(anonymous=401, member_of_other=403, member=403, owner=403, market_participant=403)
+MATRIX.update({
+    "privacy_access_log": Row(statuses(200, **_HOUSEHOLDS)),
+    "privacy_export": Row(statuses(200, **_HOUSEHOLDS)),
+    "privacy_readings_csv": Row(statuses(422, **_HOUSEHOLDS), Probe(query={"days": 0})),
+    "privacy_set_consent": Row(statuses(422, **_OWNERS), Probe(json={"resolution": "every second"})),
+    "privacy_request_erasure": Row(statuses(422, **_OWNERS), Probe(json={"confirm": "yes"})),
+    "privacy_household_access_log": Row(statuses(200, **_STAFF), Probe(path={"household": "hh_0000000000000000"})),
+    "privacy_verify_access_log": Row(statuses(200, **_STAFF)),
+})
+
 
 # --- operator console (console/surface.py): operator and support only; households see nothing ---
 _STAFF_200 = statuses(403, anonymous=401, support=200, operator=200)

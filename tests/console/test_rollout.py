@@ -102,6 +102,11 @@ async def test_a_bad_firmware_pauses_itself_in_the_canary_with_its_figures(
         campaign = console.state.campaigns["radio"]
         await running.until(lambda: campaign.status == cs.PAUSED, 180, "the campaign to pause itself")
         running_bad = fleet.fleet().firmware.get("3.4.0-rc1", 0)
+        updated = {m.meter: m.previous_firmware for m in campaign.modules.values() if m.status == cs.UPDATED}
+        # The operator rolls it back: every updated module is asked for the firmware it ran before.
+        await console.command(lambda s, now: cs.roll_back(s, "radio", "reboot loop in the canary", "acct_operator", now))
+        await running.until(lambda: campaign.count(cs.ROLLED_BACK) == len(updated), 120, "every updated module rolled back")
+        back = {m: fleet.firmware_of(m)[0] for m in updated}
 
     log = await _device_log(settings)
     pauses = [e for e in log if isinstance(e, ev.CampaignPaused)]
@@ -115,3 +120,8 @@ async def test_a_bad_firmware_pauses_itself_in_the_canary_with_its_figures(
     # Never beyond the canary: far from 10% of the fleet.
     assert sum(1 for e in log if isinstance(e, ev.PhaseStarted)) == 1
     assert len(campaign.modules) == 20 and running_bad <= 20 < 0.10 * METERS
+    assert updated and back == updated  # each module runs its own previous firmware again
+    rolled = [e for e in log if isinstance(e, ev.CampaignRolledBack)]
+    assert len(rolled) == 1 and rolled[0].operator == "acct_operator"
+    again = rebuild(log).campaigns["radio"]
+    assert again.summary() == campaign.summary() and again.count(cs.ROLLED_BACK) == len(updated)

@@ -11,6 +11,8 @@ from tests.households.scenarios import Told, tell
 
 
 @pytest.fixture(scope="package")
-async def told(broker: dict[str, Any], influx: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Told]:
-    async for run in tell(broker, influx, tmp_path_factory.mktemp("household-homes")):
+async def told(
+    broker: dict[str, Any], influx: dict[str, Any], smtp: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Told]:
+    async for run in tell(broker, influx, smtp, tmp_path_factory.mktemp("household-homes")):
         yield run

@@ -62,7 +62,7 @@ def day_before_to_day_after(d: date) -> tuple[int, int]:
 
 
 def _home(meter: str, option: str, **extra: Any) -> Home:
-    return Home(household=f"hh_{meter}", meter=meter, zone="rennes-01", tariff=tariffs.TariffOption(option), **extra)
+    return Home(household=f"hh_{meter}0000", meter=meter, zone="rennes-01", tariff=tariffs.TariffOption(option), **extra)
 
 
 METERS: dict[str, Scripted] = {
@@ -92,7 +92,7 @@ METERS: dict[str, Scripted] = {
 NEIGHBOUR_POWERS_W = (240, 300, 360, 420, 480, 540, 600, 660, 720)
 SECRET_POWER_W = 330
 for i, watts in enumerate((*NEIGHBOUR_POWERS_W, SECRET_POWER_W)):
-    home = Home(household=f"hh_n{i}", meter=f"30000000000{i}", zone="vannes-02", subscribed_kva=6, heating="electric")
+    home = Home(household=f"hh_{0x300 + i:016x}", meter=f"30000000000{i}", zone="vannes-02", subscribed_kva=6, heating="electric")
     METERS[f"neighbour_{i}"] = Scripted(home, local_ms(2025, 1, 1), local_ms(2025, 1, 9), (lambda w: lambda local: w)(watts))
 NEIGHBOURS = [METERS[f"neighbour_{i}"].home for i in range(10)]
 ENGINE_CHECKED = ("base_day", "peak_offpeak_day", "tempo_red_day", "before_price_change", "after_price_change")
@@ -113,9 +113,9 @@ class Told:
         return await self.worker.until(raised, 120, f"the engine's day spending of {name}")
 
 
-async def tell(broker: dict[str, Any], influx: dict[str, Any], tmp: Path) -> AsyncIterator[Told]:
+async def tell(broker: dict[str, Any], influx: dict[str, Any], smtp: dict[str, Any], tmp: Path) -> AsyncIterator[Told]:
     """Runs the worker over every scripted meter; yields once every reading is in InfluxDB."""
-    settings = isolated_settings(tmp / "state", broker, influx, influx={"raw_retention": RAW_RETENTION})
+    settings = isolated_settings(tmp / "state", broker, influx, smtp, influx={"raw_retention": RAW_RETENTION})
     await ensure_topics(settings)
     rules = [
         quiet_rules(

@@ -1,6 +1,6 @@
 """The households surface over real HTTP (uvicorn on a loopback port), the real broker and InfluxDB,
-for the scripted homes (tests/households/scenarios.py): the same euros as the domain, the live stream
-with Last-Event-ID, refusals naming the field."""
+and real accounts (signed up, confirmed, the owner pairing the scripted billing meter with its code):
+the same euros as the domain, the live stream with Last-Event-ID, refusals naming the field."""
 
 from __future__ import annotations
 
@@ -15,38 +15,83 @@ import pytest
 import uvicorn
 from prometheus_client import CollectorRegistry
 
-from api import SurfaceContext
+from accounts.keys import token_secret
+from accounts.operations import AccountOperations
+from accounts.readmodel import ReadModel
+from accounts.service import AccountsService
+from accounts.sessions import CredentialStore
+from accounts.surface import surface as accounts_surface
 from api.compose import compose
-from households.directory import StaticDirectory
+from households.accounts_directory import AccountsDirectory
 from households.surface import build_surface
-from quartier import events, topics
+from quartier import events, pairing, topics
 from quartier.events import MeterReading, ReadingBatch, shard_of
 from quartier.stack.component import pick_port
-from tests.api.surface import TestAuthenticator, bearer
+from tests.accounts.test_service import confirmation_token
 from tests.households.meters import local_ms
 from tests.households.scenarios import METERS, Told
 from tests.streams.worker_support import send
 
 NOW = local_ms(2025, 2, 10, 12)
 BILLING = METERS["billing_from_15th"].home
-OWNER = bearer("owner")  # the test authenticator's owner and member belong to household hh_1
+CREDENTIALS: dict[str, dict[str, str]] = {}  # principal -> Authorization header, filled by ``served``
+CREDENTIALS_ACCOUNTS: dict[str, str] = {}  # principal -> account id
+OWNER: dict[str, str] = {}
+
+
+def bearer(name: str) -> dict[str, str]:
+    return CREDENTIALS[name]
+
+
+async def make_people(settings: Any) -> dict[str, str]:
+    """owner and member of the household with the billing meter (base, 6 kVA, billed from the 15th), and
+    another household's owner (no meter) and an operator; returns principal -> account id."""
+    service = AccountsService(settings, follow_interval_s=0)
+    await service.start()
+    ops = AccountOperations(settings, service)
+    try:
+        people: dict[str, str] = {}
+        domain = settings.kafka.topic_prefix.strip(".") + ".test"
+        for name in ("owner", "member", "member_of_other", "operator"):
+            email = f"{name}@{domain}"
+            await ops.sign_up(email=email, name=name, password="a long enough password")
+            await ops.confirm(confirmation_token(settings, email))
+            people[name] = service.state.account_by_email(email).account  # type: ignore[union-attr]
+        await ops.create_household(people["owner"], "Billed from the 15th")
+        await ops.pair(people["owner"], meter=BILLING.meter, zone=BILLING.zone,
+                       code=pairing.pairing_code(BILLING.meter, BILLING.zone))
+        await ops.set_tariff(people["owner"], tariff="base", subscribed_kva=6, billing_day=15)
+        await ops.join(people["member"], (await ops.invite(people["owner"])).code)
+        await ops.create_household(people["member_of_other"], "No meter yet")
+        await ops.grant("cli", f"operator@{domain}", "operator")
+        return people
+    finally:
+        await service.stop()
 
 
 @pytest.fixture(scope="module")
 async def served(told: Told) -> AsyncIterator[str]:
-    homes = [replace(BILLING, household="hh_1")]
-    factory = lambda context: build_surface(context, StaticDirectory(homes), clock=lambda: NOW)  # noqa: E731
-    app = compose(told.settings, CollectorRegistry(), [("households", factory)], extra_authenticators=[TestAuthenticator()])
+    people = await make_people(told.settings)
+    factory = lambda context: build_surface(context, AccountsDirectory(context.settings), clock=lambda: NOW)  # noqa: E731
+    app = compose(told.settings, CollectorRegistry(), [("accounts", accounts_surface), ("households", factory)])
     port = pick_port(0)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.05)
+    # Tokens once the accounts surface has made its tables, as a client signing in would get them.
+    read_model = ReadModel(told.settings.sqlite_url("accounts"))
+    store = CredentialStore(told.settings, read_model.engine, token_secret(told.settings))
+    for name, account in people.items():
+        CREDENTIALS[name] = {"Authorization": f"Bearer {store.issue_tokens(account).access_token}"}
+    OWNER.update(CREDENTIALS["owner"])
+    CREDENTIALS_ACCOUNTS.update(people)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         await task
+        read_model.close()
 
 
 async def get(base: str, path: str, headers: dict[str, str] = OWNER, **params: Any) -> httpx.Response:
@@ -105,14 +150,15 @@ async def test_members_acknowledge_and_snooze_an_episode(served: str) -> None:
         (episode,) = (await client.get("/v1/me/alerts/history", headers=OWNER)).json()["items"]
         acked = await client.post(f"/v1/me/alerts/history/{episode['id']}/acknowledge", headers=bearer("member"))
         assert acked.status_code == 200, acked.text
-        assert (acked.json()["acknowledged_by"], acked.json()["acknowledged_ms"]) == ("acct_member", NOW)
+        member = CREDENTIALS_ACCOUNTS["member"]
+        assert (acked.json()["acknowledged_by"], acked.json()["acknowledged_ms"]) == (member, NOW)
         snoozed = await client.post(f"/v1/me/alerts/history/{episode['id']}/snooze", json={"minutes": 90}, headers=OWNER)
         assert snoozed.json()["snoozed_until_ms"] == NOW + 90 * 60_000
         too_long = await client.post(f"/v1/me/alerts/history/{episode['id']}/snooze", json={"minutes": 99_999},
                                      headers=OWNER)
         assert too_long.status_code == 422 and too_long.json()["field"] == "minutes"
         (listed,) = (await client.get("/v1/me/alerts/history", headers=OWNER)).json()["items"]
-        assert (listed["acknowledged_by"], listed["snoozed_until_ms"]) == ("acct_member", NOW + 90 * 60_000)
+        assert (listed["acknowledged_by"], listed["snoozed_until_ms"]) == (member, NOW + 90 * 60_000)
         # another household does not find it
         other = await client.post(f"/v1/me/alerts/history/{episode['id']}/acknowledge", headers=bearer("member_of_other"))
         assert other.status_code == 409

@@ -153,10 +153,21 @@ async def test_a_household_signs_in_watches_its_power_and_sets_a_limit_that_rais
                 return await page.locator(".episodes li h2", has_text="power_above").count() > 0
 
             await worker.until(alert_listed, 90, "the power alert in the history page")
+            assert await page.locator(".episodes li svg.spark polyline").count() >= 1  # the minutes around it
             await page.screenshot(path=str(shots / "alerts.png"), full_page=True)
             await page.get_by_role("button", name="Acknowledge").first.click()
             await page.wait_for_url(f"{base}/app/alerts*")
             assert await page.get_by_text("Acknowledged by").count() == 1
+
+            # Every rule the engine knows, each explained; a daily spending limit set in the form.
+            await page.goto(f"{base}/app/preferences?lang=en")
+            assert await page.get_by_text("Alert when the day's spending goes over this amount").count() == 1
+            await page.get_by_label("spending_day_max_eur").fill("12.5")
+            await page.get_by_role("button", name="Save").first.click()
+            await page.wait_for_url(f"{base}/app/preferences")
+            assert await page.get_by_label("spending_day_max_eur").input_value() == "12.5"
+            assert await page.get_by_label("power_max_w").input_value() == "2000"  # the other rules kept
+            await page.screenshot(path=str(shots / "preferences.png"), full_page=True)
 
             for name in ("bill", "compare", "solar", "export"):
                 await page.goto(f"{base}/app/{name}")
@@ -169,7 +180,7 @@ async def test_a_household_signs_in_watches_its_power_and_sets_a_limit_that_rais
             await browser.close()
     assert sorted(p.name for p in shots.iterdir()) == [
         "alerts.png", "bill-fr.png", "bill.png", "compare.png", "consumption.png", "export.png", "home.png",
-        "sign-in.png", "solar.png",
+        "preferences.png", "sign-in.png", "solar.png",
     ]
 
 

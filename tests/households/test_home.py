@@ -20,6 +20,8 @@ from tests.households.meters import local_ms
 from tests.households.scenarios import METERS, NEIGHBOURS, Told
 from tests.streams.worker_support import send
 
+ALICE, BOB = "acct_00000000000a11ce", "acct_00000000000000b0"
+
 
 async def test_a_9_kva_home_peaking_at_4_2_kw_is_told_6_kva_would_save_47_eur_a_year(told: Told) -> None:
     home = METERS["evening_peak"].home
@@ -49,10 +51,10 @@ async def test_the_power_alert_is_one_episode_in_the_history_and_members_acknowl
         find(told.settings, METERS["base_day"].home, episode.id)  # another home's episode is not found
 
     actions = AlertActions()
-    acked = acknowledge(actions, home, episode, "acct_alice", at_ms=raised_ms + 60_000)
-    snoozed = snooze(actions, home, episode, "acct_bob", at_ms=raised_ms + 120_000, minutes=60)
+    acked = acknowledge(actions, home, episode, ALICE, at_ms=raised_ms + 60_000)
+    snoozed = snooze(actions, home, episode, BOB, at_ms=raised_ms + 120_000, minutes=60)
     with pytest.raises(ValueError, match="minutes"):
-        snooze(actions, home, episode, "acct_bob", at_ms=raised_ms, minutes=1)
+        snooze(actions, home, episode, BOB, at_ms=raised_ms, minutes=1)
     topic = topics.HOUSEHOLDS_ALERT_ACTIONS.name
     await send(told.settings, topic, [(home.meter.encode(), events.encode(e)) for e in (*acked, *snoozed)])
     log = await read_all(told.settings, told.settings.topic(topic), events.decoder(events.AlertAction).decode)
@@ -63,12 +65,13 @@ async def test_the_power_alert_is_one_episode_in_the_history_and_members_acknowl
         folded.apply(event)  # type: ignore[arg-type]
     state = folded.of(episode.id)
     assert (state.acknowledged_by, state.snoozed_by, state.snoozed_until_ms) == (
-        "acct_alice", "acct_bob", raised_ms + 120_000 + 3_600_000
+        ALICE, BOB, raised_ms + 120_000 + 3_600_000
     )
-    assert acknowledge(folded, home, episode, "acct_bob", at_ms=raised_ms) == []  # already acknowledged
+    assert acknowledge(folded, home, episode, BOB, at_ms=raised_ms) == []  # already acknowledged
 
 
 AT = local_ms(2025, 1, 9)
+
 
 
 async def test_the_comparison_needs_ten_similar_homes(told: Told) -> None:

@@ -710,7 +710,7 @@ def main() -> None:
                         help="catch-up run: backfill this many minutes of readings first, then start the workers")
     parser.add_argument("--naive-s", type=float, default=40.0,
                         help="catch-up run: seconds the naive Faust agent is measured over")
-    parser.add_argument("--reading-points", choices=("changed", "full"), default="changed",
+    parser.add_argument("--reading-points", choices=("changed", "full"), default="full",
                         help="what the workers' reading points carry (settings.influx.reading_points)")
     parser.add_argument("--gc-freeze", action=argparse.BooleanOptionalAction, default=True,
                         help="the workers' --gc-freeze (or --no-gc-freeze)")

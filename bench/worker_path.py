@@ -16,7 +16,8 @@ each variant in a fresh subprocess on the same readings:
 - ``levers``: and the worker's ``freeze_long_lived`` (freeze, then a young threshold of 50,000): what
   ``quartier streams worker`` runs by default.
 
-Per variant: µs of CPU per reading, the collector's share of it, its longest pause, and per stage
+Per variant: µs of CPU per reading, the collector's share of it, its longest pause, the field values
+and bytes of line protocol per reading point, and per stage
 (decode / guard / lines / engine / slots) the µs per reading; ratios are to the baseline.
 """
 
@@ -64,6 +65,7 @@ def measure(variant: str, meters: int, seconds: int) -> dict[str, Any]:
         engine.set_rules(AlertRules(meter=meter, power_max_w=1_500, for_s=5))
 
     stage_s = dict.fromkeys(("decode", "guard", "lines", "engine", "slots"), 0.0)
+    written = {"fields": 0, "bytes": 0}
     clock = time.process_time
 
     def step(messages: list[bytes], timed: bool) -> int:
@@ -74,7 +76,7 @@ def measure(variant: str, meters: int, seconds: int) -> dict[str, Any]:
             t1 = clock()
             readings, _ = guard.check(readings)
             t2 = clock()
-            lines_of(readings)
+            lines = lines_of(readings)
             t3 = clock()
             engine.on_readings(readings, 0)
             t4 = clock()
@@ -85,6 +87,9 @@ def measure(variant: str, meters: int, seconds: int) -> dict[str, Any]:
             if timed:
                 for name, spent in zip(stage_s, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
                     stage_s[name] += spent
+                # Field values per point: what InfluxDB's cost goes with (counted outside the timing).
+                written["fields"] += sum(line.rsplit(" ", 2)[1].count(",") + 1 for line in lines)
+                written["bytes"] += sum(len(line) for line in lines)
             count += len(readings)
         return count
 
@@ -115,6 +120,8 @@ def measure(variant: str, meters: int, seconds: int) -> dict[str, Any]:
     return {
         "readings": readings,
         "cpu_us_per_reading": round(spent / readings * 1e6, 3),
+        "fields_per_point": round(written["fields"] / readings, 2),
+        "line_bytes_per_point": round(written["bytes"] / readings, 1),
         "gc_share": round(collected["s"] / spent, 4),
         "gc_collections": collected["count"],
         "gc_longest_ms": round(collected["longest_s"] * 1000, 1),
@@ -151,7 +158,8 @@ def main() -> None:
         r = result[variant]
         stages = ", ".join(f"{k} {v}" for k, v in r["stages_us_per_reading"].items())
         print(f"  {variant:<26} {r['cpu_us_per_reading']:>6} µs/reading ({r['ratio_to_baseline']}x baseline), "
-              f"GC {r['gc_share']:.1%} ({r['gc_collections']} collections, longest {r['gc_longest_ms']} ms); {stages}")
+              f"GC {r['gc_share']:.1%} ({r['gc_collections']} collections, longest {r['gc_longest_ms']} ms); "
+              f"{r['fields_per_point']} fields, {r['line_bytes_per_point']} bytes per point; {stages}")
     if args.json:
         print(json.dumps(result))
 

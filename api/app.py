@@ -342,8 +342,16 @@ def build_app(surfaces: Sequence[Surface], *, authenticator: Authenticator, sett
     async def metrics(_request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    async def ready(_request: Request) -> Response:
+        waiting = [surface.name for surface in surfaces if not surface.ready()]
+        if waiting:
+            return error_response(503, "unavailable", f"not ready yet: {', '.join(waiting)}", "surfaces",
+                                  headers={"Retry-After": "1"})
+        return JSONResponse({"ready": [surface.name for surface in surfaces]})
+
     ceiling = max([settings.api.max_body_bytes, *(op.max_body_bytes or 0 for _, op in operations)])
-    routes[:0] = [Route("/v1/openapi.json", openapi), Route("/v1/docs", documentation), Route("/metrics", metrics)]
+    routes[:0] = [Route("/v1/openapi.json", openapi), Route("/v1/docs", documentation), Route("/metrics", metrics),
+                  Route("/v1/ready", ready)]
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -28,6 +28,9 @@ class Surface:
     authenticators: list[Authenticator] = field(default_factory=list)
     # Exception type -> handler(request, exc) -> Response, for the surface's own failures.
     exception_handlers: dict[Any, Callable[..., Any]] = field(default_factory=dict)
+    # Whether the surface can serve every operation yet (its consumers connected, its state caught up);
+    # GET /v1/ready answers 503 naming the surfaces not ready, for a load balancer or a test to wait on.
+    ready: Callable[[], bool] = lambda: True
 
 
 @dataclass

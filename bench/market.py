@@ -71,7 +71,7 @@ from marketplace.auth import TokenStore
 from marketplace.clock import ManualClock
 from marketplace.log import MarketLog, replay
 from marketplace.readmodel import ReadModel
-from marketplace.service import MarketService
+from marketplace.service import wire
 from marketplace.state import SLOT_MS
 
 DAY_MS = 24 * 3_600_000
@@ -239,7 +239,7 @@ async def settle(source: Settings, chain_settings: dict[str, Any], tmp: Path, zo
     chain = onchain.connect(settings)  # the bench's own view of the chain, to see escrow land
     slot_times = list(range(window[0], window[1], SLOT_MS))[:slot_count]
     clock = RunningClock(slot_times[0] - GATE_S * 1000)  # the first slot's gate: it closes
-    service = MarketService(settings, clock=clock, close_interval_s=close_interval_s,
+    service = wire(settings, clock=clock, close_interval_s=close_interval_s,
                             connect_chain=lambda: onchain.connect(settings))  # as `quartier market api` does
     rng = random.Random(11)
     latencies: dict[tuple[str, int], float] = {}
@@ -424,7 +424,7 @@ async def run(participants: int, zone_count: int, buys: int, concurrency: int, t
 
         # Gate closure of every slot of the day, in this process, with the clock past every gate.
         clock = ManualClock(window[1])
-        service = MarketService(settings, clock=clock, close_interval_s=None)
+        service = wire(settings, clock=clock, close_interval_s=None)
         await service.start()
         try:
             due = service.state.due_slots(clock.now_ms())

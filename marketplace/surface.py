@@ -6,7 +6,7 @@ from __future__ import annotations
 import api
 from marketplace import onchain
 from marketplace.api.app import market_surface
-from marketplace.service import MarketService
+from marketplace.service import wire
 
 
 def build(context: api.SurfaceContext, *, close_interval_s: float = 5.0, settle: bool | None = None) -> api.Surface:
@@ -15,7 +15,7 @@ def build(context: api.SurfaceContext, *, close_interval_s: float = 5.0, settle:
     settings = context.settings
     if settle is None:
         settle = settings.market.settle_on_chain
-    service = MarketService(settings, close_interval_s=close_interval_s,
+    service = wire(settings, close_interval_s=close_interval_s,
                             connect_chain=(lambda: onchain.connect(settings)) if settle else None)
     return market_surface(service, manage=True)
 

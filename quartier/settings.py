@@ -156,6 +156,9 @@ class ConsoleSettings(BaseModel):
     # Where the projection starts on meter.readings when it has no snapshot: "earliest" rebuilds
     # history from the log, "latest" follows from now.
     readings_from: Literal["earliest", "latest"] = "earliest"
+    # How often (wall seconds) the projection is written to <state_dir>/console/ with the offsets it
+    # reflects; a restart resumes from it (readings are retained only 2 hours on the log).
+    snapshot_s: float = Field(60.0, gt=0)
 
 
 # --- accounts settings ----------------------------------------------------------------------

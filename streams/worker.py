@@ -27,11 +27,13 @@ import logging
 import time
 from collections.abc import Iterable
 
+from aiokafka import TopicPartition
 from faust.types import TP, EventT, StreamT
 from mode import Service
 
 from quartier import events, topics
 from quartier.events import AlertEvent, AlertRules, RejectedReading, SlotEnergy
+from quartier.kafka import latest_offsets
 from quartier.settings import Settings
 from streams.alerting import AlertEngine, RuleError, decode_fleet, decode_meter, encode_state
 from streams.alerting.engine import Outcome
@@ -52,6 +54,9 @@ log = logging.getLogger(__name__)
 #: The table key of the engine's operator-level state (not a meter id: those are 12 digits).
 FLEET_KEY = b"~fleet"
 DEFAULT_DEADMAN_INTERVAL_S = 5.0
+#: The stall watchdog: how often it looks, and how long without progress it tolerates.
+STALL_CHECK_S = 5.0
+STALL_AFTER_S = 30.0
 
 
 def wall_ms() -> int:
@@ -147,6 +152,12 @@ class StreamWorker:
         self.deadman_ran_ms = 0  # wall time of the last run
         if deadman_interval_s > 0:
             app.timer(deadman_interval_s)(self.on_deadman_timer)
+        # The stall watchdog (see check_progress).
+        self.handled = 0
+        self.stalled_s = 0.0
+        self._handled_at_check = 0
+        if STALL_CHECK_S > 0:
+            app.timer(STALL_CHECK_S)(self.check_progress)
 
     # --- the ingest path ---------------------------------------------------------------------------
 
@@ -163,6 +174,7 @@ class StreamWorker:
             await self.on_message(event)
             message = event.message
             self.next_offset[message.partition] = message.offset + 1
+            self.handled += 1
 
     async def on_message(self, event: EventT) -> None:
         message = event.message
@@ -367,6 +379,49 @@ class StreamWorker:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
+    # --- the stall watchdog ------------------------------------------------------------------------
+
+    async def check_progress(self) -> None:
+        """Exits the worker (for its supervisor to restart it) when records wait and none is handled.
+
+        After the broker was killed and came back, the worker rejoined its group, recovered and said
+        "Worker ready", then fetched nothing, about 1 run in 2 of the broker drill
+        (tests/test_drills.py), while a restarted worker always resumes from its committed offsets.
+        So a worker that has handled nothing for ``STALL_AFTER_S`` while the broker holds records
+        past what it handled crashes with exit code 1, and the supervisor (docker's restart policy,
+        the drill) starts it again. The broker's own end offsets are asked for, not the fetcher's
+        highwater: a fetcher that stopped fetching reports no new highwater either.
+        """
+        app = self.app
+        if app.rebalancing or not self.assigned or not app.tables.recovery.completed.is_set():
+            self.stalled_s = 0.0
+            self._handled_at_check = self.handled
+            return
+        if self.handled != self._handled_at_check:
+            self.stalled_s = 0.0
+            self._handled_at_check = self.handled
+            return
+        tps = [TopicPartition(self.readings_topic_name, p) for p in sorted(self.assigned)]
+        try:
+            ends = await latest_offsets(self.settings, tps)
+        except Exception as exc:  # the broker is away: not the worker's stall
+            log.info("stall watchdog: cannot read the end offsets (%s)", exc)
+            self.stalled_s = 0.0
+            return
+        committed = getattr(app.consumer, "_committed_offset", {})
+        waiting = {
+            tp.partition: end - self.next_offset.get(tp.partition, committed.get(TP(tp.topic, tp.partition)) or 0)
+            for tp, end in ends.items()
+        }
+        if not any(n > 0 for n in waiting.values()):
+            self.stalled_s = 0.0
+            return
+        self.stalled_s += STALL_CHECK_S
+        if self.stalled_s >= STALL_AFTER_S:
+            log.error("no reading handled for %.0f s with messages waiting %s: exiting for a restart",
+                      self.stalled_s, {p: n for p, n in waiting.items() if n > 0})
+            await app.crash(RuntimeError("the stream worker stopped fetching"))
+
     # --- the deadman -------------------------------------------------------------------------------
 
     def lag(self, partition: int) -> int | None:
@@ -378,7 +433,12 @@ class StreamWorker:
             return None
         consumer = self.app.consumer
         tp = TP(self.readings_topic_name, partition)
-        highwater = consumer.highwater(tp)  # from the last fetch response
+        try:
+            highwater = consumer.highwater(tp)  # from the last fetch response
+        except AssertionError:
+            # Revoked by a rebalance still under way (``assigned`` is rebuilt after it): unknown.
+            # Raised from the deadman's timer, it crashed a worker of bench.soak.
+            return None
         position = self.next_offset.get(partition)
         if position is None:
             # No message handled since the rebalance: reading starts at the committed offset, where

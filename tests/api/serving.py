@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Any
 
+import httpx
 import uvicorn
 
 
@@ -33,6 +34,15 @@ class Served:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"the app did not start: {self._error!r}")
             time.sleep(0.02)
+        return self
+
+    def wait_ready(self, timeout_s: float = 60) -> Served:
+        """Until GET /v1/ready answers 200: every composed surface can serve (the console has joined the broker)."""
+        deadline = time.monotonic() + timeout_s
+        while (answer := httpx.get(f"{self.url}/v1/ready")).status_code != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the app did not get ready: {answer.text}")
+            time.sleep(0.1)
         return self
 
     def stop(self) -> None:

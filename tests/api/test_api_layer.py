@@ -169,3 +169,21 @@ async def test_the_document_is_openapi_3_1_with_every_operation_and_who_may_call
     assert {p["name"] for p in listing["parameters"]} == {"limit", "offset", "search"}
     page = await client.get("/v1/docs")
     assert page.status_code == 200 and "create_note" in page.text and "allowed: owner, member" in page.text
+
+
+async def test_ready_names_the_surfaces_that_cannot_serve_yet(tmp_path) -> None:
+    from api import Surface, build_app
+    from quartier.settings import Settings
+    from tests.api.surface import TestAuthenticator
+
+    started = {"console": False}
+    surfaces = [Surface(name="notes", routes=[]), Surface(name="console", routes=[], ready=lambda: started["console"])]
+    app = build_app(surfaces, authenticator=TestAuthenticator(), settings=Settings(state_dir=tmp_path),
+                    registry=CollectorRegistry())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api.test") as client:
+        waiting = await client.get("/v1/ready")
+        assert (waiting.status_code, waiting.headers["Retry-After"]) == (503, "1")
+        assert waiting.json()["reason"] == "not ready yet: console"
+        started["console"] = True
+        ready = await client.get("/v1/ready")
+        assert (ready.status_code, ready.json()) == (200, {"ready": ["notes", "console"]})

@@ -133,6 +133,19 @@ MATRIX.update({
     "export_csv": Row(statuses(200, **_MINE), Probe(query={"from": "2026-01-01", "to": "2026-01-02"})),
 })
 
+# --- privacy --- (probes that would change the household, consent and erasure, are left invalid: 422)
+_STAFF = dict(anonymous=401, member_of_other=403, member=403, owner=403, market_participant=403)
+MATRIX.update({
+    "privacy_access_log": Row(statuses(200, **_HOUSEHOLDS)),
+    "privacy_export": Row(statuses(200, **_HOUSEHOLDS)),
+    "privacy_readings_csv": Row(statuses(422, **_HOUSEHOLDS), Probe(query={"days": 0})),
+    "privacy_set_consent": Row(statuses(422, **_OWNERS), Probe(json={"resolution": "every second"})),
+    "privacy_request_erasure": Row(statuses(422, **_OWNERS), Probe(json={"confirm": "yes"})),
+    "privacy_household_access_log": Row(statuses(200, **_STAFF), Probe(path={"household": "hh_0000000000000000"})),
+    "privacy_verify_access_log": Row(statuses(200, **_STAFF)),
+})
+
+
 # --- operator console (console/surface.py): operator and support only; households see nothing ---
 _STAFF_200 = statuses(403, anonymous=401, support=200, operator=200)
 _OPERATOR_ONLY = dict(anonymous=401, operator=404)

@@ -46,7 +46,7 @@ def served(broker: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> 
     settings_ = isolated_settings(tmp_path_factory.mktemp("whole"), broker, {"market": {"settle_on_chain": False}},
                                   api={"requests_per_minute": 1_000_000, "anonymous_requests_per_minute": 1_000_000})
     app = compose(settings_, CollectorRegistry(), discover(), extra_authenticators=[TestAuthenticator()])
-    running = Served(app).start()
+    running = Served(app).start().wait_ready()
     try:
         operator = {"Authorization": "Bearer tok_operator"}
         with httpx.Client(base_url=running.url, headers=operator) as client:

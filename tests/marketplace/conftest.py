@@ -24,7 +24,7 @@ from quartier.settings import Settings
 
 from marketplace.api.app import create_app
 from marketplace.clock import ManualClock
-from marketplace.service import MarketService
+from marketplace.service import wire
 
 # 2030-01-01T00:00:00Z: a fixed "now" for every test; slots are counted from here.
 T0 = 1_893_456_000_000
@@ -52,7 +52,7 @@ class RunningMarket:
         self.settings = settings
         self.clock = clock
         # Charts (InfluxDB) only where a test gives the market an InfluxDB of its own.
-        self.service = MarketService(settings, clock=clock, close_interval_s=close_interval_s, charts=charts)
+        self.service = wire(settings, clock=clock, close_interval_s=close_interval_s, charts=charts)
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"

@@ -152,12 +152,7 @@ async def http_viewers(base: str, tokens: list[str], viewers: int, window_s: flo
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    delays.sort()
-    return {
-        "viewers": viewers, "events": events, "events_per_s": round(events / window_s),
-        "p50_s": round(delays[len(delays) // 2], 3) if delays else None,
-        "p99_s": round(delays[int(len(delays) * 0.99)], 3) if delays else None,
-    }
+    return {"viewers": viewers, "events": events, "delays": [round(d, 4) for d in delays]}
 
 
 async def make_households(settings: Any, homes: list[dict[str, Any]]) -> list[str]:
@@ -300,6 +295,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="also print one JSON object on the last line")
     parser.add_argument("--households", type=int, default=100, help="real accounts whose viewers the API serves")
     parser.add_argument("--in-process", action="store_true", help="also measure viewers on the hub in-process")
+    parser.add_argument("--clients", type=int, default=4, help="viewer client processes (at most one per 100 viewers)")
     parser.add_argument("--surfaces", default="accounts,households",
                         help="surfaces the API process serves (comma-separated; empty: every one found)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -396,13 +392,27 @@ def main() -> None:
                 if simulator.poll() is not None:
                     break
                 before, t0 = api_process.cpu_times(), time.monotonic()
-                argv = [sys.executable, "-m", "bench.app", "--viewer-child", str(spec_path), "--viewers", str(viewers),
-                        "--window", str(args.window)]
-                done = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
-                if done.returncode != 0:
-                    raise RuntimeError(f"viewer client failed:\n{done.stderr[-3000:]}")
+                # Several client processes, so that parsing the streams is not what limits the figure.
+                clients = max(1, min(args.clients, viewers // 100))
+                share = [viewers // clients + (1 if i < viewers % clients else 0) for i in range(clients)]
+                procs = [subprocess.Popen(
+                    [sys.executable, "-m", "bench.app", "--viewer-child", str(spec_path), "--viewers", str(n),
+                     "--window", str(args.window)], env={**os.environ, **env}, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, text=True) for n in share]
+                outputs = [proc.communicate(timeout=600) for proc in procs]
+                for proc, (_, err) in zip(procs, outputs):
+                    if proc.returncode != 0:
+                        raise RuntimeError(f"viewer client failed:\n{err[-3000:]}")
                 after, elapsed = api_process.cpu_times(), time.monotonic() - t0
-                step = json.loads(done.stdout.strip().splitlines()[-1])
+                parts = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+                delays = sorted(d for part in parts for d in part["delays"])
+                events = sum(part["events"] for part in parts)
+                step = {
+                    "viewers": viewers, "client_processes": clients, "events": events,
+                    "events_per_s": round(events / args.window),
+                    "p50_s": round(delays[len(delays) // 2], 3) if delays else None,
+                    "p99_s": round(delays[int(len(delays) * 0.99)], 3) if delays else None,
+                }
                 step["api_process_cores"] = round((after.user + after.system - before.user - before.system) / elapsed, 3)
                 step["load_average_1m"] = round(os.getloadavg()[0], 2)
                 print(f"  {viewers:,} HTTP viewers: {step}", file=sys.stderr, flush=True)

@@ -25,6 +25,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from bench import lifetime
 from quartier import tariffs
 from quartier.events import AlertRules, Decoder, IngestMessage, MeterReading, ReadingBatch, encode, shard_of
 from streams.alerting import AlertEngine
@@ -163,4 +164,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    lifetime.run(main)

@@ -43,6 +43,7 @@ import httpx
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench import lifetime
 from quartier import topics
 from quartier.kafka import end_offsets, ensure_topics
 from quartier.settings import KafkaSettings, Settings
@@ -331,4 +332,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    lifetime.run(main)

@@ -32,6 +32,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from web3 import Web3
 
+from bench import lifetime
 from contracts.amounts import SLOT_SECONDS, opaque_id, pack_wh
 from contracts.artifacts import load
 from contracts.deployment import deploy
@@ -345,4 +346,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    lifetime.run(main)

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from bench import lifetime
 from quartier.events import MeterReading
 from quartier.settings import Settings
 from quartier.stack import Stack
@@ -165,4 +166,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    lifetime.run(main)

@@ -71,7 +71,7 @@ from marketplace.auth import TokenStore
 from marketplace.clock import ManualClock
 from marketplace.log import MarketLog, replay
 from marketplace.readmodel import ReadModel
-from marketplace.service import MarketService
+from marketplace.service import wire
 from marketplace.state import SLOT_MS
 
 DAY_MS = 24 * 3_600_000
@@ -239,7 +239,7 @@ async def settle(source: Settings, chain_settings: dict[str, Any], tmp: Path, zo
     chain = onchain.connect(settings)  # the bench's own view of the chain, to see escrow land
     slot_times = list(range(window[0], window[1], SLOT_MS))[:slot_count]
     clock = RunningClock(slot_times[0] - GATE_S * 1000)  # the first slot's gate: it closes
-    service = MarketService(settings, clock=clock, close_interval_s=close_interval_s,
+    service = wire(settings, clock=clock, close_interval_s=close_interval_s,
                             connect_chain=lambda: onchain.connect(settings))  # as `quartier market api` does
     rng = random.Random(11)
     latencies: dict[tuple[str, int], float] = {}
@@ -360,6 +360,8 @@ async def run(participants: int, zone_count: int, buys: int, concurrency: int, t
             "QUARTIER_KAFKA__BOOTSTRAP": settings.kafka.bootstrap, "QUARTIER_KAFKA__FLAVOUR": settings.kafka.flavour,
             "QUARTIER_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix, "QUARTIER_STATE_DIR": str(settings.state_dir),
             "QUARTIER_DATABASE_URL": settings.database_url, "QUARTIER_INFLUX__URL": settings.influx.url,
+            # One client address and a few principals send everything: the per-minute limits are not under test.
+            "QUARTIER_API__REQUESTS_PER_MINUTE": "100000000", "QUARTIER_API__ANONYMOUS_REQUESTS_PER_MINUTE": "100000000",
         }
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
@@ -422,7 +424,7 @@ async def run(participants: int, zone_count: int, buys: int, concurrency: int, t
 
         # Gate closure of every slot of the day, in this process, with the clock past every gate.
         clock = ManualClock(window[1])
-        service = MarketService(settings, clock=clock, close_interval_s=None)
+        service = wire(settings, clock=clock, close_interval_s=None)
         await service.start()
         try:
             due = service.state.due_slots(clock.now_ms())
@@ -517,4 +519,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    lifetime.run(main)

@@ -44,6 +44,7 @@ import msgspec
 import psutil
 from aiokafka import AIOKafkaProducer
 
+from bench import lifetime
 from quartier import events, topics
 from quartier.events import AlertEvent, alert_id
 from quartier.kafka import ensure_topics, producer_config
@@ -393,4 +394,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    lifetime.run(main)

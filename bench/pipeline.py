@@ -28,6 +28,21 @@ Measured, each figure from the component that did the work:
   drains the same ``meter.readings`` topic from the beginning and decodes every message with the
   contract's msgspec decoder, nothing else. The ratio is sustained / raw ceiling.
 
+**Catching up** (``--backlog-minutes M``): instead of the real-time run, the simulator first backfills
+M minutes of the fleet's readings as fast as the broker takes them (``quartier simulate --speed 0``),
+and only then do the workers start, as after an outage. Measured:
+
+- ``catch_up_readings_per_s``: the workers' consumption over the middle of the drain (from 5 % to
+  95 % of the backlog consumed, interpolated between 2-s samples: group join and tail left out), with
+  ``catch_up_s``, the wall time from the workers' start to the last reading consumed;
+- ``naive_faust_per_s``, in the same run, once the workers have stopped: the naive Faust design
+  (``bench/naive_faust.py``: one agent handling each reading on its own, a changelog-backed table
+  updated per reading), as many processes as ``--workers``, in a group of its own, over the same
+  topic from the beginning, for ``--naive-s`` seconds after its first reading;
+  ``ratio_to_naive_faust`` = catch-up / naive;
+- InfluxDB's points written during the drain and the writer's spool at its end: InfluxDB need not
+  keep up with a catch-up (the writer spools to disk and writes back later, nothing is lost).
+
 ``--profile-s N`` samples the (first) worker with py-spy for N seconds in the middle of the run and
 prints where its time goes (``pip install py-spy``; it is a measuring tool, not a dependency).
 """
@@ -56,6 +71,7 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench import lifetime
 from quartier import events, topics
 from quartier.kafka import end_offsets, ensure_topics, producer_config, read_all
 from quartier.settings import Settings
@@ -68,6 +84,7 @@ SEED = 7
 LOW_POWER_LIMIT_W = 1_500
 ALERT_FOR_S = 5.0
 SAMPLE_EVERY_S = 5.0
+BACKLOG_SAMPLE_EVERY_S = 2.0
 #: Alert kinds a reading causes; the deadman's (disconnected, ingest_down) come from a timer.
 READING_KINDS = {"power_above", "power_below", "fuse_limit", "energy_day_above", "energy_day_below",
                  "spending_day_above", "spending_day_below", "spending_month_above", "spending_month_below"}
@@ -134,6 +151,7 @@ class PipelineRun:
             "QUARTIER_STATE_DIR": str(root / "stack"),
             "QUARTIER_KAFKA__TOPIC_PREFIX": f"bench{run}.",
             "QUARTIER_INFLUX__DATABASE": f"bench_{run}",
+            "QUARTIER_INFLUX__READING_POINTS": args.reading_points,
         }
         self.workers: list[Worker] = []
         self.samples: list[Sample] = []
@@ -184,7 +202,8 @@ class PipelineRun:
         log = self.root / f"worker-{index}.log"
         process = subprocess.Popen(
             [sys.executable, "-m", "quartier.cli", "streams", "worker", "--app-id", f"bench-{self.run_id}",
-             "--metrics-port", str(port), "--loglevel", "warning"],
+             "--metrics-port", str(port), "--loglevel", "warning",
+             "--gc-freeze" if self.args.gc_freeze else "--no-gc-freeze"],
             env={**os.environ, **self.env}, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         worker = Worker(process, port, log=log)
@@ -319,6 +338,7 @@ class PipelineRun:
         wait_until(lambda: self.sample().written + self.samples[-1].rejected >= drained.consumed, 30, 1.0)
         self._stop_sampling.set()
         memory.join()
+        gc_figures = self.gc_figures(self.totals())
         self.stop_workers()
 
         points = count_reading_points(settings)
@@ -346,6 +366,8 @@ class PipelineRun:
             "meters": args.meters,
             "duration_s": args.duration,
             "workers": args.workers,
+            "reading_points": args.reading_points,
+            "gc_freeze": args.gc_freeze,
             "alerted_households": households,
             "readings_produced": int(produced["readings_produced"]),
             "malformed_sent": int(produced["malformed"]),
@@ -363,11 +385,14 @@ class PipelineRun:
             # writer spools them to disk at stop, for the next worker on the same state directory).
             "points_unwritten_at_stop": int(readings - drained.rejected - points) if points is not None else None,
             "rejected": int(drained.rejected),
+            **gc_figures,
             "worker_peak_rss_mb": round(max(max(w.hwm_mb, w.rss_peak_mb) for w in self.workers), 1),
             "worker_peak_rss_mb_sampled": round(max(w.rss_peak_mb for w in self.workers), 1),
             "cores_used": self.cpu_use(window),
             "influx_write_rate_per_s": round((window[-1].written - window[0].written) / (window[-1].t - window[0].t))
             if len(window) >= 2 else None,
+            **cpu_costs(self.cpu_use(window), sustained,
+                        (window[-1].written - window[0].written) / (window[-1].t - window[0].t) if len(window) >= 2 else 0),
             **ceiling,
             "ratio_to_raw_ceiling": round(sustained / ceiling["raw_ceiling_per_s"], 3),
             "target_readings_per_s": args.meters,
@@ -378,6 +403,166 @@ class PipelineRun:
         if args.profile_s:
             result["profile"] = summarise_profile(self.root / "profile.txt")
         return result
+
+    def run_backlog(self) -> dict[str, Any]:
+        """The catch-up run: a preloaded backlog, then the workers, then the naive Faust agent."""
+        args = self.args
+        settings = self.settings()
+        asyncio.run(ensure_topics(settings))
+        ensure_database(settings)
+        meters, _ = self.fleet(settings)
+        households = asyncio.run(self.produce_rules(settings, meters))
+        self.say(f"pipeline {self.run_id}: backfilling {args.backlog_minutes:g} minutes of {args.meters:,} meters; "
+                 f"logs in {self.root}")
+        preload_began = time.monotonic()
+        simulator = subprocess.run(
+            [sys.executable, "-m", "quartier.cli", "simulate", "--meters", str(args.meters),
+             "--duration", f"{args.backlog_minutes * 60:g}", "--speed", "0", "--seed", str(SEED),
+             "--malformed-fraction", str(args.malformed_fraction), "--json", "--no-progress"],
+            env={**os.environ, **self.env}, stdout=subprocess.PIPE, stderr=(self.root / "simulator.log").open("wb"),
+            text=True,
+        )
+        if simulator.returncode:
+            raise RuntimeError(f"the simulator failed (exit {simulator.returncode}); see {self.root}/simulator.log")
+        preload_s = time.monotonic() - preload_began
+        produced = json.loads(simulator.stdout.strip().splitlines()[-1])
+        readings = int(produced["readings_produced"]) + int(produced["malformed"])
+        self.say(f"  backlog: {readings:,} readings in {preload_s:.0f} s; starting {args.workers} worker(s)")
+        self.processes.update(self.stack_pids())
+
+        began = time.monotonic()
+        for i in range(args.workers):
+            self.start_worker(i)
+        memory = threading.Thread(target=self.watch_memory, daemon=True)
+        memory.start()
+        profiler = None
+        while True:
+            time.sleep(BACKLOG_SAMPLE_EVERY_S)
+            s = self.sample()
+            if any(w.process.poll() is not None for w in self.workers):
+                raise RuntimeError(f"a worker exited during the drain; see {self.root}/worker-*.log")
+            if args.profile_s and profiler is None and s.consumed >= readings * 0.3:
+                profiler = self.profile(args.profile_s)
+            rate = (s.consumed - self.samples[-2].consumed) / (s.t - self.samples[-2].t) if len(self.samples) > 1 else 0
+            self.say(f"  {s.t - began:6.0f} s  consumed {s.consumed:>12,.0f} of {readings:,}  {rate:>9,.0f}/s  "
+                     f"written {s.written:>12,.0f}")
+            if s.consumed >= readings:
+                break
+            progressed = [x for x in self.samples if x.t >= s.t - args.drain_timeout]
+            if s.t - began > args.drain_timeout and progressed[0].consumed == s.consumed:
+                raise RuntimeError(f"the drain stalled for {args.drain_timeout:g} s; {readings - s.consumed:,.0f} readings left")
+        drained = self.samples[-1]
+        if profiler is not None:
+            profiler.wait(timeout=args.profile_s + 60)
+        self._stop_sampling.set()
+        memory.join()
+        written_in_drain = drained.written
+        window = [x for x in self.samples if x.t >= began]
+        cores = self.cpu_use(window)
+        gc_figures = self.gc_figures(self.totals())
+        self.stop_workers()
+        naive = self.naive_faust(settings)
+
+        def crossing(share: float) -> float:
+            """When consumption passed ``share`` of the backlog, interpolated between samples."""
+            target = readings * share
+            for a, b in zip(self.samples, self.samples[1:]):
+                if a.consumed <= target <= b.consumed and b.consumed > a.consumed:
+                    return a.t + (b.t - a.t) * (target - a.consumed) / (b.consumed - a.consumed)
+            return float("nan")
+
+        t05, t95 = crossing(0.05), crossing(0.95)
+        catch_up = readings * 0.90 / (t95 - t05)
+        result: dict[str, Any] = {
+            "meters": args.meters,
+            "backlog_minutes": args.backlog_minutes,
+            "workers": args.workers,
+            "reading_points": args.reading_points,
+            "gc_freeze": args.gc_freeze,
+            "alerted_households": households,
+            "backlog_readings": readings,
+            "preload_s": round(preload_s, 1),
+            "preload_readings_per_s": round(readings / preload_s),
+            "catch_up_readings_per_s": round(catch_up),
+            "catch_up_s": round(drained.t - began, 1),
+            "target_catch_up_readings_per_s": round(1.5 * args.meters),
+            "ratio_to_target": round(catch_up / (1.5 * args.meters), 3),
+            **naive,
+            "ratio_to_naive_faust": round(catch_up / naive["naive_faust_per_s"], 2) if naive["naive_faust_per_s"] else None,
+            "points_written_in_drain": int(written_in_drain),
+            "influx_write_rate_in_drain_per_s": round(written_in_drain / (drained.t - began)),
+            "rejected": int(drained.rejected),
+            **gc_figures,
+            "worker_peak_rss_mb": round(max(max(w.hwm_mb, w.rss_peak_mb) for w in self.workers), 1),
+            "cores_used": cores,
+            **cpu_costs(cores, readings / (drained.t - began), written_in_drain / (drained.t - began)),
+            "cpus": os.cpu_count(),
+            "load_average_1m_end": round(os.getloadavg()[0], 2),
+        }
+        if result["worker_cpu_us_per_reading"] and naive["naive_faust_cpu_us_per_reading"]:
+            # CPU per reading, the comparison a shared machine does not skew (the two phases may
+            # have had different shares of the cores).
+            result["cpu_ratio_to_naive_faust"] = round(
+                naive["naive_faust_cpu_us_per_reading"] / result["worker_cpu_us_per_reading"], 2)
+        if args.profile_s:
+            result["profile"] = summarise_profile(self.root / "profile.txt")
+        return result
+
+    def naive_faust(self, settings: Settings) -> dict[str, Any]:
+        """The naive Faust agent over the same topic (bench/naive_faust.py): readings/s after its first one."""
+        group = f"naive-{self.run_id}"
+        processes = []
+        counts = [self.root / f"naive-{i}.count" for i in range(self.args.workers)]
+        for i, count in enumerate(counts):
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "bench.naive_faust", "--app-id", group, "--count-file", str(count)],
+                env={**os.environ, **self.env}, stdout=(self.root / f"naive-{i}.log").open("wb"),
+                stderr=subprocess.STDOUT, start_new_session=True,
+            ))
+
+        def handled() -> int:
+            total = 0
+            for count in counts:
+                try:
+                    total += int(count.read_text().split()[0])
+                except (OSError, ValueError, IndexError):
+                    pass
+            return total
+
+        try:
+            if not wait_until(lambda: handled() > 0, 120, 0.2):
+                raise RuntimeError(f"the naive Faust agent handled nothing in 120 s; see {self.root}/naive-*.log")
+            # Its own group join and first fetches are left out, as the workers' are.
+            time.sleep(min(10.0, self.args.naive_s / 4))
+            first, t0, cpu0 = handled(), time.monotonic(), cpu_seconds(processes)
+            time.sleep(self.args.naive_s)
+            last, t1, cpu1 = handled(), time.monotonic(), cpu_seconds(processes)
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGTERM)
+            for process in processes:
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+        return {"naive_faust_per_s": round((last - first) / (t1 - t0)), "naive_faust_processes": len(processes),
+                "naive_faust_readings": last,
+                "naive_faust_cpu_us_per_reading": round((cpu1 - cpu0) / (last - first) * 1e6, 2) if last > first else None}
+
+    def gc_figures(self, totals: dict[str, float]) -> dict[str, Any]:
+        """The workers' garbage-collection pauses (summed over workers; the longest of any)."""
+        longest = 0.0
+        for worker in self.workers:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{worker.metrics_port}/metrics", timeout=2).text
+            except httpx.HTTPError:
+                continue
+            for family in text_string_to_metric_families(text):
+                if family.name == "quartier_gc_pause_max_seconds":
+                    longest = max([longest, *(sample.value for sample in family.samples)])
+        return {"gc_pause_s_total": round(totals.get("quartier_gc_pause_seconds_total", 0.0), 3),
+                "gc_pause_max_s": round(longest, 3)}
 
     def stack_pids(self) -> dict[str, int]:
         record = json.loads((self.root / "stack" / "stack.json").read_text())
@@ -410,6 +595,29 @@ class PipelineRun:
             "latency_meter_clock_p50_s": round(percentile(meter_clock, 0.50), 3),
             "latency_meter_clock_p99_s": round(percentile(meter_clock, 0.99), 3),
         }
+
+
+def cpu_seconds(processes: list[subprocess.Popen[bytes]]) -> float:
+    """User and system CPU seconds the processes (and their children) have used so far."""
+    total = 0.0
+    for process in processes:
+        try:
+            for p in [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]:
+                times = p.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total
+
+
+def cpu_costs(cores: dict[str, float], readings_per_s: float, points_per_s: float) -> dict[str, Any]:
+    """CPU time per reading of the workers, and of influxd per point it acknowledged: figures that
+    compare runs on a shared machine better than rates do (a rate falls with the cores others take)."""
+    workers = sum(c for name, c in cores.items() if name.startswith("worker-"))
+    return {
+        "worker_cpu_us_per_reading": round(workers / readings_per_s * 1e6, 2) if readings_per_s else None,
+        "influx_cpu_us_per_point": round(cores.get("influx", 0.0) / points_per_s * 1e6, 2) if points_per_s else None,
+    }
 
 
 def count_reading_points(settings: Settings) -> int | None:
@@ -498,6 +706,14 @@ def main() -> None:
     parser.add_argument("--malformed-fraction", type=float, default=0.001)
     parser.add_argument("--drain-timeout", type=float, default=120.0, help="seconds to wait for the lag to drain")
     parser.add_argument("--profile-s", type=float, default=0.0, help="py-spy the first worker for this long mid-run")
+    parser.add_argument("--backlog-minutes", type=float, default=0.0,
+                        help="catch-up run: backfill this many minutes of readings first, then start the workers")
+    parser.add_argument("--naive-s", type=float, default=40.0,
+                        help="catch-up run: seconds the naive Faust agent is measured over")
+    parser.add_argument("--reading-points", choices=("changed", "full"), default="changed",
+                        help="what the workers' reading points carry (settings.influx.reading_points)")
+    parser.add_argument("--gc-freeze", action=argparse.BooleanOptionalAction, default=True,
+                        help="the workers' --gc-freeze (or --no-gc-freeze)")
     parser.add_argument("--keep", action="store_true", help="keep the run's directory (logs, raw profile, data)")
     parser.add_argument("--json", action="store_true", help="also print one JSON object on the last line")
     args = parser.parse_args()
@@ -506,6 +722,8 @@ def main() -> None:
             parser.error(f"--{name} must be at least 1")
     if args.duration <= 0:
         parser.error("--duration must be positive")
+    if args.backlog_minutes < 0 or args.naive_s <= 0:
+        parser.error("--backlog-minutes must be 0 or more and --naive-s positive")
     if not 0 <= args.alerted_share <= 1:
         parser.error("--alerted-share must be between 0 and 1")
 
@@ -514,7 +732,7 @@ def main() -> None:
     bench = PipelineRun(root, args)
     try:
         stack.up()
-        result = bench.run()
+        result = bench.run_backlog() if args.backlog_minutes else bench.run()
     finally:
         bench._stop_sampling.set()
         bench.stop_workers()
@@ -523,9 +741,30 @@ def main() -> None:
         # size): kept only when asked for; the profile's summary is in the output either way.
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    print_summary(result)
+    (print_backlog_summary if args.backlog_minutes else print_summary)(result)
     if args.json:
         print(json.dumps(result))
+
+
+def print_backlog_summary(r: dict[str, Any]) -> None:
+    print(f"{r['meters']:,} meters, a backlog of {r['backlog_minutes']:g} minutes ({r['backlog_readings']:,} readings, "
+          f"preloaded in {r['preload_s']} s), {r['workers']} worker(s)")
+    print(f"catch-up:        {r['catch_up_readings_per_s']:>12,} readings/s  (target {r['target_catch_up_readings_per_s']:,}, "
+          f"ratio {r['ratio_to_target']}; drained in {r['catch_up_s']} s)")
+    print(f"naive Faust:     {r['naive_faust_per_s']:>12,} readings/s  ({r['naive_faust_processes']} process(es), "
+          f"a table update per reading; ratio {r['ratio_to_naive_faust']}); CPU per reading "
+          f"{r['naive_faust_cpu_us_per_reading']} µs against the workers' {r['worker_cpu_us_per_reading']} µs "
+          f"(ratio {r.get('cpu_ratio_to_naive_faust')})")
+    print(f"InfluxDB:        {r['points_written_in_drain']:>12,} points written during the drain "
+          f"({r['influx_write_rate_in_drain_per_s']:,}/s); {r['rejected']:,} readings rejected")
+    print(f"worker memory:   {r['worker_peak_rss_mb']:>12,} MB peak RSS")
+    print("cores used:      " + ", ".join(f"{name} {cores:.2f}" for name, cores in r["cores_used"].items()))
+    print(f"CPU per item:    workers {r['worker_cpu_us_per_reading']} µs per reading, influxd {r['influx_cpu_us_per_point']} µs per point")
+    print(f"load average:    {r['load_average_1m_end']} (1 min, at the end) on {r['cpus']} cores")
+    if "profile" in r and "self" in r["profile"]:
+        print(f"worker profile ({r['profile']['samples']:,} samples), self time:")
+        for frame, share in list(r["profile"]["self"].items())[:15]:
+            print(f"  {share:6.1%}  {frame}")
 
 
 def print_summary(r: dict[str, Any]) -> None:
@@ -542,9 +781,11 @@ def print_summary(r: dict[str, Any]) -> None:
           f"p99 {r['latency_meter_clock_p99_s']})")
     print(f"InfluxDB:        {r['points_written'] or 0:>12,} points written, {r['rejected']:,} readings rejected, "
           f"{r['points_unwritten_at_stop'] or 0:,} not yet written when the worker stopped")
-    print(f"worker memory:   {r['worker_peak_rss_mb']:>12,} MB peak RSS")
+    print(f"worker memory:   {r['worker_peak_rss_mb']:>12,} MB peak RSS; garbage collection {r['gc_pause_s_total']} s "
+          f"in all, longest pause {r['gc_pause_max_s']} s")
     print(f"InfluxDB rate:   {r['influx_write_rate_per_s']:>12,} points/s acknowledged during the run")
     print("cores used:      " + ", ".join(f"{name} {cores:.2f}" for name, cores in r["cores_used"].items()))
+    print(f"CPU per item:    workers {r['worker_cpu_us_per_reading']} µs per reading, influxd {r['influx_cpu_us_per_point']} µs per point")
     print(f"load average:    {r['load_average_1m_end']} (1 min, at the end) on {r['cpus']} cores")
     if "profile" in r and "self" in r["profile"]:
         print(f"worker profile ({r['profile']['samples']:,} samples), self time:")
@@ -556,4 +797,4 @@ def print_summary(r: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    lifetime.run(main)

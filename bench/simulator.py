@@ -16,6 +16,7 @@ import json
 import time
 from datetime import datetime
 
+from bench import lifetime
 from quartier.events import MeterReading, ReadingBatch, encode, shard_of
 from simulator.config import FleetConfig
 from simulator.encoding import BatchEncoder
@@ -113,4 +114,4 @@ def _msgspec_batches(simulation: Simulation, frame: Frame, shards: int, per_mess
 
 
 if __name__ == "__main__":
-    main()
+    lifetime.run(main)

@@ -45,6 +45,7 @@ from typing import Any
 import httpx
 import psutil
 
+from bench import lifetime
 from bench.pipeline import PipelineRun, count_reading_points, peak_rss_mb
 from quartier.kafka import ensure_topics
 from quartier.stack import Stack, durable_broker
@@ -307,4 +308,4 @@ def print_summary(r: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    lifetime.run(main)

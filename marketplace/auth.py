@@ -12,6 +12,12 @@ import hashlib
 import secrets
 
 from sqlalchemy import Engine, insert, select
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from api.access import CHALLENGE
+from api.errors import ApiError
+from api.principal import Principal as ApiPrincipal
 
 from marketplace.commands import Principal, Role
 from marketplace.readmodel import ApiTokenRow
@@ -24,9 +30,15 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+#: Resolved tokens kept in memory (a token's participant and role never change, and it is never
+#: revoked): most requests then cost no database read. Emptied when full.
+RESOLVED_CACHE_SIZE = 100_000
+
+
 class TokenStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._resolved: dict[str, Principal] = {}
 
     def issue(self, participant: str, role: Role, now_ms: int) -> str:
         """A new token for ``participant`` acting as ``role``; only its hash is kept."""
@@ -46,13 +58,54 @@ class TokenStore:
             connection.execute(insert(ApiTokenRow), rows)
         return tokens
 
+    def resolve_cached(self, token: str) -> Principal | None:
+        """The principal of a token this store resolved before, without reading the database."""
+        return self._resolved.get(hash_token(token))
+
     def resolve(self, token: str) -> Principal | None:
         if not token.startswith(TOKEN_PREFIX):
             return None
+        digest = hash_token(token)
+        if (cached := self._resolved.get(digest)) is not None:
+            return cached
         with self.engine.connect() as connection:
             found = connection.execute(
-                select(ApiTokenRow.participant, ApiTokenRow.role).where(ApiTokenRow.token_hash == hash_token(token))  # type: ignore[arg-type]
+                select(ApiTokenRow.participant, ApiTokenRow.role).where(ApiTokenRow.token_hash == digest)  # type: ignore[arg-type]
             ).first()
         if found is None:
             return None
-        return Principal(found.participant, found.role)
+        if len(self._resolved) >= RESOLVED_CACHE_SIZE:
+            self._resolved.clear()
+        self._resolved[digest] = principal = Principal(found.participant, found.role)
+        return principal
+
+
+class MarketTokenAuthenticator:
+    """Today's ``qm_`` market tokens as API principals (docs/marketplace.md: they keep working after
+    accounts lands, chained after its authenticator).
+
+    A participant's token is the household it trades for (participant id = household id) in one
+    market role: ``subject="market:<participant>"``, ``household=<participant>``,
+    ``market_roles={role}``; an operator's has ``roles={"operator"}``. Any other bearer credential is
+    a 401 (which a chain raises only if no other authenticator knows it).
+    """
+
+    def __init__(self, tokens: TokenStore) -> None:
+        self.tokens = tokens
+
+    async def authenticate(self, request: Request) -> ApiPrincipal | None:
+        header = request.headers.get("authorization")
+        if header is None:
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "unauthenticated", "send Authorization: Bearer <token>", "Authorization", "header",
+                           headers=CHALLENGE)
+        token = token.strip()
+        found = self.tokens.resolve_cached(token) or await run_in_threadpool(self.tokens.resolve, token)
+        if found is None:
+            raise ApiError(401, "unauthenticated", "unknown token", "Authorization", "header", headers=CHALLENGE)
+        if found.role == "operator":
+            return ApiPrincipal(f"market:{found.participant}", roles=frozenset({"operator"}))
+        return ApiPrincipal(f"market:{found.participant}", household=found.participant,
+                            market_roles=frozenset({found.role}))

@@ -25,7 +25,7 @@ import httpx
 
 from quartier.line_protocol import escape_tag, float_field, string_field
 from quartier.settings import Settings
-from quartier.stack.influx import ROLLUP_POLICY, auth
+from quartier.influx import ROLLUP_POLICY, auth
 
 from marketplace.state import EntityRef, MarketState
 

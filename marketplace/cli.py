@@ -30,20 +30,19 @@ def market() -> None:
 def api(host: str, port: int, close_interval: float, access_log: bool, keep_alive: int, settle: bool | None) -> None:
     """Serve the REST API, close slots at their gate, allocate them from the meters and settle them on
     chain, until interrupted."""
-    import uvicorn
+    from functools import partial
 
-    from marketplace import onchain
-    from marketplace.api.app import create_app
-    from marketplace.service import MarketService
+    import uvicorn
+    from prometheus_client import CollectorRegistry
+
+    from api.compose import compose
+    from marketplace.surface import build
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings()
-    if settle is None:
-        settle = settings.market.settle_on_chain
-    service = MarketService(settings, close_interval_s=close_interval,
-                            connect_chain=(lambda: onchain.connect(settings)) if settle else None)
-    uvicorn.run(create_app(service, manage=True), host=host, port=port, log_level="info", access_log=access_log,
-                timeout_keep_alive=keep_alive)
+    # The same composition as `quartier api serve`, with the market surface only.
+    market_only = partial(build, close_interval_s=close_interval, settle=settle)
+    app = compose(Settings(), CollectorRegistry(), [("market", market_only)])
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log, timeout_keep_alive=keep_alive)
 
 
 @market.command("rebuild")

@@ -2,7 +2,7 @@
 
 Each function takes the state, who asks, what they ask and the time, and returns the events to
 append (all of one zone), or raises :class:`Rejected` naming the field and the reason. Nothing here
-appends or changes the state: :mod:`marketplace.service` appends the events and folds them in, one
+appends or changes the state: :mod:`marketplace.commanding` appends the events and folds them in, one
 command at a time per partition, so the state a command was checked against is the state its events
 apply to.
 """

@@ -6,111 +6,46 @@ transaction as the log position it reflects), and ``rebuild`` drops them and wri
 a fresh fold of the whole log. Rows are whole snapshots, so writing one twice changes nothing.
 
 SQLite by default (``Settings.sqlite_url("market")``), PostgreSQL by ``QUARTIER_DATABASE_URL``.
-The API tokens live in the same database but are not a projection (they never go on the log):
+Each table derives from its entity in :mod:`marketplace.state` (:func:`table_of`): the entity is
+defined once. The API tokens live in the same database but are not a projection (they never go on the log):
 ``rebuild`` leaves them alone.
 """
 
 from __future__ import annotations
 
+import types
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from typing import Any
+from dataclasses import fields
+from typing import Any, get_type_hints
 
 from sqlalchemy import Engine, Table, create_engine, delete, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel
 
-from marketplace.state import EntityKind, EntityRef, MarketState, row
+from marketplace.state import (EntityKind, EntityRef, MarketState, Offer, Order, Participant, Slot, Trade, Zone,
+                               row)
 
 
-class ZoneRow(SQLModel, table=True):
-    __tablename__ = "market_zone"
-    zone: str = Field(primary_key=True)
-    mechanism: str
-    gate_closure_s: int
-    min_lot_wh: int
-    configured_ms: int
+def table_of(entity: type, name: str, *, key: tuple[str, ...], indexes: tuple[str, ...] = ()) -> Any:
+    """The SQLModel table of a state entity: a column per field of the entity, of its type (nullable
+    where the entity allows None), in its order; the key and indexes are the read model's choice."""
+    hints = get_type_hints(entity)
+    namespace: dict[str, Any] = {"__tablename__": name, "__module__": __name__, "__annotations__": {}}
+    for column in fields(entity):
+        namespace["__annotations__"][column.name] = hints[column.name]
+        if column.name in key or column.name in indexes:
+            namespace[column.name] = Field(primary_key=column.name in key, index=column.name in indexes)
+    return types.new_class(f"{entity.__name__}Row", (SQLModel,), {"table": True}, lambda ns: ns.update(namespace))
 
 
-class ParticipantRow(SQLModel, table=True):
-    __tablename__ = "market_participant"
-    participant: str = Field(primary_key=True)
-    zone: str = Field(index=True)
-    meter: str = Field(index=True)
-    roles: str
-    capacity_w: int
-    registered_ms: int
-
-
-class SlotRow(SQLModel, table=True):
-    __tablename__ = "market_slot"
-    zone: str = Field(primary_key=True)
-    slot_start_ms: int = Field(primary_key=True, index=True)
-    mechanism: str
-    gate_ms: int
-    min_lot_wh: int
-    status: str = Field(index=True)
-    clearing_price_cents_per_kwh: int | None
-    traded_wh: int
-    closed_ms: int | None
-    allocation_complete: bool | None
-    missing_meters: str
-    tx_hash: str | None
-    block: int | None
-    updated_ms: int
-
-
-class OfferRow(SQLModel, table=True):
-    __tablename__ = "market_offer"
-    offer_id: str = Field(primary_key=True)
-    producer: str = Field(index=True)
-    zone: str = Field(index=True)
-    slot_start_ms: int = Field(index=True)
-    energy_wh: int
-    sold_wh: int
-    price_cents_per_kwh: int
-    status: str
-    seq: int
-    listed_ms: int
-    updated_ms: int
-
-
-class OrderRow(SQLModel, table=True):
-    __tablename__ = "market_order"
-    order_id: str = Field(primary_key=True)
-    consumer: str = Field(index=True)
-    zone: str = Field(index=True)
-    kind: str
-    offer_id: str | None
-    slot_start_ms: int = Field(index=True)
-    energy_wh: int
-    filled_wh: int
-    price_cents_per_kwh: int
-    status: str
-    seq: int
-    placed_ms: int
-    updated_ms: int
-
-
-class TradeRow(SQLModel, table=True):
-    __tablename__ = "market_trade"
-    trade_id: str = Field(primary_key=True)
-    zone: str = Field(index=True)
-    slot_start_ms: int = Field(index=True)
-    offer_id: str
-    order_id: str
-    producer: str = Field(index=True)
-    consumer: str = Field(index=True)
-    energy_wh: int
-    price_cents_per_kwh: int
-    amount_millicents: int
-    delivered_wh: int | None
-    delivered_amount_millicents: int | None
-    status: str
-    tx_hash: str | None
-    block: int | None
-    traded_ms: int
-    updated_ms: int
+ZoneRow = table_of(Zone, "market_zone", key=("zone",))
+ParticipantRow = table_of(Participant, "market_participant", key=("participant",), indexes=("zone", "meter"))
+SlotRow = table_of(Slot, "market_slot", key=("zone", "slot_start_ms"), indexes=("slot_start_ms", "status"))
+OfferRow = table_of(Offer, "market_offer", key=("offer_id",), indexes=("producer", "zone", "slot_start_ms"))
+OrderRow = table_of(Order, "market_order", key=("order_id",), indexes=("consumer", "zone", "slot_start_ms"))
+TradeRow = table_of(Trade, "market_trade", key=("trade_id",),
+                    indexes=("zone", "slot_start_ms", "producer", "consumer"))
 
 
 class PositionRow(SQLModel, table=True):

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+import api.bounds
+
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 MarketId = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
 ZoneId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
@@ -46,9 +48,8 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class Query(BaseModel):
-    # Query strings are text: numbers are parsed (lax), unknown parameters still rejected.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+# Query strings are text: numbers are parsed (lax), unknown parameters still rejected.
+Query = api.bounds.Query
 
 
 # --- operator -------------------------------------------------------------------------------
@@ -158,8 +159,7 @@ class BalanceQuery(Query):
     participant: Opt[MarketId] = Field(None, description="operator only: whose balance")
 
 
-class NoQuery(Query):
-    pass
+NoQuery = api.bounds.NoQuery
 
 
 # --- path parameters ------------------------------------------------------------------------

@@ -1,104 +1,77 @@
-"""The market's scheduled jobs, on APScheduler with its jobs stored in the market's database.
+"""The market's scheduled jobs, on APScheduler: closing slots at their gate, allocating them from the
+meters, settling them on chain.
 
-Jobs are module-level functions (APScheduler stores a job by reference) that find their running
-service through a registry, keyed by something stable across restarts (the database URL and topic
-prefix). Every job is idempotent against the market state, so a job that runs late, twice, or
-after a restart changes nothing twice: closing a slot that is closed appends nothing.
+The jobs are the running service's own coroutines, handed in (:class:`MarketJobs`): no registry to
+find the service by, and this module knows nothing of the service. They live in memory with the
+scheduler that runs them. Nothing about them needs to outlive the process: every job looks for what
+is due itself and is idempotent against the market state (closing a slot that is closed appends
+nothing), so at start each runs at once (catching up what came due while the service was down), then
+every interval.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from apscheduler.executors.asyncio import AsyncIOExecutor
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
-if TYPE_CHECKING:
-    from marketplace.service import MarketService
 
 log = logging.getLogger(__name__)
 
 CLOSE_JOB = "market-close-due-slots"
 ALLOCATE_JOB = "market-allocate-due-slots"
 SETTLE_JOB = "market-settle-due-slots"
-_RUNNING: dict[str, MarketService] = {}
+
+Job = Callable[[], Awaitable[int]]
 
 
-def service_key(service: MarketService) -> str:
-    return f"{service.database_url}#{service.log.topic}"
+@dataclass(frozen=True)
+class MarketJobs:
+    """What the scheduler runs; each returns how many slots it moved on."""
+
+    close_due_slots: Job
+    allocate_due_slots: Job
+    settle_due_slots: Job
 
 
-async def close_due_slots(key: str) -> None:
-    service = _RUNNING.get(key)
-    if service is None:
-        log.warning("close_due_slots: no market service %s is running in this process", key)
-        return
-    closed = await service.close_due_slots()
-    if closed:
-        log.info("closed %d slot(s)", closed)
+class MarketScheduler:
+    def __init__(self, jobs: MarketJobs, interval_s: float) -> None:
+        self.jobs = jobs
+        self.interval_s = interval_s
+        self._scheduler: AsyncIOScheduler | None = None
 
+    async def _close(self) -> None:
+        if closed := await self.jobs.close_due_slots():
+            log.info("closed %d slot(s)", closed)
 
-async def allocate_due_slots(key: str) -> None:
-    service = _RUNNING.get(key)
-    if service is None:
-        log.warning("allocate_due_slots: no market service %s is running in this process", key)
-        return
-    allocated = await service.allocate_due_slots()
-    if allocated:
-        log.info("allocated %d slot(s)", allocated)
+    async def _allocate(self) -> None:
+        if allocated := await self.jobs.allocate_due_slots():
+            log.info("allocated %d slot(s)", allocated)
 
+    async def _settle(self) -> None:
+        # What is due for allocation is allocated first, so it settles in this run, not the next.
+        await self.jobs.allocate_due_slots()
+        if confirmed := await self.jobs.settle_due_slots():
+            log.info("settled %d slot(s) on chain", confirmed)
 
-async def settle_due_slots(key: str) -> None:
-    service = _RUNNING.get(key)
-    if service is None:
-        log.warning("settle_due_slots: no market service %s is running in this process", key)
-        return
-    # What is due for allocation is allocated first, so it settles in this run, not the next.
-    await service.allocate_due_slots()
-    confirmed = await service.settle_due_slots()
-    if confirmed:
-        log.info("settled %d slot(s) on chain", confirmed)
+    def start(self) -> None:
+        scheduler = AsyncIOScheduler(
+            jobstores={"default": MemoryJobStore()},
+            executors={"default": AsyncIOExecutor()},
+            # One run of a job at a time; a run missed while the loop was busy runs once, however late.
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        )
+        now = datetime.now(timezone.utc)
+        for job_id, run in ((CLOSE_JOB, self._close), (ALLOCATE_JOB, self._allocate), (SETTLE_JOB, self._settle)):
+            scheduler.add_job(run, "interval", seconds=self.interval_s, id=job_id, next_run_time=now)
+        scheduler.start()
+        self._scheduler = scheduler
 
-
-def start(service: MarketService) -> AsyncIOScheduler:
-    key = service_key(service)
-    _RUNNING[key] = service
-    scheduler = AsyncIOScheduler(
-        jobstores={"default": SQLAlchemyJobStore(engine=service.read_model.engine, tablename="market_scheduler_jobs")},
-        executors={"default": AsyncIOExecutor()},
-        # A job missed while the service was down runs once at start, however late.
-        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
-    )
-    scheduler.start()
-    scheduler.add_job(
-        close_due_slots,
-        "interval",
-        seconds=service.close_interval_s,
-        args=[key],
-        id=CLOSE_JOB,
-        replace_existing=True,
-    )
-    scheduler.add_job(
-        allocate_due_slots,
-        "interval",
-        seconds=service.close_interval_s,
-        args=[key],
-        id=ALLOCATE_JOB,
-        replace_existing=True,
-    )
-    scheduler.add_job(
-        settle_due_slots,
-        "interval",
-        seconds=service.close_interval_s,
-        args=[key],
-        id=SETTLE_JOB,
-        replace_existing=True,
-    )
-    return scheduler
-
-
-def stop(service: MarketService, scheduler: AsyncIOScheduler) -> None:
-    scheduler.shutdown(wait=False)
-    _RUNNING.pop(service_key(service), None)
+    def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None

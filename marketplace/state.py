@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from quartier import events as ev
@@ -23,6 +23,11 @@ SLOT_MS = 15 * 60 * 1000
 
 EntityKind = Literal["zone", "participant", "slot", "offer", "order", "trade"]
 EntityRef = tuple[EntityKind, Any]
+
+
+def doc(text: str) -> Any:
+    """A field's description: the read model's column and the API's view of the entity say it too."""
+    return field(metadata={"doc": text})
 
 
 class ProjectionError(RuntimeError):
@@ -43,7 +48,7 @@ class Participant:
     participant: str
     zone: str
     meter: str
-    roles: str  # comma-separated, sorted: "consumer", "producer" or "consumer,producer"
+    roles: str = doc("comma-separated, sorted: consumer, producer or consumer,producer")
     capacity_w: int
     registered_ms: int
 
@@ -58,14 +63,14 @@ class Slot:
     zone: str
     slot_start_ms: int
     mechanism: str
-    gate_ms: int  # gate closure: no command on this slot at or after this time
+    gate_ms: int = doc("gate closure: no command on this slot at or after this time")
     min_lot_wh: int
-    status: str  # open, closed, allocated, submitted, confirmed
+    status: str = doc("open, closed, allocated, submitted or confirmed")
     clearing_price_cents_per_kwh: int | None
     traded_wh: int
     closed_ms: int | None
     allocation_complete: bool | None
-    missing_meters: str  # comma-separated meter ids without (complete) data at settlement
+    missing_meters: str = doc("meters without (complete) data at settlement")
     tx_hash: str | None
     block: int | None
     updated_ms: int
@@ -80,7 +85,7 @@ class Offer:
     energy_wh: int
     sold_wh: int
     price_cents_per_kwh: int
-    status: str  # open, withdrawn, closed
+    status: str = doc("open, withdrawn or closed")
     seq: int
     listed_ms: int
     updated_ms: int
@@ -95,13 +100,13 @@ class Order:
     order_id: str
     consumer: str
     zone: str
-    kind: str  # purchase (of one offer, filled at once) or bid (auction)
+    kind: str = doc("purchase (of one offer, filled at once) or bid (auction)")
     offer_id: str | None
     slot_start_ms: int
     energy_wh: int
     filled_wh: int
-    price_cents_per_kwh: int
-    status: str  # open, filled, partially_filled, unfilled, cancelled
+    price_cents_per_kwh: int = doc("the offer's price for a purchase, the limit for a bid")
+    status: str = doc("open, filled, partially_filled, unfilled or cancelled")
     seq: int
     placed_ms: int
     updated_ms: int
@@ -118,10 +123,10 @@ class Trade:
     consumer: str
     energy_wh: int
     price_cents_per_kwh: int
-    amount_millicents: int  # contracted: energy x price
-    delivered_wh: int | None  # decided by the meters after the slot
+    amount_millicents: int = doc("contracted: energy_wh x price")
+    delivered_wh: int | None = doc("decided by the meters after the slot; null until then")
     delivered_amount_millicents: int | None
-    status: str  # contracted, allocated, submitted, confirmed
+    status: str = doc("contracted, allocated, submitted or confirmed (paid on chain)")
     tx_hash: str | None
     block: int | None
     traded_ms: int

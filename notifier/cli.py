@@ -53,6 +53,8 @@ def run(log_level: str, metrics_port: int | None, channels: tuple[str, ...]) -> 
 @click.option("--channels", help="Channels wanted, comma-separated: push,email.")
 @click.option("--mute", help="Alert kinds the user does not want, comma-separated.")
 @click.option("--operator/--no-operator", default=None, help="Also receive operator-level alerts.")
+@click.option("--zone", default="unassigned", show_default=True,
+              help="The zone of a meter nobody has paired yet (its household is created for it).")
 @click.option(
     "--from-file", "from_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="CSV with columns meter,token,email,language (one row per device) and optionally "
@@ -60,10 +62,16 @@ def run(log_level: str, metrics_port: int | None, channels: tuple[str, ...]) -> 
 )
 def register(meter: str | None, user: str | None, tokens: tuple[str, ...], email: str | None, language: str | None,
              time_zone: str | None, quiet_hours: str | None, channels: str | None, mute: str | None,
-             operator: bool | None, from_file: Path | None) -> None:
-    """Register a user's devices, email and preferences for a meter (or many, from a CSV file)."""
-    from notifier.contacts import ContactStore, RegistrationError, read_registrations, validate
-    from notifier.database import notifier_engine
+             operator: bool | None, zone: str, from_file: Path | None) -> None:
+    """Register a household's devices, email and preferences for a meter (or many, from a CSV file).
+
+    Appends accounts events (accounts.events): the devices and preferences go to the owner of the
+    household that paired the meter, or to a household created for a meter nobody paired. The
+    notifier's contacts follow from them (notifier/accounts_projection.py). Without --meter, --email
+    names an operator's own contact."""
+    from accounts.commands import Rejected
+    from notifier.accounts_projection import register as append_registrations
+    from notifier.contacts import RegistrationError, read_registrations, validate
 
     single = {
         "meter": meter, "user": user, "tokens": tokens, "email": email, "language": language,
@@ -82,7 +90,10 @@ def register(meter: str | None, user: str | None, tokens: tuple[str, ...], email
             registrations = [validate({k: v for k, v in single.items() if v is not None})]
     except RegistrationError as exc:
         raise click.ClickException(str(exc)) from None
-    ContactStore(notifier_engine(Settings())).register(registrations)
+    try:
+        asyncio.run(append_registrations(Settings(), registrations, zone))
+    except Rejected as exc:
+        raise click.ClickException(f"{exc.field}: {exc.reason}") from None
     devices = sum(len(r.tokens) for r in registrations)
     meters = sum(1 for r in registrations if r.meter)
     click.echo(f"registered {meters} meter(s), {devices} device(s)")

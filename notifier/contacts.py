@@ -1,15 +1,18 @@
-"""Who to tell about an alert, and how: users, the meters they own, their devices and preferences.
+"""Who to tell about an alert, and how: users, the meters they hear of, their devices and preferences.
 
-A *user* is a household (or a building manager, or an operator): one email address, one language,
-one time zone, optional quiet hours, the channels they want and the alert kinds they muted. A user
-owns one or more meters; a meter belongs to one user. Device tokens belong to a user: registering
-a token again under another user moves it (a phone that changed hands). Tokens FCM reports as
-unregistered are removed. Operators also receive operator-level alerts (``meter`` None).
+A *user* is one person: a household member (user id = account id), an operator, or a contact
+registered straight into the store (the stages' tests; a building manager). One email address, one
+language, one time zone, optional quiet hours, the channels they want and the alert kinds they
+muted. A meter's alerts go to every user listed for it: each member of the household that paired
+it. Device tokens belong to a user: registering a token again under another user moves it (a phone
+that changed hands). Tokens FCM reports as unregistered are removed. Operators also receive
+operator-level alerts (``meter`` None).
 
-This store is the one place for delivery preferences (docs/notifier.md): ``AlertRules`` on
-``alerts.rules`` says *what* raises an alert; this says *who* hears of it, *where* and *when*.
-A registration for a meter with no user named makes the meter's own id the user id, so one
-household per meter needs no user ids at all.
+The rows of household members and operators are a projection of ``accounts.events``
+(notifier/accounts_projection.py), rewritten from the log at every start; ``quartier notifier
+register`` appends accounts events rather than writing here. This store is the one place the
+pipeline reads delivery preferences from (docs/notifier.md): ``AlertRules`` on ``alerts.rules`` says
+*what* raises an alert; this says *who* hears of it, *where* and *when*.
 """
 
 from __future__ import annotations
@@ -50,10 +53,13 @@ class User(SQLModel, table=True):
 
 
 class MeterOwner(SQLModel, table=True):
+    """Who hears of a meter's alerts: one user per registration, every member of its household when
+    the accounts projection wrote it (notifier/accounts_projection.py)."""
+
     __tablename__ = "notifier_meter"
 
     meter: str = Field(primary_key=True)
-    user_id: str = Field(index=True)
+    user_id: str = Field(primary_key=True, index=True)
 
 
 class DeviceToken(SQLModel, table=True):
@@ -254,9 +260,10 @@ class ContactStore:
                 user.updated_ms = now
                 session.add(user)
                 if registration.meter is not None:
-                    owner = session.get(MeterOwner, registration.meter) or MeterOwner(meter=registration.meter, user_id=user_id)
-                    owner.user_id = user_id
-                    session.add(owner)
+                    # A registration gives the meter to one user: whoever had it before loses it.
+                    session.exec(delete(MeterOwner).where(MeterOwner.meter == registration.meter, MeterOwner.user_id != user_id))  # type: ignore[call-overload,arg-type]
+                    if session.get(MeterOwner, (registration.meter, user_id)) is None:
+                        session.add(MeterOwner(meter=registration.meter, user_id=user_id))
                 for token in registration.tokens:
                     device = session.get(DeviceToken, token) or DeviceToken(token=token, user_id=user_id)
                     device.user_id = user_id
@@ -270,18 +277,19 @@ class ContactStore:
         building objects it only read (docs/notifier.md)."""
         wanted = sorted({m for m in meters if m is not None})
         with Session(self.engine) as session:
-            owners: dict[str, str] = {}
+            owners: dict[str, list[str]] = {}
             for start in range(0, len(wanted), _IN_CHUNK):
                 rows = session.exec(
                     select(MeterOwner.meter, MeterOwner.user_id).where(  # type: ignore[call-overload]
                         MeterOwner.meter.in_(wanted[start : start + _IN_CHUNK])  # type: ignore[attr-defined]
-                    )
+                    ).order_by(MeterOwner.meter, MeterOwner.user_id)
                 )
-                owners.update((meter, user) for meter, user in rows)
+                for meter, user in rows:
+                    owners.setdefault(meter, []).append(user)
             operator_ids = set(session.exec(select(User.id).where(User.operator == True)))  # noqa: E712
-            recipients = self._recipients(session, set(owners.values()) | operator_ids)
+            recipients = self._recipients(session, {u for users in owners.values() for u in users} | operator_ids)
         out: dict[str | None, list[Recipient]] = {
-            meter: [recipients[user]] for meter, user in owners.items() if user in recipients
+            meter: found for meter, users in owners.items() if (found := [recipients[u] for u in users if u in recipients])
         }
         out[None] = [recipients[u] for u in sorted(operator_ids) if u in recipients]
         return out

@@ -29,7 +29,7 @@ from firebase_admin import credentials, messaging
 from google.oauth2 import service_account
 
 from quartier.settings import FcmSettings
-from quartier.stack.fcm import endpoint_base
+from quartier.fcm import endpoint_base
 
 #: Connections kept open to the endpoint: as many as firebase-admin keeps for the real service.
 POOL_SIZE = 100

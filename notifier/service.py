@@ -24,6 +24,7 @@ from quartier import events, topics
 from quartier.events import AlertEvent, ContractError, Delivery
 from quartier.kafka import consumer_config, ensure_topics, producer_config
 from quartier.settings import Settings
+from notifier.accounts_projection import ContactsProjection
 from notifier.channels.base import DeliveryChannel
 from notifier.channels.email import EmailChannel
 from notifier.channels.fcm import FcmChannel
@@ -72,8 +73,11 @@ class Notifier:
         channels: list[DeliveryChannel],
         sent_log: SentLog,
         registry: CollectorRegistry | None = None,
+        projection: ContactsProjection | None = None,
     ) -> None:
         self.settings = settings
+        # The contacts follow accounts.events while the notifier runs (None: only what is in the store).
+        self.projection = projection
         self.channel_names = tuple(channel.name for channel in channels)
         self.pipelines = pipelines
         self.channels = channels
@@ -106,7 +110,7 @@ class Notifier:
         if "email" in channel_names:
             channels["email"] = EmailChannel(settings.smtp, renderer, journal, connections=options.email_connections)
         pipelines = build_pipelines(contacts, sent_log, pending, channels, options)  # type: ignore[arg-type]
-        return cls(settings, pipelines, list(channels.values()), sent_log)
+        return cls(settings, pipelines, list(channels.values()), sent_log, projection=ContactsProjection(settings, engine))
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> NotifierStats:
         """Consumes until ``stop`` is set; the window in hand is finished and committed first."""
@@ -116,6 +120,9 @@ class Notifier:
         if self.settings.metrics_port:
             start_http_server(self.settings.metrics_port, registry=self.registry)
         await ensure_topics(self.settings, [topics.ALERTS_EVENTS, topics.NOTIFICATIONS_DELIVERIES])
+        if self.projection is not None:
+            # Every account-derived contact rewritten from the log before the first alert is routed.
+            await self.projection.start()
         consumer = AIOKafkaConsumer(
             self._alerts_topic,
             group_id=group_id(self.settings, self.channel_names),
@@ -142,6 +149,8 @@ class Notifier:
         finally:
             await consumer.stop()
             await producer.stop()
+            if self.projection is not None:
+                await self.projection.stop()
             for channel in self.channels:
                 await channel.close()
             if self.sent_log.journal is not None:
@@ -182,6 +191,13 @@ class Notifier:
 
     async def _finish(self, batch: Batch, producer: AIOKafkaProducer) -> None:
         await self._publish(batch.deliveries, producer)
+        gone = [o.notification.address for o in batch.outcomes if o.address_gone and o.notification.channel == "push"]
+        if gone and self.projection is not None:
+            try:
+                await self.projection.unregistered(gone)
+            except Exception:
+                # The store forgot them already (record stage); accounts forgets them on a later report.
+                log.exception("could not tell accounts that %d device tokens are unregistered", len(gone))
         self.metrics.observe(batch.counts, batch.latencies)
         if self.sent_log.journal is not None:
             self.sent_log.journal.empty_if_large()

@@ -81,12 +81,49 @@ def demo(meters: int, duration: float, as_json: bool) -> None:
     """Run the stack, a small fleet, the stream worker and the notifier; print what each did."""
     from quartier.demo import run_demo
 
-    summary = run_demo(Settings(), meters=meters, duration_s=duration, progress=not as_json)
+    def announce(app: dict) -> None:  # type: ignore[type-arg]
+        # The household app, as soon as it is served: one JSON line before the summary with --json.
+        if as_json:
+            click.echo(json.dumps(app), nl=True)
+        else:
+            login = app["household_login"]
+            click.echo(f"household app: {app['app_url']}  sign in as {login['email']} / {login['password']}", err=True)
+            if "console_url" in app:
+                operator = app["operator_login"]
+                click.echo(f"operator console: {app['console_url']}  sign in as {operator['email']} / {operator['password']}", err=True)
+
+    summary = run_demo(Settings(), meters=meters, duration_s=duration, progress=not as_json, announce=announce)
     if as_json:
         click.echo(json.dumps(summary))
     else:
         for key, value in summary.items():
             click.echo(f"{key:<22} {value}")
+
+
+# --- produce (any Kafka client: docs/events.md) -----------------------------------------------
+
+
+@main.command()
+@click.argument("topic")
+def produce(topic: str) -> None:
+    """Send JSON lines from stdin to TOPIC, each checked against the topic's record type and keyed
+    as its consumers expect; a bad line is reported with its number and field, and not sent."""
+    import asyncio
+
+    from quartier.produce import produce as produce_lines
+    from quartier.produce import topic_named
+
+    try:
+        declared = topic_named(topic)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    settings = Settings()
+    outcome = asyncio.run(
+        produce_lines(settings, declared, click.get_text_stream("stdin"), lambda e: click.echo(str(e), err=True))
+    )
+    click.echo(f"{outcome.sent} sent to {settings.topic(declared.name)}, {outcome.refused} refused", err=True)
+    if outcome.refused:
+        sys.exit(1)
 
 
 def _load_plugins() -> None:

@@ -15,12 +15,14 @@ import asyncio
 import csv
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -44,7 +46,12 @@ SEED = 7
 
 
 class DemoRun:
-    def __init__(self, base: Settings, meters: int, duration_s: float, progress: bool) -> None:
+    def __init__(
+        self, base: Settings, meters: int, duration_s: float, progress: bool,
+        announce: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.announce = announce
+        self.fleet: list[dict[str, Any]] = []
         self.meters = meters
         self.duration_s = duration_s
         self.progress = progress
@@ -148,6 +155,7 @@ class DemoRun:
             "simulate", "--describe", "--meters", str(self.meters), "--seed", str(SEED), "--json", capture=True
         )
         fleet = json.loads(described.stdout.strip().splitlines()[-1])
+        self.fleet = fleet
         alerted = [home for i, home in enumerate(fleet) if i % round(1 / ALERTED_SHARE) == 0]
         rules = [
             events.AlertRules(
@@ -184,6 +192,7 @@ class DemoRun:
             self.start("notifier", "notifier", "run")
             if not wait_until(lambda: worker.poll() is None and self._metrics_up(), 60):
                 raise RuntimeError(f"the stream worker did not start; see {self.workdir / 'worker.log'}")
+            app = self.open_app()
             simulator = subprocess.Popen(
                 [
                     sys.executable, "-m", "quartier.cli", "simulate",
@@ -204,10 +213,61 @@ class DemoRun:
                 raise RuntimeError(f"the simulator failed with exit code {simulator.returncode}")
             produced = json.loads(out.strip().splitlines()[-1])
             summary = self._settle(settings, produced["readings_produced"])
+            app.update(self.console_figures(app))
         finally:
             self.stop_all()
         return {"run": self.run_id, "meters": self.meters, "readings_produced": produced["readings_produced"], **summary,
-                "maildir": settings.smtp.maildir, "influx_database": settings.influx.database}
+                "maildir": settings.smtp.maildir, "influx_database": settings.influx.database, **app}
+
+    # --- operator console: served for the run, with an operator to sign in as -------------------
+
+    def serve_console(self, api_url: str) -> dict[str, Any]:
+        """The console's pages on the API process ``open_app`` started, and an operator to sign in as."""
+        email = f"operator@{self.email_domain}"
+        password = f"demo-{secrets.token_urlsafe(12)}"
+        self.quartier("console", "operator", "--email", email, "--password", password)
+        url = f"{api_url}/console"
+        return {"console_url": url, "operator_login": {"email": email, "password": password}}
+
+    def console_figures(self, console: dict[str, Any]) -> dict[str, Any]:
+        """Signs in as the operator and reads the console's own count of the fleet."""
+        base = console["console_url"].removesuffix("/console")
+        try:
+            token = httpx.post(f"{base}/v1/tokens", json=console["operator_login"], timeout=30).json()["access_token"]
+            figures = httpx.get(f"{base}/v1/fleet/overview", headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+            return {"console_modules": figures["modules"], "console_connected": figures["connected"]}
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            return {"console_error": f"{type(exc).__name__}: {exc}"}
+
+    # --- the household app ---------------------------------------------------------------------
+
+    def open_app(self) -> dict[str, Any]:
+        """Serves the API process (``quartier api serve``: every surface, the household app's pages
+        among them) and signs up a demo household owning the fleet's first meter; announces both."""
+        port = pick_port(0)
+        api = self.start("api", "api", "serve", "--port", str(port), "--no-access-log")
+        url = f"http://127.0.0.1:{port}"
+
+        def serving() -> bool:
+            try:
+                return api.poll() is None and httpx.get(f"{url}/v1/openapi.json", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        if not wait_until(serving, 60):
+            raise RuntimeError(f"the API process did not start; see {self.workdir / 'api.log'}")
+        # A home without the demo's low limit: those are registered for the notifier's counts already.
+        every = max(1, round(1 / ALERTED_SHARE))
+        home = next((h for i, h in enumerate(self.fleet) if i % every), self.fleet[0])
+        made = self.quartier("households", "demo-household", "--meter", home["meter"], "--zone", home["zone"],
+                             "--tariff", home["tariff"], "--kva", str(home["subscribed_kva"]),
+                             "--email", f"household-{self.run_id}@app.quartier.test", "--json", capture=True)
+        login = json.loads(made.stdout.strip().splitlines()[-1])
+        app = {"app_url": f"{url}/app", "household_login": {"email": login["email"], "password": login["password"]}}
+        app.update(self.serve_console(url))  # the operator console, in the same announcement
+        if self.announce is not None:
+            self.announce(app)
+        return app
 
     def _metrics_up(self) -> bool:
         try:
@@ -254,6 +314,10 @@ async def _produce(settings: Settings, topic: str, records: list[tuple[str, even
         await producer.stop()
 
 
-def run_demo(settings: Settings, meters: int, duration_s: float, progress: bool = True) -> dict[str, Any]:
+def run_demo(
+    settings: Settings, meters: int, duration_s: float, progress: bool = True,
+    announce: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """``announce`` is called once the household app is served, with its address and a demo sign-in."""
     Stack(settings.state_dir).up()
-    return DemoRun(Settings(), meters, duration_s, progress).run()
+    return DemoRun(Settings(), meters, duration_s, progress, announce).run()

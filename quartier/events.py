@@ -75,6 +75,7 @@ class DeviceTelemetry(Record, tag="device", kw_only=True):
     rssi_dbm: Annotated[int, Meta(ge=-120, le=0)]
     firmware: str
     uptime_s: NonNegInt
+    hardware: str = ""  # the module's hardware version (added for the console; empty when unknown)
 
 
 class RejectedReading(Record, tag="rejected", kw_only=True):
@@ -352,6 +353,544 @@ MarketEvent = Union[
     SettlementSubmitted,
     SettlementConfirmed,
 ]
+
+
+# --- devices.events and devices.commands (operator console: firmware roll-outs) ---------------
+# The roll-outs' log, keyed by campaign id (firmware catalogue entries by version): a campaign's
+# events sit in one partition, in order, so folding the log with console.campaigns gives back every
+# campaign exactly. Decisions that need a clock or the fleet's health (advance a phase, pause on
+# worse health, retry a module) are taken by the campaign runner and written here with their
+# figures, so the fold itself reads neither.
+
+FirmwareVersion = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.+-]+$")]
+HardwareVersion = Annotated[str, Meta(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_.-]+$")]
+CampaignId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Share = Annotated[float, Meta(ge=0.0, le=1.0)]
+RssiBand = Literal["excellent", "good", "fair", "poor"]
+
+
+class FirmwareReleased(Record, tag="firmware_released", kw_only=True):
+    """A firmware entered the catalogue: what it is for and which hardware versions may run it."""
+
+    version: FirmwareVersion
+    notes: Annotated[str, Meta(max_length=2000)] = ""
+    hardware: Annotated[tuple[HardwareVersion, ...], Meta(min_length=1)]
+    at_ms: EpochMs
+
+
+class ModuleGroup(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Which modules a campaign targets: every non-empty criterion must match (empty: any)."""
+
+    firmware: tuple[FirmwareVersion, ...] = ()
+    hardware: tuple[HardwareVersion, ...] = ()
+    zones: tuple[ZoneId, ...] = ()
+    rssi_bands: tuple[RssiBand, ...] = ()
+    meters: tuple[MeterId, ...] = ()
+
+
+class PhasePlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One phase: the share of the targets updated once it is done (cumulative), and the share of
+    its modules that must report the new firmware before the next phase starts."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=32)]
+    cumulative_share: Annotated[float, Meta(gt=0.0, le=1.0)]
+    min_modules: Annotated[int, Meta(ge=0)] = 0
+    success_share: Annotated[float, Meta(gt=0.0, le=1.0)] = 0.95
+
+
+class HealthGuard(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """When updated modules count as worse than the control group of modules not yet updated.
+
+    Judged once ``min_sample`` updated modules have run the new firmware for ``observe_s``; the
+    campaign pauses itself when any margin is passed."""
+
+    min_sample: Annotated[int, Meta(ge=1)] = 20
+    observe_s: Annotated[float, Meta(ge=0)] = 600.0
+    offline_share_margin: Share = 0.10  # updated offline share minus control offline share
+    frame_gap_p95_ratio: Annotated[float, Meta(ge=1.0)] = 1.5  # updated p95 gap over control p95 gap
+    reboots_per_hour_margin: Annotated[float, Meta(ge=0)] = 1.0  # per module, updated minus control
+
+
+class CampaignCreated(Record, tag="campaign_created", kw_only=True):
+    campaign: CampaignId
+    firmware: FirmwareVersion
+    group: ModuleGroup
+    phases: Annotated[tuple[PhasePlan, ...], Meta(min_length=1)]
+    guard: HealthGuard
+    rate_per_min: Annotated[int, Meta(ge=1, le=1_000_000)]  # update requests sent per minute at most
+    window_start_hour: Annotated[int, Meta(ge=0, le=23)]  # requests go out only inside this window
+    window_end_hour: Annotated[int, Meta(ge=0, le=24)]  # (local time; start > end spans midnight)
+    time_zone: Annotated[str, Meta(min_length=1, max_length=64)] = "Europe/Paris"
+    attempt_timeout_s: Annotated[float, Meta(gt=0)] = 900.0  # a module silent on its update this long failed
+    max_attempts: Annotated[int, Meta(ge=1, le=20)] = 3
+    retry_base_s: Annotated[float, Meta(gt=0)] = 300.0  # retry n waits base x 2^(n-1)
+    operator: Annotated[str, Meta(max_length=128)] = ""
+    at_ms: EpochMs
+
+
+class PhaseStarted(Record, tag="phase_started", kw_only=True):
+    """A phase begins; its modules follow in one or more ``ModulesAssigned`` (a message stays small)."""
+
+    campaign: CampaignId
+    phase: NonNegInt  # index into the campaign's phases
+    modules: NonNegInt  # how many modules the phase's ModulesAssigned events carry in all
+    at_ms: EpochMs
+
+
+class ModulesAssigned(Record, tag="modules_assigned", kw_only=True):
+    campaign: CampaignId
+    phase: NonNegInt
+    meters: Annotated[tuple[MeterId, ...], Meta(min_length=1)]
+    previous_firmware: tuple[str, ...]  # what each of ``meters`` ran when assigned (for a roll-back)
+    at_ms: EpochMs
+
+
+class UpdateRequested(Record, tag="update_requested", kw_only=True):
+    """The runner asked a module to update (the command itself goes to devices.commands).
+
+    ``firmware`` is the campaign's, or after a roll-back the version the module ran before."""
+
+    campaign: CampaignId
+    meter: MeterId
+    firmware: FirmwareVersion
+    attempt: Annotated[int, Meta(ge=1)]
+    at_ms: EpochMs
+
+
+class ModuleUpdated(Record, tag="module_updated", kw_only=True):
+    """The module reported the firmware it was asked for on meter.telemetry."""
+
+    campaign: CampaignId
+    meter: MeterId
+    firmware: FirmwareVersion
+    attempt: Annotated[int, Meta(ge=1)]
+    reported_ms: EpochMs  # the telemetry report's time
+    at_ms: EpochMs
+
+
+class UpdateFailed(Record, tag="update_failed", kw_only=True):
+    """An attempt timed out; ``retry_at_ms`` is None when the module has no attempt left."""
+
+    campaign: CampaignId
+    meter: MeterId
+    attempt: Annotated[int, Meta(ge=1)]
+    reason: Annotated[str, Meta(max_length=256)]
+    retry_at_ms: EpochMs | None
+    at_ms: EpochMs
+
+
+class CampaignPaused(Record, tag="campaign_paused", kw_only=True):
+    """Paused by an operator, or by the campaign itself with the figures that made it stop."""
+
+    campaign: CampaignId
+    by: Literal["operator", "health_guard"]
+    reason: Annotated[str, Meta(max_length=512)]
+    figures: dict[str, float] = {}
+    operator: Annotated[str, Meta(max_length=128)] = ""
+    at_ms: EpochMs
+
+
+class CampaignResumed(Record, tag="campaign_resumed", kw_only=True):
+    campaign: CampaignId
+    operator: Annotated[str, Meta(max_length=128)] = ""
+    at_ms: EpochMs
+
+
+class CampaignAborted(Record, tag="campaign_aborted", kw_only=True):
+    """No more requests; updated modules keep the new firmware."""
+
+    campaign: CampaignId
+    reason: Annotated[str, Meta(max_length=512)] = ""
+    operator: Annotated[str, Meta(max_length=128)] = ""
+    at_ms: EpochMs
+
+
+class CampaignRolledBack(Record, tag="campaign_rolled_back", kw_only=True):
+    """Stopped, and every updated module is asked back to the firmware it ran before."""
+
+    campaign: CampaignId
+    reason: Annotated[str, Meta(max_length=512)] = ""
+    operator: Annotated[str, Meta(max_length=128)] = ""
+    at_ms: EpochMs
+
+
+class CampaignCompleted(Record, tag="campaign_completed", kw_only=True):
+    campaign: CampaignId
+    updated: NonNegInt
+    failed: NonNegInt
+    at_ms: EpochMs
+
+
+DeviceEvent = Union[
+    FirmwareReleased,
+    CampaignCreated,
+    PhaseStarted,
+    ModulesAssigned,
+    UpdateRequested,
+    ModuleUpdated,
+    UpdateFailed,
+    CampaignPaused,
+    CampaignResumed,
+    CampaignAborted,
+    CampaignRolledBack,
+    CampaignCompleted,
+]
+
+
+class FirmwareUpdateCommand(Record, tag="firmware_update", kw_only=True):
+    """Asks one module (keyed by meter) to download and install a firmware, then reboot."""
+
+    meter: MeterId
+    campaign: CampaignId
+    firmware: FirmwareVersion
+    attempt: Annotated[int, Meta(ge=1)]
+    at_ms: EpochMs
+
+
+DeviceCommand = FirmwareUpdateCommand
+
+
+# --- sealed personal fields (privacy; quartier/sealing.py seals and opens them) ---------------
+
+
+class SealedField(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A personal value encrypted (AES-256-GCM) under its owner's data key, erased with that key.
+
+    ``owner`` names the key (a household id, or an account id for an account's own fields before it
+    has a household): a pseudonymous id, nothing personal. The topic, the owner and the field name are
+    the associated data, so the value opens only where it was written. ``nonce`` and ``ciphertext``
+    (GCM's tag at its end) are base64 in JSON.
+    """
+
+    alg: Literal["A256GCM"] = "A256GCM"
+    owner: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+    nonce: Annotated[bytes, Meta(min_length=12, max_length=12)]
+    ciphertext: Annotated[bytes, Meta(min_length=16, max_length=16_384)]
+
+
+# --- accounts.events ------------------------------------------------------------------------
+# People, households, pairings, roles and delivery preferences (the accounts package folds them).
+# Keyed by household; an account's events before it has a household are keyed by its account id.
+# Personal fields are few and named for what they hold: ``email``, ``alert_email``, ``name``,
+# ``device_token``; issue 13 seals exactly those under a per-household key. Secrets never travel
+# in clear: passwords as argon2id hashes, confirmation and invite codes as SHA-256 digests.
+
+AccountId = Annotated[str, Meta(pattern=r"^acct_[0-9a-f]{16}$", description="an account id")]
+HouseholdId = Annotated[str, Meta(pattern=r"^hh_[0-9a-f]{16}$", description="a household id")]
+EmailAddress = Annotated[str, Meta(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+PersonName = Annotated[str, Meta(min_length=1, max_length=120)]
+Sha256Hex = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$", description="SHA-256 digest, hex")]
+PasswordHash = Annotated[str, Meta(pattern=r"^\$argon2id\$", max_length=512, description="argon2id PHC string")]
+DeviceId = Annotated[str, Meta(pattern=r"^dev_[0-9a-f]{16}$", description="a device id (digest of its token)")]
+Language = Literal["fr", "en"]
+GlobalRole = Literal["operator", "support"]
+HouseholdRole = Literal["owner", "member"]
+QuietHours = Annotated[str, Meta(pattern=r"^[0-2][0-9]:[0-5][0-9]-[0-2][0-9]:[0-5][0-9]$", description="HH:MM-HH:MM local")]
+#: Who did it: an account id, or "cli" for a command run on the server (the first operator).
+Actor = Annotated[str, Meta(pattern=r"^(acct_[0-9a-f]{16}|cli)$")]
+
+
+class AccountCreated(Record, tag="account_created", kw_only=True):
+    account: AccountId
+    email: EmailAddress | SealedField  # personal (sealed from v2)
+    name: PersonName | SealedField  # personal (sealed from v2)
+    password_hash: PasswordHash
+    language: Language = "fr"
+    at_ms: EpochMs
+
+
+class EmailConfirmationIssued(Record, tag="email_confirmation_issued", kw_only=True):
+    """A confirmation link was sent; only the digest of its single-use token is kept."""
+
+    account: AccountId
+    token_sha256: Sha256Hex
+    expires_ms: EpochMs
+    at_ms: EpochMs
+
+
+class EmailConfirmed(Record, tag="email_confirmed", kw_only=True):
+    account: AccountId
+    token_sha256: Sha256Hex  # the token used, spent from now on
+    at_ms: EpochMs
+
+
+class EmailChanged(Record, tag="email_changed", kw_only=True):
+    """A new sign-in address; unconfirmed until its own link is followed."""
+
+    account: AccountId
+    email: EmailAddress | SealedField  # personal (sealed from v2)
+    at_ms: EpochMs
+
+
+class PasswordChanged(Record, tag="password_changed", kw_only=True):
+    """A new password hash. ``rehash``: the same password under newer argon2 parameters, which
+    revokes nothing; otherwise every session and token of the account issued before is revoked."""
+
+    account: AccountId
+    password_hash: PasswordHash
+    rehash: bool = False
+    at_ms: EpochMs
+
+
+class SignedOutEverywhere(Record, tag="signed_out_everywhere", kw_only=True):
+    """Every session and token of the account issued before ``at_ms`` is revoked."""
+
+    account: AccountId
+    at_ms: EpochMs
+
+
+class HouseholdCreated(Record, tag="household_created", kw_only=True):
+    household: HouseholdId
+    owner: AccountId
+    name: PersonName | SealedField  # personal ("Chez Dupont"; sealed from v2)
+    at_ms: EpochMs
+
+
+class InviteIssued(Record, tag="invite_issued", kw_only=True):
+    """An owner's single-use invitation code (only its digest is kept)."""
+
+    household: HouseholdId
+    by: AccountId
+    code_sha256: Sha256Hex
+    expires_ms: EpochMs
+    at_ms: EpochMs
+
+
+class MemberJoined(Record, tag="member_joined", kw_only=True):
+    household: HouseholdId
+    account: AccountId
+    role: HouseholdRole
+    invite_sha256: Sha256Hex | None = None  # the invitation spent, None for the founding owner
+    at_ms: EpochMs
+
+
+class MemberLeft(Record, tag="member_left", kw_only=True):
+    household: HouseholdId
+    account: AccountId
+    by: Actor
+    at_ms: EpochMs
+
+
+class MeterPaired(Record, tag="meter_paired", kw_only=True):
+    """The household proved possession of the meter (its pairing code); the zone came with it."""
+
+    household: HouseholdId
+    meter: MeterId
+    zone: ZoneId
+    by: AccountId
+    at_ms: EpochMs
+
+
+class MeterUnpaired(Record, tag="meter_unpaired", kw_only=True):
+    household: HouseholdId
+    meter: MeterId
+    by: Actor
+    at_ms: EpochMs
+
+
+class RoleGranted(Record, tag="role_granted", kw_only=True):
+    """A global role (operator, support), granted by an operator or on the server's command line."""
+
+    account: AccountId
+    role: GlobalRole
+    by: Actor
+    at_ms: EpochMs
+
+
+class RoleRevoked(Record, tag="role_revoked", kw_only=True):
+    account: AccountId
+    role: GlobalRole
+    by: Actor
+    at_ms: EpochMs
+
+
+class MarketRoleGranted(Record, tag="market_role_granted", kw_only=True):
+    """The household takes part in its zone's market as a producer or a consumer."""
+
+    household: HouseholdId
+    role: MarketRole
+    by: Actor
+    at_ms: EpochMs
+
+
+class MarketRoleRevoked(Record, tag="market_role_revoked", kw_only=True):
+    household: HouseholdId
+    role: MarketRole
+    by: Actor
+    at_ms: EpochMs
+
+
+class DeviceAdded(Record, tag="device_added", kw_only=True):
+    """A member's phone (its FCM registration token); a token added again elsewhere moves."""
+
+    household: HouseholdId
+    account: AccountId
+    device: DeviceId
+    device_token: Annotated[str, Meta(min_length=1, max_length=4096, pattern=r"^\S+$")] | SealedField  # personal (sealed from v2)
+    at_ms: EpochMs
+
+
+class DeviceRemoved(Record, tag="device_removed", kw_only=True):
+    household: HouseholdId
+    device: DeviceId
+    reason: Literal["member", "unregistered"] = "member"  # unregistered: FCM said the token is gone
+    at_ms: EpochMs
+
+
+class NotificationsSet(Record, tag="notifications_set", kw_only=True):
+    """One member's delivery preferences: where alerts go, when not, in which language."""
+
+    household: HouseholdId
+    account: AccountId
+    alert_email: EmailAddress | SealedField | None = None  # personal (sealed from v2); None: no email alerts to this member
+    channels: tuple[Channel, ...] = ("push", "email")
+    quiet_hours: QuietHours | None = None
+    time_zone: Annotated[str, Meta(min_length=1, max_length=64)] = "Europe/Paris"
+    language: Language = "fr"
+    muted_kinds: tuple[AlertKind, ...] = ()
+    at_ms: EpochMs
+
+
+class HouseholdTariffSet(Record, tag="household_tariff_set", kw_only=True):
+    """The household's contract: tariff option, subscribed power and the day its billing period starts."""
+
+    household: HouseholdId
+    tariff: Literal["base", "peak_offpeak", "tempo"]
+    subscribed_kva: Annotated[int, Meta(ge=1, le=36)]
+    billing_day: Annotated[int, Meta(ge=1, le=28)] = 1  # the period starts on this day of each month
+    heating: Literal["electric", "other"] = "electric"  # how the home is heated (the app compares like with like)
+    at_ms: EpochMs
+
+
+AccountsEvent = Union[
+    AccountCreated,
+    EmailConfirmationIssued,
+    EmailConfirmed,
+    EmailChanged,
+    PasswordChanged,
+    SignedOutEverywhere,
+    HouseholdCreated,
+    InviteIssued,
+    MemberJoined,
+    MemberLeft,
+    MeterPaired,
+    MeterUnpaired,
+    RoleGranted,
+    RoleRevoked,
+    MarketRoleGranted,
+    MarketRoleRevoked,
+    DeviceAdded,
+    DeviceRemoved,
+    NotificationsSet,
+    HouseholdTariffSet,
+]
+# --- privacy: consent and erasure (docs/privacy.md) ---------------------------------------------
+# Nothing personal in these records: a meter address is already the key of every meter topic, and a
+# household id is a pseudonymous identifier whose link to a person lives only in the accounts' sealed
+# fields, erased with the household's data key.
+
+#: What is stored of a meter's readings: every reading (1 Hz), or one point per 30 minutes or per day.
+Resolution = Literal["1hz", "30min", "daily"]
+
+
+class HouseholdErased(Record, tag="household_erased", kw_only=True):
+    """The erasure saga's last step on ``accounts.events``: the household, its members' accounts, its
+    pairing (the meter can be paired again), devices, preferences and invitations leave the fold."""
+
+    household: HouseholdId
+    accounts: tuple[AccountId, ...]
+    at_ms: EpochMs
+
+
+#: The accounts' events and the erasure's last step, which the accounts fold applies too.
+AccountsEvent = Union[AccountsEvent, HouseholdErased]  # type: ignore[misc]
+
+
+class ResolutionChosen(Record, tag="resolution_chosen", kw_only=True):
+    """The resolution a household chose for its meter's stored readings (compacted: the latest wins).
+
+    The stream worker folds these: no 1 Hz point is stored for a meter whose household did not choose
+    ``1hz``; alerts still run on the live stream, which is not stored.
+    """
+
+    meter: MeterId
+    resolution: Resolution
+    at_ms: EpochMs
+
+
+class DataKeyErased(Record, tag="data_key_erased", kw_only=True):
+    """A data key was destroyed (a household's, or one of its members' accounts'): replayed after any
+    restore so the key never comes back."""
+
+    owner: Annotated[str, Meta(pattern=r"^(hh|acct)_[0-9a-f]{16}$", description="a household or account id")]
+    erased_ms: EpochMs
+
+
+ErasureId = Annotated[str, Meta(pattern=r"^er_[0-9a-f]{16}$", description="an erasure id")]
+StoreName = Literal["notifier", "market", "influx", "spool", "faust", "topics", "keys", "accounts"]
+
+
+class StoreErasure(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What one store did for an erasure: counts of what it removed, by kind (rows, series, files...)."""
+
+    store: StoreName
+    erased: dict[str, int] = {}
+
+
+class ErasureRequested(Record, tag="erasure_requested", kw_only=True):
+    """A household asked to be forgotten (or an operator did for it): the erasure saga starts."""
+
+    erasure: ErasureId
+    household: HouseholdId
+    by: Annotated[str, Meta(pattern=r"^(acct_[0-9a-f]{16}|cli)$")]
+    at_ms: EpochMs
+
+
+class ErasureStepDone(Record, tag="erasure_step_done", kw_only=True):
+    """One store erased the household (a saga resumed after a crash skips the steps done)."""
+
+    erasure: ErasureId
+    household: HouseholdId
+    step: StoreErasure
+    at_ms: EpochMs
+
+
+class ErasureCompleted(Record, tag="erasure_completed", kw_only=True):
+    erasure: ErasureId
+    household: HouseholdId
+    stores: list[StoreErasure]
+    requested_ms: EpochMs
+    at_ms: EpochMs
+
+
+PrivacyEvent = Union[DataKeyErased, ErasureRequested, ErasureStepDone, ErasureCompleted]
+
+
+# --- households.alert_actions (the household app) -------------------------------------------
+# What a household's members do with an alert episode in the app, keyed by meter: acknowledged
+# ("seen, I am on it") and snoozed (no repeat of it on any channel until a time). Any member may.
+
+AlertEpisodeId = Annotated[str, Meta(pattern=r"^[0-9a-f]{24}$", description="quartier.events.alert_id")]
+
+
+class AlertAcknowledged(Record, tag="alert_acknowledged", kw_only=True):
+    alert_id: AlertEpisodeId
+    meter: MeterId
+    household: HouseholdId
+    by: AccountId  # the member's account id
+    at_ms: EpochMs
+
+
+class AlertSnoozed(Record, tag="alert_snoozed", kw_only=True):
+    alert_id: AlertEpisodeId
+    meter: MeterId
+    household: HouseholdId
+    by: AccountId
+    until_ms: EpochMs  # no repeat of this episode before then
+    at_ms: EpochMs
+
+
+AlertAction = Union[AlertAcknowledged, AlertSnoozed]
 
 
 # --- encoding -------------------------------------------------------------------------------

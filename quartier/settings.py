@@ -56,6 +56,10 @@ class InfluxSettings(BaseModel):
     org: str = "quartier"
     raw_retention: str = "30d"
     rollup_retention: str = "1825d"
+    # --- clients (headroom): what a reading point carries. "changed": per-register indexes and the
+    # tariff register only when they change, injection fields only for meters that inject (about
+    # 2.3 times fewer field values; streams/line_protocol.py); "full": every field of every reading.
+    reading_points: Literal["changed", "full"] = "changed"
 
 
 class SmtpSettings(BaseModel):
@@ -139,6 +143,78 @@ class MarketSettings(BaseModel):
         return self
 
 
+# --- operator console ---
+class ConsoleSettings(BaseModel):
+    # The campaign runner's clock: "wall" (real time), or "fleet": the newest meter time seen on
+    # meter.readings, so a simulator running faster than real time runs roll-outs as fast (tests).
+    clock: Literal["wall", "fleet"] = "wall"
+    # How often (wall seconds) the projection judges connectivity and percentiles, and the runner ticks.
+    refresh_s: float = Field(2.0, gt=0)
+    tick_s: float = Field(1.0, gt=0)
+    # Local time of the fleet: daily energy and the roll-out window.
+    time_zone: str = "Europe/Paris"
+    # Where the projection starts on meter.readings when it has no snapshot: "earliest" rebuilds
+    # history from the log, "latest" follows from now.
+    readings_from: Literal["earliest", "latest"] = "earliest"
+    # How often (wall seconds) the projection is written to <state_dir>/console/ with the offsets it
+    # reflects; a restart resumes from it (readings are retained only 2 hours on the log).
+    snapshot_s: float = Field(60.0, gt=0)
+
+
+# --- accounts settings ----------------------------------------------------------------------
+
+
+class AccountsSettings(BaseModel):
+    # The fleet secret each Wi-Fi module's pairing code is derived from (quartier/pairing.py).
+    # Empty: a public dev secret, fine for the simulator's fleets only.
+    pairing_secret: str = ""
+    # Signs access tokens (HS256). Empty: a random secret per state directory (accounts/keys.py).
+    token_secret: str = ""
+    # Where people open the web app; the confirmation link starts with it.
+    public_url: str = "http://127.0.0.1:8000"
+    confirmation_ttl_s: int = Field(48 * 3600, ge=60)
+    invite_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    session_ttl_s: int = Field(30 * 24 * 3600, ge=60)
+    access_token_ttl_s: int = Field(900, ge=10, le=86_400)
+    refresh_token_ttl_s: int = Field(30 * 24 * 3600, ge=60)
+    # Sign-in attempts allowed per window, per account and per client address (the `limits`
+    # package's moving window); beyond them a 429 with Retry-After, whatever the password.
+    sign_in_per_account: int = Field(10, ge=1)
+    sign_in_per_address: int = Field(50, ge=1)
+    sign_in_window_s: int = Field(300, ge=1)
+    # Cookies get the Secure flag when the app is served over TLS (or this forces it).
+    secure_cookies: bool = False
+# --- privacy (docs/privacy.md) ---
+class PrivacySettings(BaseModel):
+    # The household data keys (quartier.sealing); empty: <state_dir>/privacy/keys.db.
+    key_store: str = ""
+    # 64 hex digits wrapping every data key at rest; empty: a random one in <state_dir>/privacy/kek.
+    key_encryption_key: str = ""
+    # Stored resolution of a meter whose household has not chosen one yet. "1hz" keeps today's
+    # behaviour for meters paired before consent existed; a deployment asking consent first sets "daily".
+    default_resolution: Literal["1hz", "30min", "daily"] = "1hz"
+    # Detailed readings older than this become zone aggregates of at least min_group_homes homes.
+    anonymise_after_days: int = Field(365, ge=1)
+    min_group_homes: int = Field(50, ge=2)
+    anonymise_interval_s: float = Field(86_400.0, gt=0)
+    # The stream worker's Faust app id, whose alert_state changelog gets the erased meter's tombstones;
+    # empty: the default of quartier streams worker (<topic prefix>quartier-streams).
+    streams_app_id: str = ""
+
+
+# --- API layer (api/): the one HTTP process serving every surface ---
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    # Largest request body an operation takes unless it declares its own (413 beyond, before reading).
+    max_body_bytes: int = Field(1_048_576, ge=1)
+    # Longest query string (414 beyond).
+    max_query_bytes: int = Field(4096, ge=1)
+    # Requests per minute per signed-in principal, and per client address for anonymous requests (429 beyond).
+    requests_per_minute: int = Field(1200, ge=1)
+    anonymous_requests_per_minute: int = Field(300, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="QUARTIER_",
@@ -157,6 +233,10 @@ class Settings(BaseSettings):
     chain: ChainSettings = ChainSettings()
     notifier: NotifierSettings = NotifierSettings()
     market: MarketSettings = MarketSettings()
+    console: ConsoleSettings = ConsoleSettings()
+    accounts: AccountsSettings = AccountsSettings()  # accounts settings
+    privacy: PrivacySettings = PrivacySettings()
+    api: ApiSettings = ApiSettings()  # API layer (api/)
 
     @classmethod
     def settings_customise_sources(

@@ -180,6 +180,105 @@ def price_eur_per_kwh(option: TariffOption | str, register: int, at: datetime | 
         ) from None
 
 
+# --- pricing a day: the one code path the alert engine and the household app share -------------
+
+
+@functools.lru_cache(maxsize=4096)
+def day_prices_eur_per_wh(option: TariffOption | str, registers: int, day: date) -> tuple[float, ...]:
+    """EUR per Wh of registers 1..``registers`` on a local day (the tables above are per kWh)."""
+    option = TariffOption(option)
+    return tuple(price_eur_per_kwh(option, r, day) / 1000 for r in range(1, registers + 1))
+
+
+def spent_eur(registers_wh: tuple[int, ...], base_wh: tuple[int, ...], prices_eur_per_wh: tuple[float, ...]) -> float:
+    """EUR between two readings of one local day: each register's index difference at its price.
+
+    The alert engine's day spending and the household app's euros both come from here, summed in
+    register order, so the two agree to the last bit, not only to the cent.
+    """
+    spent = 0.0
+    for i in range(len(prices_eur_per_wh)):
+        spent += (registers_wh[i] - base_wh[i]) * prices_eur_per_wh[i]
+    return spent
+
+
+# --- the subscription charge (abonnement) ----------------------------------------------------
+
+#: Subscribed powers (kVA) the regulated offer sells for each option. Peak/off-peak starts at 6 kVA,
+#: Tempo at 6 kVA and has no 24 kVA.
+SUBSCRIBED_KVA: dict[TariffOption, tuple[int, ...]] = {
+    TariffOption.BASE: (3, 6, 9, 12, 15, 18, 24, 30, 36),
+    TariffOption.PEAK_OFFPEAK: (6, 9, 12, 15, 18, 24, 30, 36),
+    TariffOption.TEMPO: (6, 9, 12, 15, 18, 30, 36),
+}
+
+
+def _yearly(monthly: dict[int, float]) -> dict[int, float]:
+    return {kva: round(eur * 12, 2) for kva, eur in monthly.items()}
+
+
+# The yearly subscription charge (EUR, taxes included) per option and subscribed power, in force from
+# each local date on, oldest first. Source: the regulated residential offer (EDF "Tarif Bleu", tarifs
+# reglementes de vente, grids published by EDF and set by the CRE's deliberations of January 2024 and
+# January 2025), whose grids give the monthly charge; the yearly charge is twelve of them. The figures
+# were transcribed from those published grids for the dates the kWh prices above use; check them
+# against the CRE deliberation before using them for real billing. Before the first date the first
+# table applies, as for the kWh prices.
+SUBSCRIPTION_CHANGES: tuple[tuple[date, dict[TariffOption, dict[int, float]]], ...] = (
+    (
+        date(2024, 2, 1),
+        {
+            TariffOption.BASE: _yearly(
+                {3: 9.47, 6: 12.44, 9: 15.63, 12: 18.89, 15: 21.92, 18: 24.96, 24: 31.48, 30: 37.39, 36: 44.04}
+            ),
+            TariffOption.PEAK_OFFPEAK: _yearly(
+                {6: 12.85, 9: 16.55, 12: 19.97, 15: 23.24, 18: 26.48, 24: 33.28, 30: 39.46, 36: 44.77}
+            ),
+            TariffOption.TEMPO: _yearly({6: 12.80, 9: 16.00, 12: 19.29, 15: 22.30, 18: 25.29, 30: 38.13, 36: 44.28}),
+        },
+    ),
+    (
+        date(2025, 2, 1),
+        {
+            TariffOption.BASE: _yearly(
+                {3: 11.73, 6: 15.47, 9: 19.39, 12: 23.32, 15: 27.06, 18: 30.76, 24: 38.79, 30: 46.44, 36: 54.29}
+            ),
+            TariffOption.PEAK_OFFPEAK: _yearly(
+                {6: 15.74, 9: 19.81, 12: 23.76, 15: 27.49, 18: 31.34, 24: 39.47, 30: 47.02, 36: 54.61}
+            ),
+            TariffOption.TEMPO: _yearly({6: 15.50, 9: 19.49, 12: 23.38, 15: 27.01, 18: 30.79, 30: 46.31, 36: 54.43}),
+        },
+    ),
+)
+
+
+def subscription_eur_per_year(option: TariffOption | str, kva: int, day: date | None = None) -> float:
+    """The yearly subscription charge of ``option`` at ``kva`` in force on local ``day`` (None: latest)."""
+    option = TariffOption(option)
+    table = SUBSCRIPTION_CHANGES[-1][1] if day is None else SUBSCRIPTION_CHANGES[0][1]
+    if day is not None:
+        for effective, tables in SUBSCRIPTION_CHANGES:
+            if effective <= day:
+                table = tables
+    try:
+        return table[option][kva]
+    except KeyError:
+        raise ValueError(
+            f"subscribed_kva: the {option.value} option is sold at "
+            f"{', '.join(str(k) for k in SUBSCRIBED_KVA[option])} kVA, got {kva}"
+        ) from None
+
+
+def subscription_eur_for_day(option: TariffOption | str, kva: int, day: date) -> float:
+    """One local day of subscription: the yearly charge in force that day over the days of its year.
+
+    A supplier bills twelve equal months; a period that starts on any day is prorated by day, each
+    day at the charge in force on it, so a price change inside a period splits it exactly.
+    """
+    days_in_year = 366 if (day.year % 4 == 0 and (day.year % 100 != 0 or day.year % 400 == 0)) else 365
+    return subscription_eur_per_year(option, kva, day) / days_in_year
+
+
 def register_name(option: TariffOption | str, register: int) -> str:
     option = TariffOption(option)
     try:

@@ -54,6 +54,38 @@ MARKET_EVENTS = Topic(
     "market.events", 4, "zone", events.MarketEvent,
     description="The market's log: offers, orders, slot closing, allocation, settlement.",
 )
+# --- operator console (firmware roll-outs) ---
+DEVICES_EVENTS = Topic(
+    "devices.events", 4, "campaign id (firmware entries: version)", events.DeviceEvent,
+    description="Firmware catalogue and roll-out campaigns: phases, requests, outcomes, pauses.",
+)
+DEVICES_COMMANDS = Topic(
+    "devices.commands", 4, "meter id", events.DeviceCommand,
+    description="Update requests to Wi-Fi modules, from the campaign runner.",
+)
+# --- accounts.events ---
+# One partition: uniqueness spans households (an email, a meter), so the one writer checks every
+# command against one total order; sign-ups and pairings come at a human rate.
+ACCOUNTS_EVENTS = Topic(
+    "accounts.events", 1, "household id (an account id before the account has a household)", events.AccountsEvent,
+    description="People, households, pairings, roles, devices and delivery preferences.",
+)
+
+# --- privacy (docs/privacy.md) ---
+METER_RESOLUTION = Topic(
+    "meter.resolution", 2, "meter id", events.ResolutionChosen, compacted=True,
+    description="The stored resolution each household chose for its meter (1 Hz, 30 minutes, daily); the latest wins.",
+)
+PRIVACY_ERASURES = Topic(
+    "privacy.erasures", 2, "household id", events.PrivacyEvent,
+    description="Erasure records (a household id and a time, nothing personal), replayed after any restore.",
+)
+
+# --- the household app ----------------------------------------------------------------------
+HOUSEHOLDS_ALERT_ACTIONS = Topic(
+    "households.alert_actions", 4, "meter id", events.AlertAction,
+    description="What household members did with an alert episode in the app: acknowledged, snoozed.",
+)
 
 ALL: tuple[Topic, ...] = (
     METER_READINGS,
@@ -64,6 +96,14 @@ ALL: tuple[Topic, ...] = (
     ALERTS_EVENTS,
     NOTIFICATIONS_DELIVERIES,
     MARKET_EVENTS,
+    # operator console
+    DEVICES_EVENTS,
+    DEVICES_COMMANDS,
+    ACCOUNTS_EVENTS,  # accounts.events
+    # privacy
+    METER_RESOLUTION,
+    PRIVACY_ERASURES,
+    HOUSEHOLDS_ALERT_ACTIONS,
 )
 
 # --- durable log and bounded memory (issue 12) ------------------------------------------------------

@@ -68,6 +68,9 @@ class Instant(click.ParamType):
 @click.option("--compression", type=click.Choice(["zstd", "snappy", "none"]), default="zstd",
               show_default=True, help="Kafka compression of the produced batches.")
 @click.option("--describe", is_flag=True, help="Print the fleet (one object per home) and exit without producing.")
+@click.option("--codes", is_flag=True,
+              help="Print each home's meter, zone and pairing code (what its Wi-Fi module shows; the fleet "
+              "secret is accounts.pairing_secret) and exit without producing.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (or the fleet) as the last line.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress lines on stderr.")
 def simulate(
@@ -85,6 +88,7 @@ def simulate(
     cloud_cover: float | None,
     compression: str,
     describe: bool,
+    codes: bool,
     as_json: bool,
     progress: bool,
 ) -> None:
@@ -108,6 +112,20 @@ def simulate(
         )
     except ConfigError as exc:
         raise click.UsageError(f"--{exc.field.replace('_', '-')}: {str(exc).split(': ', 1)[1]}") from None
+    if codes:
+        from quartier.pairing import pairing_code
+
+        homes = [
+            {"meter": home["meter"], "zone": home["zone"],
+             "pairing_code": pairing_code(home["meter"], home["zone"], settings.accounts.pairing_secret)}
+            for home in build_fleet(config).describe()
+        ]
+        if as_json:
+            click.echo(json.dumps(homes))
+        else:
+            for home in homes:
+                click.echo(f"{home['meter']}  {home['zone']}  {home['pairing_code']}")
+        return
     if describe:
         fleet = build_fleet(config).describe()
         if as_json:

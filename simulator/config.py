@@ -17,6 +17,22 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class FirmwareFault:
+    """A bad firmware, for roll-out tests: modules running it reboot every ``reboot_every_s`` (give or
+    take 20%; ``None``: never) and lose ``frame_loss_share`` of their frames."""
+
+    version: str
+    reboot_every_s: float | None = None
+    frame_loss_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.reboot_every_s is not None and self.reboot_every_s < 30:
+            raise ConfigError("firmware_faults", f"{self.version}: reboot_every_s must be at least 30, got {self.reboot_every_s!r}")
+        if not 0.0 <= self.frame_loss_share < 1.0:
+            raise ConfigError("firmware_faults", f"{self.version}: frame_loss_share must be in [0, 1), got {self.frame_loss_share!r}")
+
+
+@dataclass(frozen=True)
 class FleetConfig:
     """The fleet and its behaviour. The same config and seed always give the same fleet and readings."""
 
@@ -37,6 +53,13 @@ class FleetConfig:
     shards: int = 32
     #: Seconds between two readings of a meter (1 in real time; more for a coarse backfill).
     interval_s: int = 1
+    #: Firmware updates (devices.commands): share of downloads that fail silently (the console
+    #: times the attempt out and retries), download time range (s), reboot time range (s).
+    update_failure_share: float = 0.02
+    update_download_s: tuple[float, float] = (20.0, 60.0)
+    update_reboot_s: tuple[float, float] = (15.0, 30.0)
+    #: Firmware versions that misbehave once installed.
+    firmware_faults: tuple[FirmwareFault, ...] = ()
 
     def __post_init__(self) -> None:
         def fail(name: str, message: str) -> None:
@@ -61,6 +84,12 @@ class FleetConfig:
             fail("interval_s", f"must be a whole number of seconds, at least 1, got {self.interval_s!r}")
         if self.seed < 0:
             fail("seed", f"must be 0 or more, got {self.seed!r}")
+        if not 0.0 <= self.update_failure_share <= 1.0:
+            fail("update_failure_share", f"must be between 0 and 1, got {self.update_failure_share!r}")
+        for name in ("update_download_s", "update_reboot_s"):
+            low, high = getattr(self, name)
+            if not 0.0 < low <= high:
+                fail(name, f"must be 0 < min <= max, got {getattr(self, name)!r}")
 
     @property
     def zone_count(self) -> int:

@@ -6,6 +6,10 @@ number in ASCII; a malformed frame goes alone in its own message with its shard'
 shard's good readings are never lost with it. Device telemetry goes to ``meter.telemetry``, one
 ``DeviceTelemetry`` per message keyed by meter id, once a minute per module.
 
+The modules obey ``devices.commands`` (firmware updates from the console's campaigns): the run
+follows that topic from its end as it was at start (commands sent to an earlier run are not
+replayed) and hands each command to its module before the next step.
+
 Record timestamps are the send time; the readings' own ``time_ms`` carry the meters' time, which
 in backfill is in the past: consumers file readings by ``time_ms`` (InfluxDB's history policy for
 old points), while Kafka's time-based retention keeps counting from when they were sent.
@@ -23,10 +27,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Literal
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from quartier import events, topics
-from quartier.kafka import ensure_topics, producer_config
+from quartier.kafka import end_offsets, ensure_topics, producer_config
 from quartier.settings import Settings
 from simulator.config import FleetConfig
 from simulator.encoding import MAX_MESSAGE_BYTES, BatchEncoder
@@ -93,6 +97,8 @@ class Summary:
     telemetry: int = 0
     topic: str = ""
     interrupted: bool = False
+    commands_received: int = 0
+    updates_installed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -116,7 +122,7 @@ async def run(
     steps = max(1, math.ceil(plan.duration_s / config.interval_s))
     readings_topic = settings.topic(topics.METER_READINGS.name)
     telemetry_topic = settings.topic(topics.METER_TELEMETRY.name)
-    await ensure_topics(settings, [topics.METER_READINGS, topics.METER_TELEMETRY])
+    await ensure_topics(settings, [topics.METER_READINGS, topics.METER_TELEMETRY, topics.DEVICES_COMMANDS])
     producer = AIOKafkaProducer(
         **{
             **producer_config(settings),
@@ -151,11 +157,19 @@ async def run(
     in_flight: deque[asyncio.Future[Any]] = deque()
     next_progress = time.time() + PROGRESS_EVERY_S
     await producer.start()
+    commands = await _follow_commands(settings)
     try:
         for step in range(steps):
             if stop.is_set():
                 summary.interrupted = True
                 break
+            for batch in (await commands.getmany(timeout_ms=0)).values():
+                for record in batch:
+                    try:
+                        command = _command.decode(record.value)
+                    except events.ContractError:
+                        continue  # not a command this simulator knows: the console's contract test covers it
+                    simulation.modules.command_update(command.meter, command.firmware, simulation.t)  # type: ignore[attr-defined]
             frame = simulation.step()
             messages = encoder.encode(frame)
             due = await pacer.wait(step)
@@ -186,6 +200,7 @@ async def run(
             await in_flight.popleft()
     finally:
         await producer.stop()
+        await commands.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.remove_signal_handler(sig)
@@ -194,6 +209,8 @@ async def run(
     done_steps = round(summary.simulated_s / config.interval_s)
     summary.end = iso(start_t + summary.simulated_s)
     summary.disconnect_episodes = simulation.modules.episodes
+    summary.commands_received = simulation.modules.commands_received
+    summary.updates_installed = simulation.modules.updates_installed
     summary.achieved_rate = pacer.achieved_rate(done_steps)
     summary.max_lag_s = pacer.max_lag_s
     summary.wall_s = pacer.elapsed_s(done_steps)
@@ -202,6 +219,22 @@ async def run(
             _progress_line(summary, pacer, steps, done_steps - 1, start_t + summary.simulated_s, summary.achieved_rate)
         )
     return summary
+
+
+_command = events.decoder(events.FirmwareUpdateCommand)
+
+
+async def _follow_commands(settings: Settings) -> AIOKafkaConsumer:
+    """A consumer on devices.commands, positioned at its current end."""
+    topic = settings.topic(topics.DEVICES_COMMANDS.name)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    tps = [TopicPartition(topic, p) for p in range(topics.DEVICES_COMMANDS.partitions)]
+    consumer.assign(tps)
+    ends = await end_offsets(consumer, tps, settings.kafka.flavour)
+    for tp, offset in ends.items():
+        consumer.seek(tp, offset)
+    return consumer
 
 
 def _record_ack(pacer: RateController, step: int, due: float, frames: int) -> Callable[[asyncio.Future[Any]], None]:

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 from quartier.settings import Settings
-from quartier.stack.influx import (
+from quartier.influx import (
     RAW_POLICY,
     ROLLUP_INTERVAL_S,
     ROLLUP_MEASUREMENT,

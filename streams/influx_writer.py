@@ -35,7 +35,7 @@ import httpx
 from prometheus_client import Counter, Gauge
 
 from quartier.settings import Settings
-from quartier.stack.influx import RAW_POLICY, auth
+from quartier.influx import RAW_POLICY, auth
 from streams.influx_spool import Batch, Spool
 
 log = logging.getLogger(__name__)
@@ -72,10 +72,10 @@ class Transport(Protocol):
 class V1Transport:
     """``POST /write?db=..&rp=raw&precision=ms`` with httpx."""
 
-    def __init__(self, settings: Settings, connections: int) -> None:
+    def __init__(self, settings: Settings, connections: int, policy: str = RAW_POLICY) -> None:
         headers, params = auth(settings.influx)
         self._url = f"{settings.influx.url}/write"
-        self._params = {**params, "db": settings.influx.database, "rp": RAW_POLICY, "precision": "ms"}
+        self._params = {**params, "db": settings.influx.database, "rp": policy, "precision": "ms"}
         self._client = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(30.0, connect=5.0),
@@ -143,7 +143,10 @@ class InfluxWriter:
         batch_points: int = 5000,
         max_buffered_points: int = 2_000_000,
         concurrency: int = 2,
+        policy: str = RAW_POLICY,
     ) -> None:
+        # policy: the retention policy written to (v1 API; "raw" by default). The privacy gate's
+        # 30-minute and daily points go to the rollup policy through a writer of their own.
         if batch_points < 1:
             raise ValueError(f"batch_points: must be at least 1, got {batch_points}")
         if concurrency < 1:
@@ -156,7 +159,9 @@ class InfluxWriter:
         self.batch_points = batch_points
         self.max_buffered_points = max_buffered_points
         self.concurrency = concurrency
-        self.spool_dir = settings.state_dir / "influx-spool" / settings.influx.database
+        self.policy = policy
+        spool_name = settings.influx.database if policy == RAW_POLICY else f"{settings.influx.database}.{policy}"
+        self.spool_dir = settings.state_dir / "influx-spool" / spool_name
         #: Points InfluxDB acknowledged.
         self.points_written = 0
         #: Points InfluxDB refused with a 400 answer; ``last_rejection`` holds its reason.
@@ -281,7 +286,7 @@ class InfluxWriter:
         if self.settings.influx.api == "v2":
             self._transport = V2Transport(self.settings, self.concurrency)
         else:
-            self._transport = V1Transport(self.settings, self.concurrency)
+            self._transport = V1Transport(self.settings, self.concurrency, self.policy)
         self._senders = [
             asyncio.create_task(self._send_loop(), name=f"influx-writer-{i}") for i in range(self.concurrency)
         ]

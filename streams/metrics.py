@@ -6,6 +6,10 @@ They live in prometheus_client's default registry, next to the InfluxDB writer's
 
 from __future__ import annotations
 
+import gc
+import time
+from typing import Any
+
 from prometheus_client import Counter, Gauge, start_http_server
 
 READINGS_CONSUMED = Counter(
@@ -27,6 +31,40 @@ RULES_APPLIED = Counter("quartier_alert_rules_applied_total", "AlertRules record
 RULES_REJECTED = Counter(
     "quartier_alert_rules_rejected_total", "AlertRules records that could not be decoded or applied (logged)."
 )
+
+
+GC_PAUSE = Counter(
+    "quartier_gc_pause_seconds_total",
+    "CPU time the interpreter's garbage collector took from the worker's event loop, by generation.",
+    ["generation"],
+)
+GC_PAUSE_MAX = Gauge(
+    "quartier_gc_pause_max_seconds", "The longest single garbage collection so far (CPU time), by generation.",
+    ["generation"],
+)
+
+
+def watch_gc() -> None:
+    """Counts every garbage collection's pause (``gc.callbacks``): a full collection walks every live
+    container object, and a pause of the event loop delays every reading queued behind it.
+
+    In CPU time of the collecting thread, not wall time: on a shared machine a descheduled process
+    would stretch a pause's wall time many times over, and the figure is for comparing runs."""
+    started = [0.0]
+    longest: dict[int, float] = {}
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.thread_time()
+            return
+        pause = time.thread_time() - started[0]
+        generation = info["generation"]
+        GC_PAUSE.labels(str(generation)).inc(pause)
+        if pause > longest.get(generation, 0.0):
+            longest[generation] = pause
+            GC_PAUSE_MAX.labels(str(generation)).set(pause)
+
+    gc.callbacks.append(on_gc)
 
 
 def serve_metrics(port: int) -> None:

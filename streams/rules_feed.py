@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from quartier.events import AlertRules, ContractError, Decoder
+from quartier.events import AlertRules, ContractError, Decoder, ResolutionChosen
 from quartier.kafka import TopicMissingError, end_offsets
 from quartier.settings import Settings
 
@@ -33,10 +33,14 @@ class RulesFeed:
         self,
         settings: Settings,
         topic: str,
-        on_rules: Callable[[AlertRules], None],
+        on_rules: Callable[[AlertRules], None] | Callable[[ResolutionChosen], None],
         on_removed: Callable[[str], None],
         on_rejected: Callable[[str, str], None],
+        decoder: Decoder = _decoder,
     ) -> None:
+        # decoder: the topic's record; another compacted per-meter topic (meter.resolution) is followed
+        # the same way with its own.
+        self.decoder = decoder
         self.settings = settings
         self.topic = topic
         self.on_rules = on_rules
@@ -73,7 +77,7 @@ class RulesFeed:
                 self.on_removed(key.decode(errors="replace"))
             return
         try:
-            rules = _decoder.decode(value)
+            rules = self.decoder.decode(value)
         except ContractError as error:
             self.on_rejected(f"{self.topic} offset {offset}: {error}", key.decode(errors="replace") if key else "")
             return

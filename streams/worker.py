@@ -22,6 +22,7 @@ meters it is given. The rules come from ``alerts.rules`` (:mod:`streams.rules_fe
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Iterable
@@ -39,11 +40,12 @@ from streams.alerting.engine import Outcome
 from streams.app import QuartierApp, create_app
 from streams.influx_writer import InfluxWriter
 from streams.ingest import Rejection, decode_message
-from streams.line_protocol import alert_line, reading_line
+from streams.line_protocol import ReadingLines, alert_line, reading_line
 from streams.metrics import (
     ALERT_EVENTS, CONSUMER_LAG, READINGS_CONSUMED, READINGS_REJECTED, RULES_APPLIED, RULES_REJECTED, SLOTS_PUBLISHED,
 )
 from streams.physics import IndexGuard
+from streams.resolution import COARSE_POLICY, ResolutionGate
 from streams.rules_feed import RulesFeed
 from streams.slots import SlotTracker
 
@@ -78,8 +80,12 @@ class InfluxSink(Service):
 class StreamWorker:
     """The app, its agent, its table and the state shared between them."""
 
-    def __init__(self, settings: Settings, app_id: str, *, deadman_interval_s: float = DEFAULT_DEADMAN_INTERVAL_S) -> None:
+    def __init__(
+        self, settings: Settings, app_id: str, *, deadman_interval_s: float = DEFAULT_DEADMAN_INTERVAL_S,
+        freeze_gc: bool = True,
+    ) -> None:
         self.settings = settings
+        self.freeze_gc = freeze_gc
         self.app: QuartierApp = create_app(settings, app_id)
         app = self.app
         self.readings_topic_name = settings.topic(topics.METER_READINGS.name)
@@ -99,6 +105,11 @@ class StreamWorker:
             "alert_state", partitions=topics.METER_READINGS.partitions, key_type=bytes, value_type=bytes
         )
         self.writer = InfluxWriter(settings)
+        self.changed_lines = ReadingLines()
+        self.reading_lines = (
+            self.changed_lines.lines if settings.influx.reading_points == "changed"
+            else lambda readings: [reading_line(r) for r in readings]
+        )
         app.add_dependency(InfluxSink(self.writer))
         self.engine = AlertEngine()
         self.index_guard = IndexGuard()
@@ -118,9 +129,22 @@ class StreamWorker:
             on_rejected=self.reject_rules,
         )
         self._pending: set[asyncio.Task[None]] = set()
+        # privacy: what is stored of each meter's readings, at its household's chosen resolution.
+        self.resolutions = ResolutionGate(settings.privacy.default_resolution, self.reading_lines)
+        self.coarse_writer = InfluxWriter(settings, policy=COARSE_POLICY, batch_points=1000, concurrency=1)
+        app.add_dependency(InfluxSink(self.coarse_writer))
+        self.resolution_feed = RulesFeed(
+            settings,
+            settings.topic(topics.METER_RESOLUTION.name),
+            on_rules=self.resolutions.choose,
+            on_removed=self.resolutions.forget,
+            on_rejected=self.reject_resolution,
+            decoder=events.Decoder(events.ResolutionChosen),
+        )
 
         app.agent(self.readings_topic, name="readings")(self.consume)
         app.task(self.follow_rules)
+        app.task(self.follow_resolutions)
         self.state.on_recover(self.rebuild_engine)
         # The deadman runs every interval of meter time (as readings are consumed) and of wall time.
         self.deadman_interval_ms = int(deadman_interval_s * 1000)
@@ -139,11 +163,14 @@ class StreamWorker:
 
     async def consume(self, stream: StreamT) -> None:
         ready = self.feed.ready
+        resolutions_ready = self.resolution_feed.ready
         # Wait inside the loop, not before it: Faust registers the agent's channel with its
         # conductor only once the stream is iterated.
         async for event in stream.events():
             if not ready.is_set():
                 await ready.wait()  # judge no reading before the households' rules are known
+            if not resolutions_ready.is_set():
+                await resolutions_ready.wait()  # store no reading before the households' consent is known
             await self.on_message(event)
             message = event.message
             self.next_offset[message.partition] = message.offset + 1
@@ -163,7 +190,10 @@ class StreamWorker:
             await self.reject(rejections, message.topic, message.partition, message.offset)
         if not readings:
             return
-        self.writer.write([reading_line(r) for r in readings])
+        detail, coarse = self.resolutions.lines(readings)
+        self.writer.write(detail)
+        if coarse:
+            self.coarse_writer.write(coarse)
         partition = message.partition
         partition_of = self.partition_of
         for reading in readings:
@@ -271,6 +301,8 @@ class StreamWorker:
             if key != FLEET_KEY:
                 self.partition_of[key.decode()] = partition
         self.next_offset = {}  # Faust seeks the partitions to their committed offsets again
+        # Another worker may have written these meters' points meanwhile: the next point of each is full.
+        self.changed_lines.forget()
         engine = AlertEngine()
         now = wall_ms()
         restored = 0
@@ -289,6 +321,8 @@ class StreamWorker:
         for rules in list(self.rules.values()):
             self._set_rules(rules)
         log.info("alert engine rebuilt: partitions %s, %d meters restored", sorted(self.assigned), restored)
+        if self.freeze_gc:
+            freeze_long_lived()
 
     # --- rules -------------------------------------------------------------------------------------
 
@@ -300,6 +334,18 @@ class StreamWorker:
         except Exception as exc:  # without rules the worker would judge nothing: stop, loudly
             log.exception("cannot read %s", self.feed.topic)
             await self.app.crash(exc)
+
+    async def follow_resolutions(self) -> None:
+        try:
+            await self.resolution_feed.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # without the households' consent nothing may be stored: stop, loudly
+            log.exception("cannot read %s", self.resolution_feed.topic)
+            await self.app.crash(exc)
+
+    def reject_resolution(self, reason: str, meter: str) -> None:
+        log.error("resolution choice for meter %s not applied: %s", meter or "?", reason)
 
     def apply_rules(self, rules: AlertRules) -> None:
         self.rules[rules.meter] = rules
@@ -438,7 +484,28 @@ class StreamWorker:
             await self.publish_slots(closed)
 
 
-def build_worker(settings: Settings, app_id: str, **options: float) -> StreamWorker:
+#: Net new container objects between two young collections (CPython's default is 700). The ingest
+#: path allocates a few objects per reading and frees them at once; at 700 it collected about 30
+#: times a second for nothing (docs/pipeline.md).
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def freeze_long_lived() -> None:
+    """Takes what lives as long as the assignment (the engine's state, the table, Faust's and the
+    clients' objects) out of the collector's sight, and collects the young generation less often.
+
+    Without it, a full collection walks every one of them, pausing the event loop and every reading
+    queued behind it (docs/pipeline.md). Unfrozen first, so what the previous assignment left in
+    cycles is collected now; objects made later are collected as usual.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
+def build_worker(settings: Settings, app_id: str, **options: float | bool) -> StreamWorker:
     return StreamWorker(settings, app_id, **options)
 
 
@@ -446,7 +513,7 @@ def prepare_influx(settings: Settings) -> None:
     """Creates the InfluxDB database and its policies (v1 API) if InfluxDB answers; the writer retries otherwise."""
     if settings.influx.api != "v1":
         return
-    from quartier.stack.influx import InfluxError, ensure_database
+    from quartier.influx import InfluxError, ensure_database
 
     try:
         ensure_database(settings)

@@ -66,11 +66,22 @@ def test_a_reading_travels_the_whole_way(running_stack: Path) -> None:
     demo = quartier(running_stack, "demo", "--meters", "60", "--duration", "25", "--json", timeout=400)
     assert demo.returncode == 0, demo.stderr[-3000:]
     summary = json.loads(demo.stdout.strip().splitlines()[-1])
+    # --- household app --- announced while the fleet runs, one JSON line before the summary
+    app = json.loads(demo.stdout.strip().splitlines()[-2])
+    assert app["app_url"].startswith("http://127.0.0.1:") and app["app_url"].endswith("/app")
+    assert set(app["household_login"]) == {"email", "password"}
+    assert summary["app_url"] == app["app_url"]
     assert summary["readings_produced"] == 60 * 25
     assert summary["readings_consumed"] == summary["readings_produced"]
     assert summary["points_written"] == summary["readings_produced"]
     transitions = summary["alerts_raised"] + summary["alerts_resolved"]
     assert summary["alerts_raised"] > 0, "the demo's low power limits should raise alerts"
+    # The operator console was served for the run, and its operator could sign in and see the fleet.
+    assert summary["console_url"].startswith("http://127.0.0.1:") and summary["console_url"].endswith("/console")
+    assert summary["operator_login"]["email"].startswith("operator@")
+    assert summary["console_modules"] == 60, summary.get("console_error")
+    announced = json.loads(demo.stdout.strip().splitlines()[-2])  # the line announcing the app and the console
+    assert announced["console_url"] == summary["console_url"] and "app_url" in announced
     assert summary["pushes_delivered"] == transitions
     assert summary["emails_delivered"] == transitions
 

@@ -1,7 +1,10 @@
-"""The Starlette application: the ``/v1`` operations, the OpenAPI document and its readable page.
+"""The market as a surface of the API layer, and the app serving it alone.
 
-``create_app(service)`` serves an existing service; with ``manage=True`` the app starts and stops
-it in its lifespan, as ``quartier market api`` runs it under uvicorn.
+``market_surface(service)`` is the market's :class:`api.Surface`: its operations
+(:mod:`marketplace.api.endpoints`), the service as their state, the legacy ``qm_`` token
+authenticator, and a 503 for a log that did not confirm. With ``manage=True`` its lifespan starts
+and stops the service. ``create_app(service)`` composes it alone (the tests, ``quartier market
+api``); ``quartier api serve`` composes it with the other surfaces (:mod:`marketplace.surface`).
 """
 
 from __future__ import annotations
@@ -12,76 +15,58 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import Response
 
-from marketplace.api import docs
-from marketplace.api.endpoints import api
-from marketplace.api.routing import error_response
-from marketplace.commands import Principal
+import api
+from marketplace.api.endpoints import DESCRIPTION, OPERATIONS
+from marketplace.auth import MarketTokenAuthenticator
 from marketplace.service import MarketService
+from quartier.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-async def _authenticate(request: Request, token: str) -> Principal | None:
-    service: MarketService = request.app.state.service
-    return await run_in_threadpool(service.tokens.resolve, token)
-
-
-api.authenticate = _authenticate
-OPENAPI = api.openapi()
-DOCS_HTML = docs.render(OPENAPI)
-
-
-async def openapi(_request: Request) -> Response:
-    return JSONResponse(OPENAPI)
-
-
-async def documentation(_request: Request) -> Response:
-    return HTMLResponse(DOCS_HTML)
-
-
-async def _http_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
-    reason = {404: "no such endpoint: see /v1/docs", 405: "method not allowed here"}.get(exc.status_code, str(exc.detail))
-    return error_response(exc.status_code, code, reason, "path", "path", headers=exc.headers)
 
 
 async def _log_unavailable(_request: Request, exc: Exception) -> Response:
     # The append may or may not have reached the broker; the service folds whatever the log holds
     # before the next command of that partition, so a retry is checked against the truth.
     log.warning("market.events unavailable: %r", exc)
-    return error_response(503, "unavailable", "the market's log (Kafka) did not confirm the command: it may "
-                          "still have been recorded; a retry is checked against the log first",
-                          headers={"Retry-After": "5"})
+    return api.error_response(503, "unavailable", "the market's log (Kafka) did not confirm the command: it may "
+                              "still have been recorded; a retry is checked against the log first",
+                              headers={"Retry-After": "5"})
 
 
-async def _server_error(_request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error", exc_info=exc)
-    return error_response(500, "internal", "the market could not answer; the error is logged")
+def market_surface(service: MarketService | None, *, manage: bool = False) -> api.Surface:
+    """The market's surface; ``service`` None only to build the document."""
 
-
-def create_app(service: MarketService, *, manage: bool = False) -> Starlette:
     @contextlib.asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        if manage:
-            await service.start()
+    async def lifespan() -> AsyncIterator[None]:
+        assert service is not None
+        await service.start()
         try:
-            yield {}
+            yield
         finally:
-            if manage:
-                await service.stop()
+            await service.stop()
 
-    app = Starlette(
-        routes=[Route("/v1/openapi.json", openapi), Route("/v1/docs", documentation), *api.routes()],
-        exception_handlers={HTTPException: _http_error, KafkaError: _log_unavailable, Exception: _server_error},
-        lifespan=lifespan,
+    return api.Surface(
+        name="market", routes=list(OPERATIONS), lifespan=lifespan if manage else None, state=service,
+        authenticators=[MarketTokenAuthenticator(service.tokens)] if service is not None else [],
+        exception_handlers={KafkaError: _log_unavailable},
     )
-    app.state.service = service
-    return app
+
+
+def _compose(surface: api.Surface, settings: Settings, registry: CollectorRegistry | None) -> Starlette:
+    return api.build_app([surface], authenticator=api.ChainAuthenticator(surface.authenticators), settings=settings,
+                         registry=registry or CollectorRegistry(), title="Quartier market", description=DESCRIPTION)
+
+
+def create_app(service: MarketService, *, manage: bool = False, registry: CollectorRegistry | None = None) -> Starlette:
+    return _compose(market_surface(service, manage=manage), service.settings, registry)
+
+
+def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
+    """The market's OpenAPI document, without a running service (tests load it at collection time)."""
+    app = _compose(market_surface(None), settings or Settings(), None)
+    return app.state.openapi()  # type: ignore[no-any-return]

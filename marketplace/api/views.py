@@ -1,16 +1,22 @@
 """What the API answers: response models, read from state entities or read-model rows alike.
 
+Each entity's view derives from its definition in :mod:`marketplace.state` (:func:`view_of`): the
+fields, their types and descriptions; a view says only what it leaves out or shows differently.
+
 Amounts are exact integers in millicents (thousandths of a euro cent: Wh x cents/kWh); energies in
 Wh; times in Unix milliseconds UTC.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import fields
+from typing import Any, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, create_model, field_validator
 
-from marketplace.state import SLOT_MS
+import api.errors
+
+from marketplace.state import SLOT_MS, Offer, Order, Participant, Slot, Trade, Zone
 
 
 class View(BaseModel):
@@ -21,19 +27,9 @@ def _split(value: Any) -> Any:
     return [v for v in value.split(",") if v] if isinstance(value, str) else value
 
 
-class FieldError(BaseModel):
-    field: str | None = Field(description="the field at fault, as a path (`roles[0]`), or null")
-    location: str | None = Field(description="body, query, path or header")
-    reason: str
-
-
-class ErrorView(BaseModel):
-    error: str = Field(description="a short code: invalid, malformed_json, unauthenticated, forbidden, not_found, conflict")
-    status: int
-    field: str | None
-    location: str | None
-    reason: str
-    errors: list[FieldError] = Field(description="every problem found, the first one repeated above")
+# The error shape is the API layer's (it was the market's first): re-exported for the market's modules.
+FieldError = api.errors.FieldError
+ErrorView = api.errors.ErrorView
 
 
 class HealthView(BaseModel):
@@ -41,26 +37,31 @@ class HealthView(BaseModel):
     positions: dict[str, int] = Field(description="next offset of each market.events partition the state reflects")
 
 
-class ZoneView(View):
-    zone: str
-    mechanism: str
-    gate_closure_s: int
-    min_lot_wh: int
-    configured_ms: int
+def view_of(entity: type, *, exclude: tuple[str, ...] = (), types: dict[str, Any] | None = None,
+            docs: dict[str, str] | None = None) -> Any:
+    """The fields of a state entity's view: each field of the entity but ``exclude``, of its type
+    unless ``types`` says how the API shows it, described as the entity describes it unless ``docs``
+    says otherwise."""
+    hints = get_type_hints(entity)
+    definitions: dict[str, Any] = {}
+    for column in fields(entity):
+        if column.name in exclude:
+            continue
+        annotation = (types or {}).get(column.name, hints[column.name])
+        description = (docs or {}).get(column.name, column.metadata.get("doc"))
+        definitions[column.name] = (annotation, Field(description=description) if description else ...)
+    return create_model(f"{entity.__name__}Fields", __base__=View, **definitions)
+
+
+class ZoneView(view_of(Zone)):  # type: ignore[misc]
+    pass
 
 
 class ZoneList(BaseModel):
     items: list[ZoneView]
 
 
-class ParticipantView(View):
-    participant: str
-    zone: str
-    meter: str
-    roles: list[str]
-    capacity_w: int
-    registered_ms: int
-
+class ParticipantView(view_of(Participant, types={"roles": list[str]}, docs={"roles": "consumer and/or producer"})):  # type: ignore[misc]
     _roles = field_validator("roles", mode="before")(_split)
 
 
@@ -80,18 +81,8 @@ class TokenView(BaseModel):
     token: str = Field(description="shown once: only its hash is stored")
 
 
-class OfferView(View):
-    offer_id: str
-    producer: str | None = Field(description="the producer; null when shown to other participants")
-    zone: str
-    slot_start_ms: int
-    energy_wh: int
-    sold_wh: int
-    price_cents_per_kwh: int
-    status: str = Field(description="open, withdrawn or closed")
-    listed_ms: int
-    updated_ms: int
-
+class OfferView(view_of(Offer, exclude=("seq",), types={"producer": str | None},  # type: ignore[misc]
+                        docs={"producer": "the producer; null when shown to other participants"})):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def slot_end_ms(self) -> int:
@@ -107,63 +98,23 @@ class OfferList(BaseModel):
     items: list[OfferView]
 
 
-class OrderView(View):
-    order_id: str
-    consumer: str
-    zone: str
-    kind: str = Field(description="purchase (of one offer, filled at once) or bid (auction)")
-    offer_id: str | None
-    slot_start_ms: int
-    energy_wh: int
-    filled_wh: int
-    price_cents_per_kwh: int = Field(description="the offer's price for a purchase, the limit for a bid")
-    status: str = Field(description="open, filled, partially_filled, unfilled or cancelled")
-    placed_ms: int
-    updated_ms: int
+class OrderView(view_of(Order, exclude=("seq",))):  # type: ignore[misc]
+    pass
 
 
 class OrderList(BaseModel):
     items: list[OrderView]
 
 
-class TradeView(View):
-    trade_id: str
-    zone: str
-    slot_start_ms: int
-    offer_id: str
-    order_id: str
-    producer: str
-    consumer: str
-    energy_wh: int
-    price_cents_per_kwh: int
-    amount_millicents: int = Field(description="contracted: energy_wh x price")
-    delivered_wh: int | None = Field(description="decided by the meters after the slot; null until then")
-    delivered_amount_millicents: int | None
-    status: str = Field(description="contracted, allocated, submitted or confirmed (paid on chain)")
-    tx_hash: str | None
-    block: int | None
-    traded_ms: int
+class TradeView(view_of(Trade, exclude=("updated_ms",))):  # type: ignore[misc]
+    pass
 
 
 class TradeList(BaseModel):
     items: list[TradeView]
 
 
-class SlotView(View):
-    zone: str
-    slot_start_ms: int
-    mechanism: str
-    gate_ms: int
-    min_lot_wh: int
-    status: str = Field(description="open, closed, allocated, submitted or confirmed")
-    clearing_price_cents_per_kwh: int | None
-    traded_wh: int
-    closed_ms: int | None
-    allocation_complete: bool | None
-    missing_meters: list[str]
-    tx_hash: str | None
-    block: int | None
-
+class SlotView(view_of(Slot, exclude=("updated_ms",), types={"missing_meters": list[str]})):  # type: ignore[misc]
     _missing = field_validator("missing_meters", mode="before")(_split)
 
 

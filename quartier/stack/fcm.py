@@ -12,12 +12,12 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from quartier.fcm import endpoint_base  # noqa: F401  (re-exported for the stack's callers)
 from quartier.settings import Settings
 from quartier.stack.component import Component
 
@@ -83,12 +83,6 @@ def write_service_account(workdir: Path, token_uri: str) -> Path:
     path.write_text(json.dumps(account, indent=2))
     path.chmod(0o600)
     return path
-
-
-def endpoint_base(endpoint: str) -> str:
-    """``http://host:port`` of an FCM send URL."""
-    parts = urlsplit(endpoint)
-    return f"{parts.scheme}://{parts.netloc}"
 
 
 def fetch_messages(settings: Settings, project_id: str) -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@ withdrawn index moved (a household's index moves every few seconds, not every re
 
 from __future__ import annotations
 
-import functools
 from datetime import date
 from typing import Callable, NamedTuple
 
@@ -63,10 +62,9 @@ def enabled_kinds(rules: CompiledRules | None) -> list[str]:
     return [kind for kind in KINDS if on[kind]]
 
 
-@functools.lru_cache(maxsize=1024)
 def day_prices(tariff: tariffs.TariffOption, registers: int, day: date) -> tuple[float, ...]:
-    """EUR per Wh of each register on a local day (the tariff module's prices are per kWh)."""
-    return tuple(tariffs.price_eur_per_kwh(tariff, r, day) / 1000 for r in range(1, registers + 1))
+    """EUR per Wh of each register on a local day (the household app prices with the same function)."""
+    return tariffs.day_prices_eur_per_wh(tariff, registers, day)
 
 
 class MeterMonitor:
@@ -265,17 +263,14 @@ class MeterMonitor:
             return None  # the baseline itself had no registers: reported when it was taken
         if len(registers) < n:
             if n == 1:  # base tariff: the total index is the one register
-                return (r.withdrawn_wh - base[0]) * prices[0]
+                return tariffs.spent_eur((r.withdrawn_wh,), base, prices)
             self._report(
                 f"withdrawn_wh_by_register: the {self.rules.tariff.value} tariff prices {n} registers, "  # type: ignore[union-attr]
                 f"the reading has {len(registers)}; spending not evaluated for meter {self.meter}",
                 day.end_ms,
             )
             return None
-        spent = 0.0
-        for i in range(n):
-            spent += (registers[i] - base[i]) * prices[i]
-        return spent
+        return tariffs.spent_eur(registers, base, prices)
 
     def _report(self, problem: str, day_end_ms: int) -> None:
         if self.problem_day_end_ms != day_end_ms:

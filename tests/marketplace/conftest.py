@@ -24,7 +24,7 @@ from quartier.settings import Settings
 
 from marketplace.api.app import create_app
 from marketplace.clock import ManualClock
-from marketplace.service import MarketService
+from marketplace.service import wire
 
 # 2030-01-01T00:00:00Z: a fixed "now" for every test; slots are counted from here.
 T0 = 1_893_456_000_000
@@ -39,6 +39,8 @@ def market_settings(broker: dict[str, Any], state_dir: Path, prefix: str | None 
         database_url=database_url,
         kafka={**broker["kafka"], "topic_prefix": prefix or f"m{uuid.uuid4().hex[:8]}."},
         influx=influx or {},
+        # The tests' principals make hundreds of requests a minute; the API layer's own tests cover the limit.
+        api={"requests_per_minute": 1_000_000, "anonymous_requests_per_minute": 1_000_000},
     )
 
 
@@ -50,7 +52,7 @@ class RunningMarket:
         self.settings = settings
         self.clock = clock
         # Charts (InfluxDB) only where a test gives the market an InfluxDB of its own.
-        self.service = MarketService(settings, clock=clock, close_interval_s=close_interval_s, charts=charts)
+        self.service = wire(settings, clock=clock, close_interval_s=close_interval_s, charts=charts)
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"

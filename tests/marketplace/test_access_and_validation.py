@@ -72,8 +72,8 @@ def test_requests_without_a_valid_token_are_refused(market: Market) -> None:
     assert answer.status_code == 401
     assert answer.headers["www-authenticate"].startswith("Bearer")
     assert answer.json()["field"] == "Authorization"
-    assert market.as_("qm_not-a-real-token").get("/v1/me").status_code == 401
-    assert market.as_("something-else").get("/v1/me").status_code == 401
+    assert market.as_("qm_not-a-real-token").get("/v1/market/me").status_code == 401
+    assert market.as_("something-else").get("/v1/market/me").status_code == 401
     # Public: health and the API's documents.
     assert anonymous.get("/v1/health").json()["status"] == "ok"
     assert anonymous.get("/v1/openapi.json").json()["openapi"].startswith("3.1")

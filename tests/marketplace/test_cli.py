@@ -53,7 +53,7 @@ def test_the_api_command_serves_the_market_with_tokens_from_the_command_line(bro
             assert time.monotonic() < deadline, "the API did not answer"
             time.sleep(0.1)
         operator = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {operator_token}"})
-        assert operator.get("/v1/me").json() == {"participant": "ops", "role": "operator", "registered": None}
+        assert operator.get("/v1/market/me").json() == {"participant": "ops", "role": "operator", "registered": None}
         assert operator.put("/v1/zones/cli-zone", json={"mechanism": "pay_as_bid"}).status_code == 200
         registered = operator.post("/v1/participants", json={"participant": "cli-consumer", "zone": "cli-zone",
                                                              "meter": "000000000042", "roles": ["consumer"]})

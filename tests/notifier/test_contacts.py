@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 from click.testing import CliRunner
 
+from notifier.accounts_projection import ContactsProjection
 from notifier.contacts import ContactStore, RegistrationError, read_registrations, validate
 from notifier.database import notifier_engine
 from quartier.cli import main
 from quartier.settings import Settings
+from tests.support import settings_env
 
 METER_A, METER_B = "012345678901", "109876543210"
 
@@ -103,8 +106,13 @@ def test_bulk_file_takes_optional_preference_columns(tmp_path: Path) -> None:
         read_registrations(bad)
 
 
-def test_cli_registers_from_a_file_and_refuses_a_bad_file_whole(tmp_path: Path, settings: Settings, monkeypatch) -> None:
-    monkeypatch.setenv("QUARTIER_DATABASE_URL", settings.sqlite_url("notifier"))
+def test_cli_registers_from_a_file_and_refuses_a_bad_file_whole(
+    tmp_path: Path, broker: dict[str, Any], make_settings: Callable[..., Settings], monkeypatch
+) -> None:
+    """The command appends accounts events; the notifier's contacts are their projection."""
+    settings = make_settings(broker)
+    for name, value in settings_env(settings).items():
+        monkeypatch.setenv(name, value)
     good = tmp_path / "good.csv"
     good.write_text("meter,token,email,language\n" + "".join(
         f"{i:012d},device-{i},home-{i}@example.test,{'en' if i % 2 else 'fr'}\n" for i in range(1, 31)
@@ -123,7 +131,9 @@ def test_cli_registers_from_a_file_and_refuses_a_bad_file_whole(tmp_path: Path, 
     result = runner.invoke(main, ["notifier", "register", "--meter", METER_B, "--token", "p1", "--token", "p2",
                                   "--email", "b@example.test", "--language", "en"])
     assert result.exit_code == 0, result.output
-    store = ContactStore(notifier_engine(settings))
+    engine = notifier_engine(settings)
+    asyncio.run(ContactsProjection(settings, engine).rebuild())
+    store = ContactStore(engine)
     found = store.recipients_by_meter([f"{i:012d}" for i in range(1, 31)] + [METER_A, METER_B])
     assert len(found) == 31 + 1  # and the operators' entry
     assert METER_A not in found  # nothing from the bad file was registered

@@ -28,13 +28,13 @@ T = TypeVar("T")
 class WorkerProcess:
     """A worker subprocess in its own session, logging to a file; killed at exit whatever happens."""
 
-    def __init__(self, argv: list[str], settings: Settings, log_path: Path) -> None:
+    def __init__(self, argv: list[str], settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, *argv],
-                env={**os.environ, **settings_env(settings)},
+                env={**os.environ, **settings_env(settings), **(extra_env or {})},
                 cwd=ROOT,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -23,11 +23,12 @@ table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ee
 <h1>{{ info.title }} API v{{ info.version }}</h1>
 <p>{{ info.description }}</p>
 <p>Machine-readable: <a href="/v1/openapi.json">/v1/openapi.json</a> (OpenAPI 3.1). Authenticate with
-<code>Authorization: Bearer &lt;token&gt;</code>.</p>
+<code>Authorization: Bearer &lt;token&gt;</code> or a session cookie (then send <code>X-CSRF-Token</code> on
+POST, PUT, PATCH and DELETE).</p>
 {% for tag, ops in groups %}<h2>{{ tag }}</h2>
 {% for op in ops %}<div class="op" id="{{ op.operationId }}">
 <p><span class="m">{{ op.method }}</span> <code>{{ op.path }}</code> — {{ op.summary }}
-{% if op.roles %}<br><small>roles: {{ op.roles|join(", ") }}</small>{% endif %}</p>
+{% if op.allow %}<br><small>allowed: {{ op.allow|join(", ") }}</small>{% endif %}</p>
 {% if op.description %}<p>{{ op.description }}</p>{% endif %}
 {% if op.parameters %}<table><tr><th>parameter</th><th>in</th><th>schema</th><th></th></tr>
 {% for p in op.parameters %}<tr><td><code>{{ p.name }}</code>{% if p.required %} *{% endif %}</td><td>{{ p.in }}</td>
@@ -61,7 +62,7 @@ def render(document: dict[str, Any]) -> str:
             groups.setdefault((op.get("tags") or ["service"])[0], []).append({
                 "method": method.upper(), "path": path, "summary": op.get("summary", ""),
                 "description": op.get("description", ""), "operationId": op["operationId"],
-                "roles": op.get("x-roles"), "parameters": op.get("parameters", []),
+                "allow": op.get("x-allow"), "parameters": op.get("parameters", []),
                 "body": _ref_name(body), "responses": responses,
             })
     schemas = [(name, json.dumps(s, indent=2)) for name, s in sorted(document["components"]["schemas"].items())]

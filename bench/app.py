@@ -1,0 +1,452 @@
+"""The household app under fleet load: live viewers, the live consumer's CPU, consumption requests.
+
+``python -m bench.app [--meters 48000] [--duration 150] [--viewers 1000,2000,4000] [--json]``
+
+A private stack (the embedded broker and InfluxDB) in a temporary directory, then:
+
+1. **Consumption requests**: one meter's history is backfilled (12 months of 10-minute rollup points
+   with per-register indexes, the last day of 1 Hz raw readings, a Tempo contract so euros are priced
+   over six registers), and each range (24h, 7d, 30d, 12mo) in kWh and in euros is asked for
+   ``--requests`` times through ``households.consumption.series``; p99 per range and unit.
+   Baseline in the same run: the bare InfluxDB query of ``streams.charts`` for the same range.
+2. ``quartier simulate --meters N`` in real time (1 Hz per meter) for ``--duration`` seconds, and,
+   one after the other, child processes each running the app's live path (one ``LiveFeed`` into a
+   ``LiveHub``) for a measuring window:
+   - **the live consumer's CPU**: the child with no viewer; its process CPU time over the window
+     divided by the window (cores). Baseline: the same consumer decoding every message with the full
+     contract decoder (``quartier.events``), as a naive consumer would;
+   - **viewers at p99 <= 1.5 s, over HTTP**: one API process (``quartier api serve``, every
+     surface) and ``--households`` real accounts, each owning a household that paired one of the
+     fleet's meters; a client process opens V ``GET /v1/me/live`` streams (spread over the
+     households, each with its own access token) and, for every event, takes the delay from the
+     reading's Kafka timestamp (``produced_ms``, set by the simulator's producer) to its arrival.
+     The figure is the largest V tried whose p99 stays within 1.5 s; the API process's CPU is
+     measured over each window;
+   - for comparison, the same viewer counts following the hub in the feed's own process (no HTTP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from bench import lifetime
+from quartier.stack.component import pick_port
+
+SEED = 7
+LATENCY_TARGET_S = 1.5
+
+
+# --- the child: one process's live path ---------------------------------------------------------------
+
+
+async def child(viewers: int, window_s: float, warmup_s: float, full_decode: bool) -> dict[str, Any]:
+    from households.live import LiveFeed, LiveHub, LiveReading, decode_live
+    from quartier import events
+    from quartier.settings import Settings
+
+    decode = decode_live
+    if full_decode:
+        contract = events.decoder(events.IngestMessage)
+
+        def decode(value: bytes) -> list[LiveReading]:  # type: ignore[misc]
+            try:
+                message = contract.decode(value)
+            except events.ContractError:
+                return []
+            readings = message.readings if isinstance(message, events.ReadingBatch) else [message]  # type: ignore[union-attr]
+            return [
+                LiveReading(meter=r.meter, time_ms=r.time_ms, drawn_va=r.drawn_va, cutoff_kva=r.cutoff_kva,
+                            tariff_register=r.tariff_register, injected_va=r.injected_va)
+                for r in readings
+            ]
+
+    hub = LiveHub()
+    feed = LiveFeed(Settings(), hub, decode=decode)
+    await feed.start()
+    waited = 0.0
+    while hub.readings == 0 and waited < 180:  # the simulator builds its fleet before it sends
+        await asyncio.sleep(0.5)
+        waited += 0.5
+    await asyncio.sleep(warmup_s)
+    meters = list(hub._meters)  # noqa: SLF001 - the bench picks viewers among the meters seen
+    random.Random(SEED).shuffle(meters)
+    delays: list[float] = []
+    measuring = False
+
+    async def view(meter: str) -> None:
+        async for _ in hub.follow(meter, last_seen_ms=(hub.latest(meter).time_ms if hub.latest(meter) else -1)):  # type: ignore[union-attr]
+            if measuring:
+                delays.append(time.time() - hub.produced_ms(meter) / 1000)
+
+    tasks = [asyncio.create_task(view(meters[i % len(meters)])) for i in range(viewers)] if meters else []
+    await asyncio.sleep(2)
+    process = psutil.Process()
+    before = process.cpu_times()
+    readings_before = hub.readings
+    start = time.monotonic()
+    measuring = True
+    await asyncio.sleep(window_s)
+    measuring = False
+    elapsed = time.monotonic() - start
+    after = process.cpu_times()
+    readings = hub.readings - readings_before
+    for task in tasks:
+        task.cancel()
+    await feed.stop()
+    delays.sort()
+    return {
+        "viewers": viewers,
+        "cores": round((after.user + after.system - before.user - before.system) / elapsed, 3),
+        "readings_per_s": round(readings / elapsed),
+        "meters_seen": len(meters),
+        "deliveries": len(delays),
+        "p50_s": round(delays[len(delays) // 2], 3) if delays else None,
+        "p99_s": round(delays[int(len(delays) * 0.99)], 3) if delays else None,
+    }
+
+
+# --- HTTP viewers (a client process) ------------------------------------------------------------------
+
+
+async def http_viewers(base: str, tokens: list[str], viewers: int, window_s: float) -> dict[str, Any]:
+    delays: list[float] = []
+    events = 0
+    measuring = False
+    limits = httpx.Limits(max_connections=viewers + 10, max_keepalive_connections=viewers + 10)
+    async with httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(30, read=None), limits=limits) as client:
+
+        async def view(token: str) -> None:
+            nonlocal events
+            async with client.stream("GET", "/v1/me/live", headers={"Authorization": f"Bearer {token}"}) as answer:
+                if answer.status_code != 200:
+                    raise RuntimeError(f"live answered {answer.status_code}: {await answer.aread()!r}")
+                async for line in answer.aiter_lines():
+                    if line.startswith("data:") and measuring:
+                        produced = json.loads(line[5:])["produced_ms"]
+                        delays.append(time.time() - produced / 1000)
+                        events += 1
+
+        tasks = [asyncio.create_task(view(tokens[i % len(tokens)])) for i in range(viewers)]
+        await asyncio.sleep(min(20.0, 3.0 + viewers / 400))  # every stream open
+        failed = [t for t in tasks if t.done() and t.exception()]
+        if failed:
+            raise failed[0].exception()  # type: ignore[misc]
+        measuring = True
+        await asyncio.sleep(window_s)
+        measuring = False
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    delays.sort()
+    return {
+        "viewers": viewers, "events": events, "events_per_s": round(events / window_s),
+        "p50_s": round(delays[len(delays) // 2], 3) if delays else None,
+        "p99_s": round(delays[int(len(delays) * 0.99)], 3) if delays else None,
+    }
+
+
+async def make_households(settings: Any, homes: list[dict[str, Any]]) -> list[str]:
+    """One confirmed account owning a household that paired each home's meter; their account ids."""
+    from accounts.operations import AccountOperations
+    from accounts.service import AccountsService
+    from households.cli import confirmation_link
+    from quartier import pairing
+    from urllib.parse import parse_qs, urlparse
+
+    service = AccountsService(settings, follow_interval_s=0)
+    await service.start()
+    ops = AccountOperations(settings, service)
+    accounts = []
+    try:
+        for i, home in enumerate(homes):
+            email = f"viewer{i}@bench.quartier.test"
+            await ops.sign_up(email=email, name=f"Viewer {i}", password="a long enough password")
+            link = confirmation_link(settings.smtp.maildir, email)
+            assert link is not None, "no confirmation mail"
+            await ops.confirm(parse_qs(urlparse(link.group(0)).query)["token"][0])
+            account = service.state.account_by_email(email).account  # type: ignore[union-attr]
+            await ops.create_household(account, f"Home {i}")
+            await ops.pair(account, meter=home["meter"], zone=home["zone"], code=pairing.pairing_code(home["meter"], home["zone"]))
+            accounts.append(account)
+    finally:
+        await service.stop()
+    return accounts
+
+
+# --- consumption requests -------------------------------------------------------------------------------
+
+
+def backfill(settings: Any, meter: str, now_ms: int) -> int:
+    """12 months of rollup points and one day of raw readings for one Tempo meter; returns points written."""
+    from quartier import tariffs
+    from quartier.influx import ROLLUP_MEASUREMENT, ROLLUP_POLICY
+
+    def write(lines: list[str], policy: str) -> None:
+        for i in range(0, len(lines), 5000):
+            answer = httpx.post(
+                f"{settings.influx.url}/write",
+                params={"db": settings.influx.database, "rp": policy, "precision": "ms"},
+                content="\n".join(lines[i : i + 5000]).encode(), timeout=60,
+            )
+            answer.raise_for_status()
+
+    registers = [1_000_000] * 6
+    rng = random.Random(SEED)
+    rollup: list[str] = []
+    raw: list[str] = []
+    step_ms = 600_000
+    start = now_ms - 366 * 86_400_000
+    start -= start % step_ms
+    t = start
+    from datetime import datetime, timezone
+
+    while t < now_ms - 86_400_000:
+        va = rng.choice((400, 800, 1500, 3000))
+        active = tariffs.register_at("tempo", datetime.fromtimestamp(t / 1000, timezone.utc))
+        registers[active - 1] += va // 6
+        fields = ",".join(f"withdrawn_wh_r{i + 1}={wh}i" for i, wh in enumerate(registers))
+        rollup.append(
+            f"{ROLLUP_MEASUREMENT},meter={meter},zone=bench drawn_va={va}.0,drawn_va_max={va + 500}i,"
+            f"withdrawn_wh={sum(registers)}i,injected_wh=0i,{fields} {t}"
+        )
+        t += step_ms
+    write(rollup, ROLLUP_POLICY)
+    while t < now_ms:
+        va = rng.choice((400, 800, 1500, 3000))
+        active = tariffs.register_at("tempo", datetime.fromtimestamp(t / 1000, timezone.utc))
+        registers[active - 1] += 1 if rng.random() < va / 3600 else 0
+        fields = ",".join(f"withdrawn_wh_r{i + 1}={wh}i" for i, wh in enumerate(registers))
+        raw.append(
+            f"reading,meter={meter},zone=bench drawn_va={va}i,injected_va=0i,withdrawn_wh={sum(registers)}i,"
+            f"injected_wh=0i,{fields},tariff_register={active}i,voltage_v=230i,current_a={va // 230}i {t}"
+        )
+        t += 1000
+    write(raw, "raw")
+    return len(rollup) + len(raw)
+
+
+def consumption_p99(settings: Any, requests: int) -> dict[str, Any]:
+    from households.consumption import series
+    from households.home import Home
+    from quartier import tariffs
+    from quartier.influx import query
+    from streams.charts import plan_chart
+
+    meter = "990000000001"
+    now_ms = int(time.time() * 1000)
+    points = backfill(settings, meter, now_ms)
+    home = Home(household="bench", meter=meter, zone="bench", tariff=tariffs.TariffOption.TEMPO, subscribed_kva=9)
+    out: dict[str, Any] = {"backfilled_points": points, "ranges": {}}
+    for range_ in ("24h", "7d", "30d", "12mo"):
+        for unit in ("kwh", "eur"):
+            times = []
+            for _ in range(requests):
+                t0 = time.perf_counter()
+                chart = series(settings, home, range_, unit)
+                times.append(time.perf_counter() - t0)
+            times.sort()
+            baseline = []
+            for _ in range(requests):
+                plan = plan_chart(settings, meter, range_)
+                t0 = time.perf_counter()
+                query(settings, plan.influxql(settings.influx.database))
+                baseline.append(time.perf_counter() - t0)
+            baseline.sort()
+            out["ranges"][f"{range_}_{unit}"] = {
+                "points": len(chart.buckets), "p50_ms": round(times[len(times) // 2] * 1000, 1),
+                "p99_ms": round(times[int(len(times) * 0.99)] * 1000, 1),
+                "baseline_chart_query_p99_ms": round(baseline[int(len(baseline) * 0.99)] * 1000, 1),
+            }
+    out["p99_ms"] = max(r["p99_ms"] for r in out["ranges"].values())
+    out["baseline_p99_ms"] = max(r["baseline_chart_query_p99_ms"] for r in out["ranges"].values())
+    return out
+
+
+# --- the run --------------------------------------------------------------------------------------------
+
+
+def run_child(env: dict[str, str], viewers: int, window_s: float, full_decode: bool = False) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "bench.app", "--child", "--viewers", str(viewers), "--window", str(window_s)]
+    if full_decode:
+        argv.append("--full-decode")
+    done = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"live child failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--meters", type=int, default=48_000)
+    parser.add_argument("--duration", type=float, default=150.0, help="seconds of real-time simulation")
+    parser.add_argument("--viewers", default="1000,2000,4000", help="viewer counts to try, comma-separated")
+    parser.add_argument("--window", type=float, default=12.0, help="seconds each child measures")
+    parser.add_argument("--requests", type=int, default=100, help="requests per consumption range and unit")
+    parser.add_argument("--json", action="store_true", help="also print one JSON object on the last line")
+    parser.add_argument("--households", type=int, default=100, help="real accounts whose viewers the API serves")
+    parser.add_argument("--in-process", action="store_true", help="also measure viewers on the hub in-process")
+    parser.add_argument("--surfaces", default="accounts,households",
+                        help="surfaces the API process serves (comma-separated; empty: every one found)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--viewer-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--full-decode", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(asyncio.run(child(int(args.viewers), args.window, 3.0, args.full_decode))))
+        return
+    if args.viewer_child:
+        spec = json.loads(Path(args.viewer_child).read_text())
+        print(json.dumps(asyncio.run(http_viewers(spec["base"], spec["tokens"], int(args.viewers), args.window))))
+        return
+
+    from quartier.settings import Settings
+    from quartier.stack import Stack
+    from quartier.stack.broker import Broker
+    from quartier.influx import ensure_database
+    from quartier.stack.influx import Influx
+    from quartier.stack.smtp import SmtpServer
+
+    root = Path(tempfile.mkdtemp(prefix="quartier-bench-app-"))
+    run = uuid.uuid4().hex[:8]
+    env = {
+        "QUARTIER_STATE_DIR": str(root / "stack"),
+        "QUARTIER_KAFKA__TOPIC_PREFIX": f"benchapp{run}.",
+        "QUARTIER_INFLUX__DATABASE": f"benchapp_{run}",
+    }
+    stack = Stack(root / "stack", [Broker(), Influx(), SmtpServer()])
+    result: dict[str, Any] = {"meters": args.meters, "cpus": os.cpu_count()}
+    try:
+        stack.up()
+        os.environ.update(env)
+        settings = Settings()
+        ensure_database(settings)
+        from quartier.kafka import ensure_topics
+
+        asyncio.run(ensure_topics(settings))
+        print("consumption requests over a backfilled year ...", file=sys.stderr, flush=True)
+        consumption = consumption_p99(settings, args.requests)
+        result["consumption"] = consumption
+        result["consumption_p99_ms"] = consumption["p99_ms"]
+        result["load_average_1m_after_consumption"] = round(os.getloadavg()[0], 2)
+
+        described = subprocess.run(
+            [sys.executable, "-m", "quartier.cli", "simulate", "--describe", "--meters", str(args.meters), "--seed",
+             str(SEED), "--json"], env={**os.environ, **env}, capture_output=True, text=True, check=True)
+        fleet = json.loads(described.stdout.strip().splitlines()[-1])
+        print(f"{args.households} households signing up and pairing ...", file=sys.stderr, flush=True)
+        accounts = asyncio.run(make_households(settings, fleet[: args.households]))
+        api_port = pick_port(0)
+        api = subprocess.Popen(
+            [sys.executable, "-m", "quartier.cli", "api", "serve", "--port", str(api_port), "--no-access-log",
+             *(f"--surface={name}" for name in args.surfaces.split(",") if name)],
+            env={**os.environ, **env, "QUARTIER_API__REQUESTS_PER_MINUTE": "100000"},
+            stdout=(root / "api.log").open("wb"), stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{api_port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/v1/openapi.json", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or api.poll() is not None:
+                raise RuntimeError(f"the API process did not start; see {root / 'api.log'}")
+            time.sleep(0.5)
+        from accounts.keys import token_secret
+        from accounts.readmodel import ReadModel
+        from accounts.sessions import CredentialStore
+
+        read_model = ReadModel(settings.sqlite_url("accounts"))
+        store = CredentialStore(settings, read_model.engine, token_secret(settings))
+        tokens = [store.issue_tokens(a).access_token for a in accounts]
+        read_model.close()
+        spec_path = root / "viewers.json"
+        spec_path.write_text(json.dumps({"base": base, "tokens": tokens}))
+        print(f"simulating {args.meters:,} meters for {args.duration:.0f} s ...", file=sys.stderr, flush=True)
+        simulator = subprocess.Popen(
+            # Runs until every step is measured (stopped below); --duration only bounds it.
+            [sys.executable, "-m", "quartier.cli", "simulate", "--meters", str(args.meters), "--duration",
+             str(max(args.duration, 3600)), "--seed", str(SEED), "--malformed-fraction", "0", "--json", "--no-progress"],
+            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=(root / "simulator.log").open("wb"), text=True,
+        )
+        try:
+            feed_only = run_child(env, 0, args.window)
+            print(f"  live consumer alone: {feed_only}", file=sys.stderr, flush=True)
+            full = run_child(env, 0, args.window, full_decode=True)
+            print(f"  full-contract decoding: {full}", file=sys.stderr, flush=True)
+            steps = []
+            api_process = psutil.Process(api.pid)
+            for viewers in (int(v) for v in args.viewers.split(",")):
+                if simulator.poll() is not None:
+                    break
+                before, t0 = api_process.cpu_times(), time.monotonic()
+                argv = [sys.executable, "-m", "bench.app", "--viewer-child", str(spec_path), "--viewers", str(viewers),
+                        "--window", str(args.window)]
+                done = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+                if done.returncode != 0:
+                    raise RuntimeError(f"viewer client failed:\n{done.stderr[-3000:]}")
+                after, elapsed = api_process.cpu_times(), time.monotonic() - t0
+                step = json.loads(done.stdout.strip().splitlines()[-1])
+                step["api_process_cores"] = round((after.user + after.system - before.user - before.system) / elapsed, 3)
+                step["load_average_1m"] = round(os.getloadavg()[0], 2)
+                print(f"  {viewers:,} HTTP viewers: {step}", file=sys.stderr, flush=True)
+                steps.append(step)
+            in_process = []
+            for viewers in (int(v) for v in args.viewers.split(",")) if args.in_process else ():
+                if simulator.poll() is not None:
+                    break
+                step = run_child(env, viewers, args.window)
+                print(f"  {viewers:,} in-process viewers: {step}", file=sys.stderr, flush=True)
+                in_process.append(step)
+            result["load_average_1m_end"] = round(os.getloadavg()[0], 2)
+        finally:
+            simulator.terminate()
+            simulator.wait(timeout=60)
+            api.terminate()
+            api.wait(timeout=60)
+        result["live_consumer"] = feed_only
+        result["live_consumer_full_decode"] = full
+        result["live_consumer_cores"] = feed_only["cores"]
+        # Per reading: the two runs do not see the same rate (the full decoder may fall behind).
+        per_reading = lambda r: r["cores"] / r["readings_per_s"] if r["readings_per_s"] else None  # noqa: E731
+        mine, naive = per_reading(feed_only), per_reading(full)
+        result["live_consumer_us_per_reading"] = round(mine * 1e6, 2) if mine else None
+        result["full_decode_us_per_reading"] = round(naive * 1e6, 2) if naive else None
+        result["ratio_to_full_decode"] = round(mine / naive, 3) if mine and naive else None
+        result["viewer_steps_http"] = steps
+        result["viewer_steps_in_process"] = in_process
+        passing = [s["viewers"] for s in steps if s["p99_s"] is not None and s["p99_s"] <= LATENCY_TARGET_S]
+        result["live_viewers_at_p99_1_5s"] = max(passing, default=0)
+        result["households"] = args.households
+    finally:
+        stack.down()
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"consumption p99: {result['consumption_p99_ms']} ms (bare chart query p99 "
+          f"{result['consumption']['baseline_p99_ms']} ms)")
+    print(f"live consumer: {result['live_consumer_cores']} cores at {feed_only['readings_per_s']:,} readings/s, "
+          f"{result['live_consumer_us_per_reading']} us a reading (full contract decoding: "
+          f"{result['full_decode_us_per_reading']} us; ratio {result['ratio_to_full_decode']})")
+    print(f"live viewers within p99 {LATENCY_TARGET_S} s: {result['live_viewers_at_p99_1_5s']:,}")
+    print(f"load average: {result.get('load_average_1m_end')} (1 min, at the end) on {result['cpus']} cores")
+    if args.json:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    lifetime.run(main)

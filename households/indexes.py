@@ -1,0 +1,112 @@
+"""A meter's energy indexes at chosen instants, read from InfluxDB: what every euro is computed from.
+
+Energy is never integrated from power: it is a difference of the meter's own indexes (the total
+``withdrawn_wh`` and the per-tariff ``withdrawn_wh_r1``..``rN``). Two readings of the indexes are
+used, matching the alert engine exactly where the raw readings are kept:
+
+- ``day_baselines``: the first reading at or after each local midnight, as the engine takes its
+  day's baseline (and closes the day with the next day's first reading);
+- ``bucket_boundaries``: the index at the start of each chart bucket: the bucket's first raw
+  reading, or, from the 10-minute rollup, the last index of the 10 minutes before it.
+
+Buckets are aligned on the home's local midnight (InfluxQL ``tz()``), so no bucket straddles two
+days and each is priced with one day's tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from households.home import Home
+from quartier.settings import Settings
+from quartier.influx import RAW_POLICY, ROLLUP_MEASUREMENT, ROLLUP_POLICY, influx_query, quote_ident, quote_string
+
+READING_MEASUREMENT = "reading"
+
+
+@dataclass(frozen=True)
+class IndexSample:
+    """The meter's indexes at ``time_ms`` (the reading's time, or the boundary it stands for)."""
+
+    time_ms: int
+    withdrawn_wh: int
+    registers_wh: tuple[int, ...]  # () when the readings had no per-tariff registers to price with
+
+
+def registers_of(row: dict[str, Any], home: Home, prefix: str = "r") -> tuple[int, ...]:
+    """The engine's rule (``MeterMonitor._baseline_registers``): the first N registers, or the total
+    index for a one-register tariff whose meter sent none, else nothing to price with."""
+    n = home.registers
+    values = [row.get(f"{prefix}{i}") for i in range(1, n + 1)]
+    if all(v is not None for v in values):
+        return tuple(int(v) for v in values)  # type: ignore[arg-type]
+    if n == 1 and row.get("wh") is not None:
+        return (int(row["wh"]),)
+    return ()
+
+
+def _select(aggregate: str, home: Home) -> str:
+    fields = [f'{aggregate}("withdrawn_wh") AS "wh"']
+    fields += [f'{aggregate}("withdrawn_wh_r{i}") AS "r{i}"' for i in range(1, home.registers + 1)]
+    return ", ".join(fields)
+
+
+def _source(settings: Settings, policy: str, measurement: str) -> str:
+    db = quote_ident(settings.influx.database)
+    return f"{db}.{quote_ident(policy)}.{quote_ident(measurement)}"
+
+
+def _rows(settings: Settings, statement: str) -> list[dict[str, Any]]:
+    return [row for row in influx_query(settings.influx, statement) if row.get("wh") is not None]
+
+
+def _sample(row: dict[str, Any], home: Home, time_ms: int | None = None) -> IndexSample:
+    return IndexSample(int(row["time"]) if time_ms is None else time_ms, int(row["wh"]), registers_of(row, home))
+
+
+def day_baselines(settings: Settings, home: Home, first: date, end: date) -> dict[date, IndexSample]:
+    """The first raw reading of each local day in [first, end), by day (days without readings absent)."""
+    start_ms, end_ms = home.midnight_ms(first), home.midnight_ms(end)
+    statement = (
+        f"SELECT {_select('first', home)} FROM {_source(settings, RAW_POLICY, READING_MEASUREMENT)} "
+        f"WHERE \"meter\" = {quote_string(home.meter)} AND time >= {start_ms}ms AND time < {end_ms}ms "
+        f"GROUP BY time(1d) fill(none) tz({quote_string(home.time_zone)})"
+    )
+    return {home.local_date(int(row["time"])): _sample(row, home) for row in _rows(settings, statement)}
+
+
+def latest(settings: Settings, home: Home, start_ms: int, end_ms: int) -> IndexSample | None:
+    """The last raw reading in [start, end), with its own time (one point, so one query)."""
+    fields = ", ".join(
+        [f'"withdrawn_wh" AS "wh"'] + [f'"withdrawn_wh_r{i}" AS "r{i}"' for i in range(1, home.registers + 1)]
+    )
+    statement = (
+        f"SELECT {fields} FROM {_source(settings, RAW_POLICY, READING_MEASUREMENT)} "
+        f"WHERE \"meter\" = {quote_string(home.meter)} AND time >= {start_ms}ms AND time < {end_ms}ms "
+        f"ORDER BY time DESC LIMIT 1"
+    )
+    rows = _rows(settings, statement)
+    return _sample(rows[0], home) if rows else None
+
+
+def bucket_boundaries(
+    settings: Settings, home: Home, *, policy: str, start_ms: int, end_ms: int, interval_s: int
+) -> list[IndexSample]:
+    """The indexes at each bucket start in [start, end) (``time_ms`` = the bucket start), oldest first."""
+    tz = f"tz({quote_string(home.time_zone)})"
+    meter = f"\"meter\" = {quote_string(home.meter)}"
+    if policy == RAW_POLICY:
+        statement = (
+            f"SELECT {_select('first', home)} FROM {_source(settings, RAW_POLICY, READING_MEASUREMENT)} "
+            f"WHERE {meter} AND time >= {start_ms}ms AND time < {end_ms}ms GROUP BY time({interval_s}s) fill(none) {tz}"
+        )
+        return [_sample(row, home) for row in _rows(settings, statement)]
+    # The rollup's last index of a bucket is the index at the next bucket's start.
+    statement = (
+        f"SELECT {_select('last', home)} FROM {_source(settings, ROLLUP_POLICY, ROLLUP_MEASUREMENT)} "
+        f"WHERE {meter} AND time >= {start_ms - interval_s * 1000}ms AND time < {end_ms - interval_s * 1000}ms "
+        f"GROUP BY time({interval_s}s) fill(none) {tz}"
+    )
+    return [_sample(row, home, int(row["time"]) + interval_s * 1000) for row in _rows(settings, statement)]

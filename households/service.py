@@ -1,0 +1,148 @@
+"""The household app's running parts in one API process, composed in ``build_service``.
+
+- the live path (``households.live``): one feed of ``meter.readings`` into one hub;
+- the alert actions' fold, following ``households.alert_actions`` from its start (what members did);
+- the market sales' fold, following ``market.events`` from its start (``households.solar``);
+- a producer for the commands the app writes (acknowledge, snooze), applied to the fold at once
+  so the member who acted sees it on the next page (the follower applies it again: the fold is
+  idempotent for these events).
+
+Each follower reconnects with backoff (``stamina``) when the broker is away, so the API serves its
+pages (and says "no live reading yet") while the broker comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import stamina
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from households.alert_history import AlertActions
+from households.consumption import now_ms
+from households.directory import HomeDirectory
+from households.live import LiveFeed, LiveHub
+from households.solar import MarketSales
+from quartier import events, topics
+from quartier.kafka import consumer_config, ensure_topics, producer_config
+from quartier.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def follow_topic(
+    settings: Settings, topic: topics.Topic, apply: Callable[[Any], None], ready: asyncio.Event,
+    reset: Callable[[], None],
+) -> None:
+    """Folds every record of ``topic`` from its start, then follows it (no group, nothing committed).
+
+    After a reconnection the fold starts again from an empty state and the topic's start, so a
+    record is never counted twice."""
+    decode = events.decoder(topic.record).decode
+
+    @stamina.retry(on=(KafkaError, OSError), attempts=None, timeout=None, wait_max=10.0)
+    async def run() -> None:
+        config = consumer_config(settings)
+        config.pop("session_timeout_ms", None)
+        config.pop("heartbeat_interval_ms", None)
+        # Created with its declared partitions first: the embedded broker would make an unknown topic
+        # with 4, for good, the moment this consumer asked for it.
+        await ensure_topics(settings, [topic])
+        consumer = AIOKafkaConsumer(**config, group_id=None)
+        try:
+            await consumer.start()
+            name = settings.topic(topic.name)
+            partitions = [TopicPartition(name, p) for p in range(topic.partitions)]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            reset()
+            ready.set()
+            while True:
+                batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+                for records in batches.values():
+                    for record in records:
+                        if record.value is None:
+                            continue
+                        try:
+                            apply(decode(record.value))
+                        except events.ContractError as error:
+                            log.warning("%s offset %s: %s (skipped)", name, record.offset, error)
+        finally:
+            await consumer.stop()
+
+    await run()
+
+
+@dataclass
+class HouseholdService:
+    settings: Settings
+    directory: HomeDirectory
+    clock: Callable[[], int] = now_ms
+    hub: LiveHub = field(default_factory=LiveHub)
+    actions: AlertActions = field(default_factory=AlertActions)
+    sales: MarketSales = field(default_factory=MarketSales)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _producer: AIOKafkaProducer | None = None
+    _feed: LiveFeed | None = None
+    actions_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    market_ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> None:
+        self._feed = LiveFeed(self.settings, self.hub)
+        self._tasks = [
+            asyncio.create_task(self._run_feed(), name="households-live"),
+            asyncio.create_task(
+                follow_topic(self.settings, topics.HOUSEHOLDS_ALERT_ACTIONS, self.actions.apply, self.actions_ready,
+                             self.actions.episodes.clear),
+                name="households-alert-actions",
+            ),
+            asyncio.create_task(
+                follow_topic(self.settings, topics.MARKET_EVENTS, self.sales.apply, self.market_ready, self.sales.reset),
+                name="households-market-sales",
+            ),
+        ]
+
+    async def _run_feed(self) -> None:
+        assert self._feed is not None
+
+        @stamina.retry(on=(KafkaError, OSError), attempts=None, timeout=None, wait_max=10.0)
+        async def start_feed() -> None:
+            await self._feed.start()  # type: ignore[union-attr]
+
+        await start_feed()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # noqa: BLE001 - a follower's failure is logged; stopping goes on
+                log.exception("a household follower had failed")
+        if self._feed is not None:
+            await self._feed.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def append(self, records: list[events.AlertAcknowledged | events.AlertSnoozed]) -> None:
+        """Writes the app's commands' events, then applies them to the fold (read your own writes)."""
+        if not records:
+            return
+        if self._producer is None:
+            producer = AIOKafkaProducer(**producer_config(self.settings))
+            await producer.start()
+            self._producer = producer
+        topic = self.settings.topic(topics.HOUSEHOLDS_ALERT_ACTIONS.name)
+        check = events.decoder(topics.HOUSEHOLDS_ALERT_ACTIONS.record)
+        for record in records:
+            value = events.encode(record)
+            check.decode(value)  # the contract, before the log: a record its readers would refuse never goes on it
+            await self._producer.send_and_wait(topic, value, key=record.meter.encode())
+            self.actions.apply(record)

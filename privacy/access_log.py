@@ -1,0 +1,199 @@
+"""The access log: every read of a household's personal data by someone other than its members.
+
+Each entry says who read (the reader's account id and role: staff, or the export job), when, what (a
+category of the data map: ``privacy.datamap.CATEGORIES``) and why (a reason code, and optionally a
+ticket reference), about which household (its pseudonymous id). There is no personal data in clear in
+an entry: no name, no email, no meter address, no free text (the reference is a short identifier), so
+erasing a household never touches the log, and the chain still verifies after it.
+
+Entries form a hash chain: each entry's hash is SHA-256 over its fields and the previous entry's hash,
+and its sequence number follows the previous one. :func:`verify` recomputes the chain and finds an
+entry changed (its hash), removed (a gap in the sequence, or a previous hash that no longer matches),
+reordered (the same), or cut off at the end (the head record, kept apart, names the last entry).
+
+The interface other surfaces (the operator console, exports) call::
+
+    log = AccessLog(privacy_engine(settings, AccessLog.TABLES))    # or AccessLog.open(settings)
+    log.record_read(principal, household="hh_...", what="readings", why="support_ticket", reference="T-1234")
+    #   -> the entry, or None when the principal is a member of that household (not logged)
+    log.entries(household="hh_...")                                # what the household sees: who looked
+    log.verify()                                                   # -> Verification(ok, entries, head, problem)
+
+``principal`` is anything with ``subject``, ``roles`` and ``household`` (``api.principal.Principal``).
+``quartier privacy verify-log`` runs :func:`verify` from the command line (exit status 1 when broken).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Literal, Protocol, get_args
+
+import msgspec
+from sqlalchemy import Engine
+from sqlmodel import Field, Session, SQLModel, select
+
+from privacy.database import privacy_engine
+from quartier.settings import Settings
+
+GENESIS = "0" * 64
+
+#: Why a household's data was read: a closed list, so no free text (which could be personal) gets in.
+Reason = Literal[
+    "support_ticket",  # a member asked support for help
+    "operations",  # fleet operations on the meter or module (firmware, pairing, faults)
+    "fraud_investigation",
+    "legal_request",  # a request from an authority
+    "export",  # the portability export the household asked for
+    "erasure",  # the erasure saga reading what it must erase
+]
+REASONS: tuple[str, ...] = get_args(Reason)
+
+
+class Reader(Protocol):
+    subject: str
+    roles: frozenset[str]
+    household: str | None
+
+
+class AccessEntry(SQLModel, table=True):
+    """One read, in the chain. The row is the entry; ``hash`` covers every other column."""
+
+    __tablename__ = "privacy_access_log"
+
+    seq: int = Field(primary_key=True)
+    at_ms: int
+    actor: str  # the reader's account id ("acct_..."), or "export" / "erasure" for those jobs
+    actor_role: str  # "operator", "support", "export", "system"
+    household: str = Field(index=True)
+    what: str
+    why: str
+    reference: str = ""  # a ticket or request id, [A-Za-z0-9_.:-]{0,64}
+    prev_hash: str
+    hash: str
+
+    def computed_hash(self) -> str:
+        return entry_hash(
+            self.seq, self.at_ms, self.actor, self.actor_role, self.household, self.what, self.why,
+            self.reference, self.prev_hash,
+        )
+
+
+class AccessLogHead(SQLModel, table=True):
+    """The last entry's sequence number and hash, so an entry cut off the end is noticed."""
+
+    __tablename__ = "privacy_access_log_head"
+
+    id: int = Field(default=1, primary_key=True)
+    seq: int
+    hash: str
+
+
+def entry_hash(*fields: object) -> str:
+    return hashlib.sha256(msgspec.json.encode(list(fields))).hexdigest()
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    entries: int
+    head: str  # the last entry's hash (GENESIS for an empty log)
+    problem: str | None = None  # what broke, naming the first entry where it did
+    seq: int | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {"ok": self.ok, "entries": self.entries, "head": self.head, "problem": self.problem, "seq": self.seq}
+
+
+class AccessLogError(ValueError):
+    """An entry refused: the message names the field and why."""
+
+
+_REFERENCE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-")
+
+
+class AccessLog:
+    TABLES = [AccessEntry, AccessLogHead]
+
+    def __init__(self, engine: Engine, *, clock=lambda: time.time_ns() // 1_000_000) -> None:  # type: ignore[no-untyped-def]
+        self.engine = engine
+        self.clock = clock
+
+    @classmethod
+    def open(cls, settings: Settings) -> AccessLog:
+        return cls(privacy_engine(settings, cls.TABLES))
+
+    def record_read(
+        self, reader: Reader, *, household: str, what: str, why: str, reference: str = ""
+    ) -> AccessEntry | None:
+        """Logs a read of ``household``'s ``what`` by ``reader``; None (nothing logged) for its own members."""
+        if reader.household is not None and reader.household == household:
+            return None
+        role = next((r for r in ("operator", "support") if r in reader.roles), "system")
+        return self.append(actor=reader.subject, actor_role=role, household=household, what=what, why=why,
+                           reference=reference)
+
+    def append(self, *, actor: str, actor_role: str, household: str, what: str, why: str, reference: str = "") -> AccessEntry:
+        from privacy.datamap import CATEGORIES
+
+        if what not in CATEGORIES:
+            raise AccessLogError(f"what: must be one of the data map's categories {sorted(CATEGORIES)}, got {what!r}")
+        if why not in REASONS:
+            raise AccessLogError(f"why: must be one of {list(REASONS)}, got {why!r}")
+        if len(reference) > 64 or not set(reference) <= _REFERENCE_CHARS:
+            raise AccessLogError("reference: at most 64 letters, digits or _.:- (an id, never free text)")
+        for name, value in (("actor", actor), ("actor_role", actor_role), ("household", household)):
+            if not value or len(value) > 128:
+                raise AccessLogError(f"{name}: must be 1 to 128 characters")
+        with Session(self.engine) as session, session.begin():
+            head = session.get(AccessLogHead, 1, with_for_update=True)
+            seq, prev = (head.seq + 1, head.hash) if head else (1, GENESIS)
+            entry = AccessEntry(
+                seq=seq, at_ms=self.clock(), actor=actor, actor_role=actor_role, household=household, what=what,
+                why=why, reference=reference, prev_hash=prev, hash="",
+            )
+            entry.hash = entry.computed_hash()
+            session.add(entry)
+            if head is None:
+                session.add(AccessLogHead(id=1, seq=seq, hash=entry.hash))
+            else:
+                head.seq, head.hash = seq, entry.hash
+                session.add(head)
+            session.flush()
+            session.expunge(entry)
+        return entry
+
+    def entries(self, household: str | None = None) -> list[AccessEntry]:
+        with Session(self.engine) as session:
+            statement = select(AccessEntry).order_by(AccessEntry.seq)  # type: ignore[arg-type]
+            if household is not None:
+                statement = statement.where(AccessEntry.household == household)
+            return list(session.exec(statement))
+
+    def verify(self) -> Verification:
+        """Recomputes the chain; the first entry changed, removed, reordered or cut off is named."""
+        expected_prev, expected_seq, count = GENESIS, 1, 0
+        with Session(self.engine) as session:
+            head = session.get(AccessLogHead, 1)
+            rows = session.exec(select(AccessEntry).order_by(AccessEntry.seq))  # type: ignore[arg-type]
+            for entry in rows:
+                count += 1
+                if entry.seq != expected_seq:
+                    return Verification(False, count, expected_prev,
+                                        f"entry {expected_seq} is missing (next is {entry.seq})", expected_seq)
+                if entry.prev_hash != expected_prev:
+                    return Verification(False, count, expected_prev,
+                                        f"entry {entry.seq} does not follow entry {entry.seq - 1} "
+                                        "(removed, reordered or altered before it)", entry.seq)
+                if entry.computed_hash() != entry.hash:
+                    return Verification(False, count, expected_prev, f"entry {entry.seq} was altered", entry.seq)
+                expected_prev, expected_seq = entry.hash, entry.seq + 1
+        last_seq = expected_seq - 1
+        if head is None and count:
+            return Verification(False, count, expected_prev, "the head record is missing", None)
+        if head is not None and (head.seq, head.hash) != (last_seq, expected_prev):
+            return Verification(False, count, expected_prev,
+                                f"the log ends at entry {last_seq} but its head names entry {head.seq} "
+                                "(entries cut off the end, or the head altered)", last_seq + 1)
+        return Verification(True, count, expected_prev)

@@ -1,0 +1,102 @@
+"""The household app's euros against hand-worked figures and the alert engine's own spending."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from households.bill import current_bill
+from households.consumption import daily, series
+from quartier import tariffs
+from tests.households.meters import local_ms
+from tests.households.scenarios import METERS, Told
+
+
+def day_figure(told: Told, name: str, d: date):  # type: ignore[no-untyped-def]
+    home = METERS[name].home
+    (figure,) = [f for f in daily(told.settings, home, d, d, at_ms=METERS[name].last_ms) if f.day == d]
+    assert figure.complete
+    return figure
+
+
+@pytest.mark.parametrize(
+    ("name", "day", "energy_wh", "eur"),
+    [
+        # 1,200 W all day: 28.8 kWh x 0.2516 EUR (base, February 2024 table) = 7.24608
+        ("base_day", date(2025, 1, 14), 28_800, 7.25),
+        # Off-peak 00:00-06:00 and 22:00-24:00 (the window crossing midnight) at 3,000 W: 24 kWh x 0.2068
+        # = 4.9632; peak 06:00-22:00 at 600 W: 9.6 kWh x 0.2700 = 2.592; 7.5552 in all.
+        ("peak_offpeak_day", date(2025, 1, 14), 33_600, 7.56),
+        # Red Monday 20 January 2025, after a blue Sunday; 1,200 W: 00:00-06:00 is still Sunday's Tempo day
+        # (blue off-peak, 7.2 kWh x 0.1296 = 0.93312), 06:00-22:00 red peak (19.2 kWh x 0.7562 = 14.51904),
+        # 22:00-24:00 red off-peak (2.4 kWh x 0.1568 = 0.37632): 15.82848.
+        ("tempo_red_day", date(2025, 1, 20), 28_800, 15.83),
+        # The last day of the February 2024 prices, then the first of the February 2025 ones (0.2016):
+        ("before_price_change", date(2025, 1, 31), 28_800, 7.25),
+        ("after_price_change", date(2025, 2, 1), 28_800, 5.81),  # 28.8 x 0.2016 = 5.80608
+    ],
+)
+async def test_a_day_in_euros_is_the_hand_figure_and_the_engines_spending(
+    told: Told, name: str, day: date, energy_wh: int, eur: float
+) -> None:
+    assert tariffs.tempo_colour(date(2025, 1, 20)) is tariffs.TempoColour.RED
+    assert tariffs.tempo_colour(date(2025, 1, 19)) is tariffs.TempoColour.BLUE
+    figure = day_figure(told, name, day)
+    assert figure.energy_wh == energy_wh
+    assert round(figure.eur, 2) == eur
+    engine = await told.engine_day_spending(name)
+    assert engine.episode_start_ms == METERS[name].home.midnight_ms(date.fromordinal(day.toordinal() + 1))
+    assert round(engine.value, 2) == round(figure.eur, 2) == eur
+    assert engine.value == pytest.approx(figure.eur, abs=1e-9)  # the same code path, not a second one
+
+
+async def test_a_chart_across_a_price_change_prices_each_day_with_its_own_table(told: Told) -> None:
+    # 30 days ending 10 February 2025 at noon for the meter drawing 1,200 W since 14 January: one-hour
+    # buckets from the 10-minute rollup; 31 January at 0.2516, 1 February at 0.2016.
+    home = METERS["billing_from_15th"].home
+    chart = series(told.settings, home, "30d", "eur", at_ms=local_ms(2025, 2, 10, 12))
+    assert (chart.interval_s, chart.policy) == (3600, "rollup")
+    by_day: dict[date, float] = {}
+    for bucket in chart.buckets:
+        by_day[home.local_date(bucket.start_ms)] = by_day.get(home.local_date(bucket.start_ms), 0.0) + bucket.eur
+    assert round(by_day[date(2025, 1, 31)], 2) == 7.25
+    assert round(by_day[date(2025, 2, 1)], 2) == 5.81
+    assert len([b for b in chart.buckets if home.local_date(b.start_ms) == date(2025, 1, 31)]) == 24
+    # Each hour of 1,200 W: 1.2 kWh, the first since the meter's first reading to the last.
+    kwh = series(told.settings, home, "30d", "kwh", at_ms=local_ms(2025, 2, 10, 12))
+    assert kwh.values() == [1.2] * len(kwh.buckets)
+    # from the first whole hour after the first reading (14 January 22:00) to noon on the 10th
+    assert len(kwh.buckets) == (local_ms(2025, 2, 10, 12) - local_ms(2025, 1, 14, 23)) // 3_600_000
+
+
+async def test_a_24_hour_chart_from_raw_readings_adds_up_to_the_day(told: Told) -> None:
+    home = METERS["peak_offpeak_day"].home
+    chart = series(told.settings, home, "24h", "eur", at_ms=local_ms(2025, 1, 15))
+    assert (chart.interval_s, chart.policy) == (90, "raw")
+    assert round(sum(b.eur for b in chart.buckets), 2) == 7.56
+    assert sum(b.energy_wh for b in chart.buckets) == 33_600
+
+
+async def test_a_billing_period_from_the_15th_prorates_the_subscription_across_the_price_change(told: Told) -> None:
+    home = METERS["billing_from_15th"].home
+    bill = current_bill(told.settings, home, at_ms=local_ms(2025, 2, 10, 12))
+    assert (bill.period_start, bill.period_end) == (date(2025, 1, 15), date(2025, 2, 14))
+    assert (bill.days_elapsed, bill.days_in_period) == (27, 31)
+    # 17 days of January at 7.24608, 9 of February at 5.80608, and 10 February to noon (14.4 kWh x
+    # 0.2016 = 2.90304): 178.34112 EUR for 763.2 kWh.
+    assert bill.energy_wh == 763_200
+    assert round(bill.energy_eur, 2) == 178.34
+    # 6 kVA base: 149.28 EUR a year to 31 January, 185.64 from 1 February, per day over 365:
+    # (17 x 149.28 + 10 x 185.64) / 365 = 12.0388
+    assert round(bill.subscription_eur, 2) == 12.04
+    assert round(bill.total_eur, 2) == 190.38
+    # The last 7 whole days (3-9 February) at 5.80608 a day, for 4 days and half of today: +26.12736;
+    # the whole period's subscription (17 x 149.28 + 14 x 185.64) / 365 = 14.0732.
+    assert round(bill.projected_energy_eur, 2) == 204.47
+    assert round(bill.projected_subscription_eur, 2) == 14.07
+    assert round(bill.projected_total_eur, 2) == 218.54
+    assert "last 7 whole day(s)" in bill.method
+    # Every day of the period is the engine's kind of day: 15 January closed by 16 January's first reading.
+    assert [round(d.eur, 2) for d in bill.days[:2]] == [7.25, 7.25]
+    assert [round(d.eur, 2) for d in bill.days[17:19]] == [5.81, 5.81]

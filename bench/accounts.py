@@ -27,6 +27,7 @@ import time
 from sqlmodel import SQLModel, create_engine
 
 from accounts.passwords import unusable_hash
+from bench import lifetime
 from accounts.readmodel import ReadModel
 from accounts.state import AccountsState
 from notifier import contacts
@@ -106,4 +107,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    lifetime.run(main)

@@ -13,7 +13,10 @@ For each option, a private stack (the broker and its store) in a temporary direc
   readings/s and messages/s;
 - **restart**: kill -9 of the broker with everything above in its log, started again on the same
   store: seconds until it answers and every partition's high watermark is back, and how many
-  messages survived.
+  messages survived;
+- **group stability** (``--groups-s``, also alone with ``--groups-only``): two idle consumers in one
+  group (session 6 s, heartbeats every 2 s) for that long: how many assignments each got. 1 each
+  means the group formed once and stayed; more means the broker rebalanced it again and again.
 
 The options: ``memory`` (Tansu's memory engine, the tests' broker), ``s3rver`` (Tansu's S3 engine over
 npm's s3rver, what the local stack runs) and ``moto`` (Tansu's S3 engine over PyPI's ``moto[server]``,
@@ -151,7 +154,16 @@ class Probe:
         out["rss_mb_after_backfill"] = self.rss_mb()
         out["consume"] = asyncio.run(consume_all(settings))
         out["restart"] = self.restart(settings, out["consume"]["messages"])
+        out["group_assignments"] = asyncio.run(group_assignments(self.settings_now(), self.args.groups_s))
         return out
+
+    def settings_now(self) -> Settings:
+        return Settings(kafka=KafkaSettings(**self.stack.settings_overrides()["kafka"]))
+
+    def run_groups(self) -> dict[str, Any]:
+        self.stack.up()
+        asyncio.run(ensure_topics(self.settings_now()))
+        return {"option": self.option, "group_assignments": asyncio.run(group_assignments(self.settings_now(), self.args.groups_s))}
 
     def restart(self, settings: Settings, messages: int) -> dict[str, Any]:
         broker_pid = self.pids()["broker"]
@@ -168,6 +180,41 @@ class Probe:
 
     def stop(self) -> None:
         self.stack.down()
+
+
+async def group_assignments(settings: Settings, seconds: float, members: int = 2) -> list[int]:
+    """Each member's count of partition assignments while ``members`` idle consumers share a group."""
+    from aiokafka.abc import ConsumerRebalanceListener
+
+    class Counting(ConsumerRebalanceListener):
+        def __init__(self) -> None:
+            self.assignments = 0
+
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            pass
+
+        async def on_partitions_assigned(self, assigned: Any) -> None:
+            self.assignments += 1
+
+    stop = asyncio.Event()
+
+    async def member(listener: Counting) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id="bench-group-stability",
+                                    session_timeout_ms=6000, heartbeat_interval_ms=2000, enable_auto_commit=False)
+        consumer.subscribe([topics.METER_READINGS.name], listener=listener)
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                await consumer.getmany(timeout_ms=500)
+        finally:
+            await consumer.stop()
+
+    listeners = [Counting() for _ in range(members)]
+    tasks = [asyncio.create_task(member(listener)) for listener in listeners]
+    await asyncio.sleep(seconds)
+    stop.set()
+    await asyncio.gather(*tasks)
+    return [listener.assignments for listener in listeners]
 
 
 async def message_count(settings: Settings) -> int:
@@ -219,6 +266,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="real-time simulation per option")
     parser.add_argument("--backfill-s", type=float, default=20.0, help="simulated seconds produced as fast as possible")
     parser.add_argument("--options", default="memory,s3rver,moto")
+    parser.add_argument("--groups-s", type=float, default=90.0, help="seconds of the group stability probe")
+    parser.add_argument("--groups-only", action="store_true", help="run only the group stability probe, all options at once")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-brokers-"))
@@ -229,6 +278,24 @@ def main() -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, interrupted)
+    if args.groups_only:
+        import concurrent.futures
+
+        group_probes = [Probe(root, option, args) for option in args.options.split(",")]
+        group_probes = [p for p in group_probes if not p.stack.missing()]
+        try:
+            # At once, so every option meets the same machine load.
+            with concurrent.futures.ThreadPoolExecutor(len(group_probes)) as pool:
+                found = list(pool.map(Probe.run_groups, group_probes))
+        finally:
+            for probe in group_probes:
+                probe.stop()
+            shutil.rmtree(root, ignore_errors=True)
+        for r in found:
+            say(f"{r['option']:>7}: assignments per member over {args.groups_s:.0f} s: {r['group_assignments']}")
+        if args.json:
+            print(json.dumps({"groups_s": args.groups_s, "options": found, "load_average_1m_end": round(os.getloadavg()[0], 2)}))
+        return
     try:
         for option in args.options.split(","):
             probe = Probe(root, option, args)
@@ -258,7 +325,8 @@ def main() -> None:
         say(f"{r['option']:>7}: real time {rt['readings_per_s']:,.0f}/s (lag ≤ {rt['simulator_max_lag_s']} s), cores {rt['cores']}, "
             f"rss {rt['rss_mb_after']} MB, disk {rt.get('disk_gb_per_hour', '-')} GB/h; backfill {r['backfill']['readings_per_s']:,}/s; "
             f"consume {r['consume']['readings_per_s']:,}/s; restart {r['restart']['ready_s']} s, "
-            f"{r['restart']['messages_after']:,} of {r['restart']['messages_before']:,} messages kept")
+            f"{r['restart']['messages_after']:,} of {r['restart']['messages_before']:,} messages kept; "
+            f"group assignments {r['group_assignments']}")
     if args.json:
         print(json.dumps(summary))
 

@@ -12,12 +12,15 @@
 - ``list_p99_ms``: p99 over ``--queries`` filtered, sorted pages of 50 rows of the module list
   (random filters on firmware, connection state, RSSI band, zone, frame gap; random sort key and
   direction; random page); baseline: the same queries over a list of dicts in plain Python.
+- ``list_http_p99_ms``: the same queries through the whole API layer (authentication, rate limit,
+  validation, serialization) of the ``console`` surface, in process over ASGI (no socket).
 - ``export_csv_s`` / ``export_xlsx_s``: the whole list (every module) as CSV and as XLSX.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -139,6 +142,8 @@ def main() -> None:
         matched[q.offset : q.offset + q.limit]
         baseline_times.append((time.perf_counter() - t0) * 1000)
 
+    list_http_ms = asyncio.run(_http_list_times(projection, queries))
+
     t0 = time.perf_counter()
     csv_bytes = sum(len(chunk) for chunk in export_csv(projection, Query(limit=1000)))
     export_csv_s = time.perf_counter() - t0
@@ -159,6 +164,8 @@ def main() -> None:
         "list_p50_ms": round(float(np.percentile(times, 50)), 2),
         "list_p99_ms": round(float(np.percentile(times, 99)), 2),
         "list_baseline_p99_ms": round(float(np.percentile(baseline_times, 99)), 2),
+        "list_http_p50_ms": round(float(np.percentile(list_http_ms, 50)), 2),
+        "list_http_p99_ms": round(float(np.percentile(list_http_ms, 99)), 2),
         "export_csv_s": round(export_csv_s, 3),
         "export_csv_mb": round(csv_bytes / 1e6, 2),
         "export_xlsx_s": round(export_xlsx_s, 3),
@@ -170,6 +177,48 @@ def main() -> None:
     else:
         for k, v in result.items():
             print(f"{k:>24}: {v}")
+
+
+class _Operator:
+    """The bench's one principal: an operator (the API layer's authentication runs, accounts are not needed)."""
+
+    async def authenticate(self, request: object) -> object:
+        from api import Principal
+
+        return Principal("acct_bench", roles=frozenset({"operator"}))
+
+
+async def _http_list_times(projection: FleetProjection, queries: list[Query]) -> list[float]:
+    import tempfile
+    from pathlib import Path
+
+    import httpx
+    from prometheus_client import CollectorRegistry
+
+    from api import SurfaceContext, build_app
+    from console.surface import surface
+    from quartier.settings import Settings
+
+    settings = Settings(state_dir=Path(tempfile.mkdtemp(prefix="bench-console-")),
+                        api={"requests_per_minute": 1_000_000})
+    registry = CollectorRegistry()
+    console = surface(SurfaceContext(settings=settings, registry=registry, authenticator=_Operator()))  # type: ignore[arg-type]
+    console.state.service.fleet = projection
+    app = build_app([console], authenticator=_Operator(), settings=settings, registry=registry)  # type: ignore[arg-type]
+    times = []
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
+        for q in queries:
+            f = q.filter
+            params = {"firmware": ",".join(f.firmware), "state": ",".join(f.state), "rssi_band": ",".join(f.rssi_bands),
+                      "zone": ",".join(f.zones), "sort": q.sort, "order": "desc" if q.descending else "asc",
+                      "offset": q.offset, "limit": q.limit}
+            if f.frame_gap_min_ms is not None:
+                params["frame_gap_min_ms"] = f.frame_gap_min_ms
+            t0 = time.perf_counter()
+            answer = await client.get("/v1/fleet/modules", params={k: v for k, v in params.items() if v != ""})
+            times.append((time.perf_counter() - t0) * 1000)
+            assert answer.status_code == 200, answer.text
+    return times
 
 
 if __name__ == "__main__":

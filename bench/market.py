@@ -54,6 +54,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from web3 import Web3
 
+from bench import lifetime
 from contracts.amounts import opaque_id
 from contracts.devchain import advance_to
 from quartier import events as ev

@@ -499,6 +499,11 @@ class PipelineRun:
             "cpus": os.cpu_count(),
             "load_average_1m_end": round(os.getloadavg()[0], 2),
         }
+        if result["worker_cpu_us_per_reading"] and naive["naive_faust_cpu_us_per_reading"]:
+            # CPU per reading, the comparison a shared machine does not skew (the two phases may
+            # have had different shares of the cores).
+            result["cpu_ratio_to_naive_faust"] = round(
+                naive["naive_faust_cpu_us_per_reading"] / result["worker_cpu_us_per_reading"], 2)
         if args.profile_s:
             result["profile"] = summarise_profile(self.root / "profile.txt")
         return result
@@ -529,9 +534,9 @@ class PipelineRun:
                 raise RuntimeError(f"the naive Faust agent handled nothing in 120 s; see {self.root}/naive-*.log")
             # Its own group join and first fetches are left out, as the workers' are.
             time.sleep(min(10.0, self.args.naive_s / 4))
-            first, t0 = handled(), time.monotonic()
+            first, t0, cpu0 = handled(), time.monotonic(), cpu_seconds(processes)
             time.sleep(self.args.naive_s)
-            last, t1 = handled(), time.monotonic()
+            last, t1, cpu1 = handled(), time.monotonic(), cpu_seconds(processes)
         finally:
             for process in processes:
                 if process.poll() is None:
@@ -542,7 +547,8 @@ class PipelineRun:
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
         return {"naive_faust_per_s": round((last - first) / (t1 - t0)), "naive_faust_processes": len(processes),
-                "naive_faust_readings": last}
+                "naive_faust_readings": last,
+                "naive_faust_cpu_us_per_reading": round((cpu1 - cpu0) / (last - first) * 1e6, 2) if last > first else None}
 
     def gc_figures(self, totals: dict[str, float]) -> dict[str, Any]:
         """The workers' garbage-collection pauses (summed over workers; the longest of any)."""
@@ -589,6 +595,19 @@ class PipelineRun:
             "latency_meter_clock_p50_s": round(percentile(meter_clock, 0.50), 3),
             "latency_meter_clock_p99_s": round(percentile(meter_clock, 0.99), 3),
         }
+
+
+def cpu_seconds(processes: list[subprocess.Popen[bytes]]) -> float:
+    """User and system CPU seconds the processes (and their children) have used so far."""
+    total = 0.0
+    for process in processes:
+        try:
+            for p in [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]:
+                times = p.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total
 
 
 def cpu_costs(cores: dict[str, float], readings_per_s: float, points_per_s: float) -> dict[str, Any]:
@@ -691,7 +710,7 @@ def main() -> None:
                         help="catch-up run: backfill this many minutes of readings first, then start the workers")
     parser.add_argument("--naive-s", type=float, default=40.0,
                         help="catch-up run: seconds the naive Faust agent is measured over")
-    parser.add_argument("--reading-points", choices=("changed", "full"), default="changed",
+    parser.add_argument("--reading-points", choices=("changed", "full"), default="full",
                         help="what the workers' reading points carry (settings.influx.reading_points)")
     parser.add_argument("--gc-freeze", action=argparse.BooleanOptionalAction, default=True,
                         help="the workers' --gc-freeze (or --no-gc-freeze)")
@@ -733,7 +752,9 @@ def print_backlog_summary(r: dict[str, Any]) -> None:
     print(f"catch-up:        {r['catch_up_readings_per_s']:>12,} readings/s  (target {r['target_catch_up_readings_per_s']:,}, "
           f"ratio {r['ratio_to_target']}; drained in {r['catch_up_s']} s)")
     print(f"naive Faust:     {r['naive_faust_per_s']:>12,} readings/s  ({r['naive_faust_processes']} process(es), "
-          f"a table update per reading; ratio {r['ratio_to_naive_faust']})")
+          f"a table update per reading; ratio {r['ratio_to_naive_faust']}); CPU per reading "
+          f"{r['naive_faust_cpu_us_per_reading']} µs against the workers' {r['worker_cpu_us_per_reading']} µs "
+          f"(ratio {r.get('cpu_ratio_to_naive_faust')})")
     print(f"InfluxDB:        {r['points_written_in_drain']:>12,} points written during the drain "
           f"({r['influx_write_rate_in_drain_per_s']:,}/s); {r['rejected']:,} readings rejected")
     print(f"worker memory:   {r['worker_peak_rss_mb']:>12,} MB peak RSS")

@@ -59,6 +59,11 @@ RSSI_BANDS: tuple[tuple[str, int], ...] = (("excellent", -55), ("good", -67), ("
 MASS_DISCONNECT_SHARE = 0.05
 
 
+#: The per-module arrays (filled in by FleetProjection._grow): what a snapshot saves.
+ARRAYS: list[str] = []
+SNAPSHOT_VERSION = 2
+
+
 def rssi_band(rssi_dbm: float) -> str:
     for name, low in RSSI_BANDS:
         if rssi_dbm >= low:
@@ -132,7 +137,6 @@ class FleetProjection:
         self.energy_modules_by_day: dict[int, int] = {}
         self.ingest_down_since_ms: int | None = None
         self.curve: deque[tuple[int, int, int]] = deque(maxlen=FLEET_CURVE_DAYS * DAY_MS // FLEET_CURVE_STEP_MS)
-        self._window_start_ms = -1
         self._offsets: dict[int, int] = {}
         self._batch_rows: dict[tuple[str, ...], tuple[np.ndarray, bool]] = {}
 
@@ -144,6 +148,8 @@ class FleetProjection:
             return
 
         def grown(name: str, dtype: Any, fill: Any, shape: tuple[int, ...] = ()) -> None:
+            if name not in ARRAYS:
+                ARRAYS.append(name)
             new = np.full((capacity, *shape), fill, dtype=dtype)
             if old:
                 new[:old] = getattr(self, name)
@@ -163,6 +169,7 @@ class FleetProjection:
         grown("hist_now", np.uint32, 0, (BUCKETS,))
         grown("hist_prev", np.uint32, 0, (BUCKETS,))
         grown("hist_total", np.uint32, 0, (BUCKETS,))
+        grown("hist_window", np.int64, -1)
         grown("cadence_ms", float, 0.0)
         grown("gap_p50_ms", float, np.nan)
         grown("gap_p95_ms", float, np.nan)
@@ -258,7 +265,16 @@ class FleetProjection:
         top = int(t.max())
         if top > self.watermark_ms:
             self.watermark_ms = top
-            self._rotate_window(top)
+        # Each module's histogram covers its own current and previous hour of meter time, so the
+        # result does not depend on the order partitions are consumed in (a backfill, a restart).
+        window = t // self.gap_window_ms
+        moved = window != self.hist_window[rows]
+        if moved.any():
+            m_rows = rows[moved]
+            follows = window[moved] == self.hist_window[m_rows] + 1
+            self.hist_prev[m_rows] = np.where(follows[:, None], self.hist_now[m_rows], 0)
+            self.hist_now[m_rows] = 0
+            self.hist_window[m_rows] = window[moved]
 
         last = self.last_ms[rows]
         seen = last >= 0
@@ -301,14 +317,6 @@ class FleetProjection:
             self.day[r_rows] = day[rolled]
             self.day_first_wh[r_rows] = wh[rolled]
         self.last_wh[rows] = wh
-
-    def _rotate_window(self, now_ms: int) -> None:
-        window = now_ms // self.gap_window_ms
-        if window != self._window_start_ms:
-            if self._window_start_ms >= 0:
-                self.hist_prev[: self.size] = self.hist_now[: self.size] if window == self._window_start_ms + 1 else 0
-                self.hist_now[: self.size] = 0
-            self._window_start_ms = window
 
     def on_telemetry(self, report: DeviceTelemetry) -> None:
         row = self._row(report.meter)
@@ -364,6 +372,62 @@ class FleetProjection:
             self.episodes.setdefault(row, []).append([at_ms, None, source])
         self.connected[row] = connected
         self.since_ms[row] = at_ms
+
+    # --- snapshots -------------------------------------------------------------------------------
+
+    def save(self, path: Any, positions: dict[str, int]) -> None:
+        """Writes the whole projection and the topic positions it reflects (``"topic:partition"`` ->
+        next offset) to ``path`` atomically (a temporary file renamed over it), so a restart resumes
+        from exactly there: no reading folded twice, none skipped."""
+        write_snapshot(path, self.snapshot(positions))
+
+    def snapshot(self, positions: dict[str, int]) -> dict[str, Any]:
+        """A copy of everything a snapshot holds, taken at once (the fold may go on while it is written)."""
+        n = self.size
+        meta = {
+            "version": SNAPSHOT_VERSION, "positions": dict(positions), "meters": list(self.meters), "zones": list(self.zones),
+            "firmware_names": list(self.firmware_names), "hardware_names": list(self.hardware_names),
+            "watermark_ms": self.watermark_ms, "readings": self.readings, "malformed": self.malformed,
+            "telemetry_reports": self.telemetry_reports,
+            "episodes": {str(k): [list(e) for e in v] for k, v in self.episodes.items()},
+            "reboot_times": {str(k): list(v) for k, v in self.reboot_times.items()},
+            "energy_by_day": {str(k): v for k, v in self.energy_by_day.items()},
+            "energy_modules_by_day": {str(k): v for k, v in self.energy_modules_by_day.items()},
+            "ingest_down_since_ms": self.ingest_down_since_ms, "curve": list(self.curve),
+        }
+        return {"meta": msgspec.json.encode(meta), **{name: getattr(self, name)[:n].copy() for name in ARRAYS}}
+
+    @classmethod
+    def load(cls, path: Any, time_zone: str = "Europe/Paris") -> tuple["FleetProjection", dict[str, int]] | None:
+        """The projection a snapshot holds and its positions, or None when there is none (or an older format)."""
+        from pathlib import Path
+
+        path = Path(path)
+        if not path.exists():
+            return None
+        with np.load(path) as data:
+            meta = msgspec.json.decode(data["meta"].tobytes())
+            if meta.get("version") != SNAPSHOT_VERSION:
+                return None
+            n = len(meta["meters"])
+            fleet = cls(time_zone=time_zone, capacity=max(1024, n))
+            for name in ARRAYS:
+                if name in data:
+                    getattr(fleet, name)[:n] = data[name]
+        fleet.meters = list(meta["meters"])
+        fleet.rows = {m: i for i, m in enumerate(fleet.meters)}
+        for attr, index in (("zones", "_zone_index"), ("firmware_names", "_firmware_index"), ("hardware_names", "_hardware_index")):
+            setattr(fleet, attr, list(meta[attr]))
+            setattr(fleet, index, {v: i for i, v in enumerate(meta[attr])})
+        fleet.watermark_ms = meta["watermark_ms"]
+        fleet.readings, fleet.malformed, fleet.telemetry_reports = meta["readings"], meta["malformed"], meta["telemetry_reports"]
+        fleet.episodes = {int(k): v for k, v in meta["episodes"].items()}
+        fleet.reboot_times = {int(k): deque(v) for k, v in meta["reboot_times"].items()}
+        fleet.energy_by_day = {int(k): v for k, v in meta["energy_by_day"].items()}
+        fleet.energy_modules_by_day = {int(k): v for k, v in meta["energy_modules_by_day"].items()}
+        fleet.ingest_down_since_ms = meta["ingest_down_since_ms"]
+        fleet.curve.extend(tuple(p) for p in meta["curve"])
+        return fleet, dict(meta["positions"])
 
     # --- periodic work ---------------------------------------------------------------------------
 
@@ -488,6 +552,19 @@ class FleetProjection:
                 {"from_ms": e[0], "to_ms": e[1], "source": e[2]} for e in self.episodes.get(row, [])
             ],
         }
+
+
+def write_snapshot(path: Any, payload: dict[str, Any]) -> None:
+    """Writes a :meth:`FleetProjection.snapshot` to ``path`` through a temporary file renamed over it."""
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {k: v for k, v in payload.items() if k != "meta"}
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as out:
+        np.savez(out, meta=np.frombuffer(payload["meta"], dtype=np.uint8), **arrays)
+    tmp.replace(path)
 
 
 def deadman_limit_ms(cadence_ms: np.ndarray) -> np.ndarray:

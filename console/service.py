@@ -17,12 +17,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from console import campaigns as cs
-from console.projection import FleetProjection
+from console.projection import FleetProjection, write_snapshot
 from console.runner import CampaignRunner
 from quartier import events, topics
 from quartier.kafka import ensure_topics, producer_config, read_records
@@ -50,6 +51,8 @@ class ConsoleService:
         self._lock = asyncio.Lock()
         self.ready = asyncio.Event()
         self.ticks = 0
+        #: "topic:partition" -> next offset to fold: what a snapshot records.
+        self.positions: dict[str, int] = {}
 
     def now_ms(self) -> int:
         """The runner's clock: wall time, or the fleet's newest meter time (settings.console.clock)."""
@@ -72,7 +75,15 @@ class ConsoleService:
         cluster = await consumer._client.fetch_all_metadata()
         tps = [TopicPartition(name, p) for name in self._names for p in sorted(cluster.partitions_for_topic(name) or ())]
         consumer.assign(tps)
-        if s.console.readings_from == "latest":
+        if self.positions:
+            # Resuming from a snapshot: each partition from the offset after the last one it folded.
+            for tp in tps:
+                offset = self.positions.get(f"{tp.topic}:{tp.partition}")
+                if offset is None:
+                    await consumer.seek_to_beginning(tp)
+                else:
+                    consumer.seek(tp, offset)
+        elif s.console.readings_from == "latest":
             await consumer.seek_to_end(*tps)
         else:
             await consumer.seek_to_beginning(*tps)
@@ -112,9 +123,18 @@ class ConsoleService:
 
     # --- the loop ----------------------------------------------------------------------------------
 
+    def snapshot_path(self) -> Path:
+        return self.settings.state_dir / "console" / f"{self.settings.topic('projection')}.npz"
+
+    def save_snapshot(self) -> None:
+        """The projection and the positions it reflects, written atomically (console.projection)."""
+        self.fleet.save(self.snapshot_path(), dict(self.positions))
+
     def fold(self, batch: dict[TopicPartition, list[Any]]) -> int:
         folded = 0
         for tp, records in batch.items():
+            if records:
+                self.positions[f"{tp.topic}:{tp.partition}"] = records[-1].offset + 1
             name = self._names[tp.topic]
             if name == topics.METER_READINGS.name:
                 for r in records:
@@ -146,6 +166,15 @@ class ConsoleService:
         assert self._consumer is not None
         c = self.settings.console
         next_refresh = next_tick = time.monotonic()
+        next_snapshot = time.monotonic() + c.snapshot_s
+        try:
+            await self._loop(stop, next_refresh, next_tick, next_snapshot)
+        finally:
+            self.save_snapshot()
+
+    async def _loop(self, stop: asyncio.Event, next_refresh: float, next_tick: float, next_snapshot: float) -> None:
+        assert self._consumer is not None
+        c = self.settings.console
         while not stop.is_set():
             batch = await self._consumer.getmany(timeout_ms=100, max_records=20_000)
             self.fold(batch)
@@ -154,6 +183,11 @@ class ConsoleService:
                 next_refresh = now + c.refresh_s
                 self.fleet.refresh(self.now_ms() if c.clock == "wall" else None)
                 self.ready.set()
+            if now >= next_snapshot:
+                next_snapshot = now + c.snapshot_s
+                # Copied in the loop (consistent with the positions), written in a thread.
+                payload = self.fleet.snapshot(self.positions)
+                await asyncio.to_thread(write_snapshot, self.snapshot_path(), payload)
             if now >= next_tick:
                 next_tick = now + c.tick_s
                 try:
@@ -163,6 +197,11 @@ class ConsoleService:
 
 
 def build(settings: Settings, wall_ms: Callable[[], int] | None = None) -> ConsoleService:
-    fleet = FleetProjection(time_zone=settings.console.time_zone)
-    return ConsoleService(settings, fleet, cs.DeviceState(), CampaignRunner(fleet),
-                          wall_ms or (lambda: int(time.time() * 1000)))
+    """The service, from the last snapshot of the projection when there is one."""
+    path = settings.state_dir / "console" / f"{settings.topic('projection')}.npz"
+    loaded = FleetProjection.load(path, time_zone=settings.console.time_zone)
+    fleet, positions = loaded if loaded is not None else (FleetProjection(time_zone=settings.console.time_zone), {})
+    service = ConsoleService(settings, fleet, cs.DeviceState(), CampaignRunner(fleet),
+                             wall_ms or (lambda: int(time.time() * 1000)))
+    service.positions = positions
+    return service

@@ -56,6 +56,8 @@ class ConsoleState:
     accounts_url: str
     started: bool = False
     paired: np.ndarray | None = None
+    #: accounts, households and sign-ins (sessions and token families) started today, from accounts' tables.
+    people: dict[str, int] = field(default_factory=dict)
     _readmodel: Any = field(default=None, repr=False)
 
     def readmodel(self) -> Any:
@@ -68,7 +70,27 @@ class ConsoleState:
     def refresh_pairing(self) -> None:
         from accounts.readmodel import paired_meters
 
-        paired = paired_meters(self.readmodel())
+        from sqlalchemy import func, select
+
+        from accounts.state import Account, Household
+
+        rm = self.readmodel()
+        paired = paired_meters(rm)
+        with rm.engine.connect() as connection:
+            people = {
+                "accounts": int(connection.execute(select(func.count()).select_from(Account)).scalar() or 0),
+                "households": int(connection.execute(select(func.count()).select_from(Household)).scalar() or 0),
+            }
+            try:
+                from accounts.sessions import Credential
+
+                midnight = self.service.fleet.local_day_of(int(time.time() * 1000)) * 86_400_000
+                midnight -= self.service.fleet._offset_ms(midnight)
+                people["sessions_today"] = int(connection.execute(
+                    select(func.count(func.distinct(Credential.family))).where(Credential.created_ms >= midnight)).scalar() or 0)
+            except Exception:  # no sign-in has happened on this database yet: no table
+                people["sessions_today"] = 0
+        self.people = people
         fleet = self.service.fleet
         mask = np.zeros(max(fleet.size, 1), dtype=bool)
         for meter in paired:
@@ -85,6 +107,17 @@ class ConsoleState:
         if len(p) < n:
             p = np.concatenate([p, np.zeros(n - len(p), dtype=bool)])
         return p
+
+    def overview_extras(self, figures: dict[str, Any]) -> dict[str, Any]:
+        """Paired modules (accounts) and how many modules still need the latest catalogue firmware."""
+        paired = self.paired_now()
+        catalogue = self.service.state.firmware
+        latest = max(catalogue.values(), key=lambda f: f.released_ms).version if catalogue else None
+        return {"paired": None if paired is None else int(paired[: self.service.fleet.size].sum()),
+                "accounts": self.people.get("accounts"), "households": self.people.get("households"),
+                "sessions_today": self.people.get("sessions_today"),
+                "latest_firmware": latest,
+                "need_latest_firmware": None if latest is None else figures["modules"] - figures["firmware"].get(latest, 0)}
 
     def audit_record(self, call: Call, action: str, target: str, **detail: Any) -> None:
         self.audit.record(AuditRecord(at_ms=int(time.time() * 1000), actor=call.me.subject,
@@ -206,6 +239,9 @@ class FleetView(BaseModel):
     open_alerts: list[dict[str, Any]]
     connected_curve: list[tuple[int, int, int]]
     paired: int | None = None
+    accounts: int | None = None
+    households: int | None = None
+    sessions_today: int | None = None  # sign-ins (sessions and token families) started today, local time
     latest_firmware: str | None = None
     need_latest_firmware: int | None = None
 
@@ -346,11 +382,7 @@ def _state(call: Call) -> ConsoleState:
 async def fleet_overview(call: Call) -> FleetView:
     state = _state(call)
     figures = state.service.fleet.fleet().as_dict()
-    paired = state.paired_now()
-    catalogue = state.service.state.firmware
-    latest = max(catalogue.values(), key=lambda f: f.released_ms).version if catalogue else None
-    return FleetView(**figures, paired=None if paired is None else int(paired.sum()), latest_firmware=latest,
-                     need_latest_firmware=None if latest is None else figures["modules"] - figures["firmware"].get(latest, 0))
+    return FleetView(**figures, **state.overview_extras(figures))
 
 
 @operation("GET", "/v1/fleet/modules", allow=STAFF, query=ModulesQuery, response=ModulePage, tags=TAGS,

@@ -70,7 +70,7 @@ def routes(state: "ConsoleState") -> list[BaseRoute]:
     async def overview(request: Request) -> Response:
         principal = _staff(request)
         figures = state.service.fleet.fleet().as_dict()
-        return _render("overview.html.j2", figures=figures, who=principal.subject,
+        return _render("overview.html.j2", figures=figures, extras=state.overview_extras(figures), who=principal.subject,
                        campaigns=[c.summary() for c in state.service.state.campaigns.values()])
 
     async def live(request: Request) -> Response:

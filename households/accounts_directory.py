@@ -1,9 +1,9 @@
 """Homes from the accounts read models (``accounts.readmodel``), the served app's ``HomeDirectory``.
 
 The household's meter, zone and contract are the accounts' (``household(rm, id)``); they are read
-through its query functions, never copied. What accounts does not hold yet is said here: the
-heating type (the comparison's "same heating" groups every home as ``unknown`` until accounts
-records it) and the time zone (mainland France's, as the alert rules default to).
+through its query functions, never copied, the heating type included (``household_tariff_set``).
+What accounts does not hold yet is said here: the time zone (mainland France's, as the alert rules
+default to).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ def _home(row: readmodel.Household) -> Home | None:  # type: ignore[name-defined
     sold = tariffs.SUBSCRIBED_KVA[option]
     kva = row.subscribed_kva if row.subscribed_kva in sold else sold[1] if len(sold) > 1 else sold[0]
     return Home(household=row.household, meter=row.meter, zone=row.zone, tariff=option, subscribed_kva=kva,
-                billing_day=min(max(row.billing_day or 1, 1), 28), heating="unknown")  # type: ignore[arg-type]
+                billing_day=min(max(row.billing_day or 1, 1), 28),
+                heating=row.heating if row.heating in ("electric", "other") else "unknown")  # type: ignore[arg-type]
 
 
 class AccountsDirectory:

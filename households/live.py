@@ -202,6 +202,8 @@ class LiveFeed:
         self.ready = asyncio.Event()
 
     async def start(self) -> None:
+        # Created with its declared partitions first (the embedded broker would make it with 4, for good).
+        await ensure_topics(self.settings, [topics.METER_READINGS])
         config = consumer_config(self.settings)
         config.pop("session_timeout_ms", None)
         config.pop("heartbeat_interval_ms", None)

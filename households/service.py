@@ -29,7 +29,7 @@ from households.directory import HomeDirectory
 from households.live import LiveFeed, LiveHub
 from households.solar import MarketSales
 from quartier import events, topics
-from quartier.kafka import consumer_config, producer_config
+from quartier.kafka import consumer_config, ensure_topics, producer_config
 from quartier.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,9 @@ async def follow_topic(
         config = consumer_config(settings)
         config.pop("session_timeout_ms", None)
         config.pop("heartbeat_interval_ms", None)
+        # Created with its declared partitions first: the embedded broker would make an unknown topic
+        # with 4, for good, the moment this consumer asked for it.
+        await ensure_topics(settings, [topic])
         consumer = AIOKafkaConsumer(**config, group_id=None)
         try:
             await consumer.start()

@@ -94,7 +94,7 @@ async def live_events(
             "data": json.dumps({
                 "power_va": live.power_va, "eur_per_hour": live.eur_per_hour,
                 "fuse_headroom_pct": live.fuse_headroom_pct, "meter_time_ms": live.meter_time_ms,
-                "register": live.register_name, "injected_va": live.injected_va,
+                "register_name": live.register_name, "injected_va": live.injected_va,
                 "produced_ms": service.hub.produced_ms(home.meter),
             }),
         }

@@ -146,7 +146,7 @@ class LiveEventView(BaseModel):
     eur_per_hour: float | None
     fuse_headroom_pct: float
     meter_time_ms: int
-    register: str | None
+    register_name: str | None = Field(description="the tariff register counting now (peak, off-peak, red peak, ...)")
     injected_va: int
     produced_ms: int = Field(description="when the reading entered the broker (its Kafka timestamp): how fresh it is")
 

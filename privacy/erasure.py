@@ -308,19 +308,24 @@ class Stores:
 
     @staticmethod
     def _household_rows(read_model: object, target: Target) -> list[tuple[str, str]]:
-        from sqlmodel import Session, select
+        from sqlalchemy import or_, select
 
-        from accounts.state import Device, EmailToken, Invite, Pairing, Preferences
+        from accounts.state import TABLES
 
-        members = set(target.accounts)
+        members = sorted(target.accounts)
+        t = TABLES
+        queries = [
+            ("pairing", select(t["pairing"].c.meter).where(t["pairing"].c.household == target.household)),
+            ("device", select(t["device"].c.device).where(t["device"].c.household == target.household)),
+            ("invite", select(t["invite"].c.code_sha256).where(t["invite"].c.household == target.household)),
+            ("preferences", select(t["preferences"].c.account).where(
+                or_(t["preferences"].c.household == target.household, t["preferences"].c.account.in_(members)))),
+            ("email_token", select(t["email_token"].c.token_sha256).where(t["email_token"].c.account.in_(members))),
+        ]
         refs: list[tuple[str, str]] = []
-        with Session(read_model.engine) as session:  # type: ignore[attr-defined]
-            refs += [("pairing", p.meter) for p in session.exec(select(Pairing).where(Pairing.household == target.household))]
-            refs += [("device", d.device) for d in session.exec(select(Device).where(Device.household == target.household))]
-            refs += [("invite", i.code_sha256) for i in session.exec(select(Invite).where(Invite.household == target.household))]
-            refs += [("preferences", p.account) for p in session.exec(select(Preferences))
-                     if p.household == target.household or p.account in members]
-            refs += [("email_token", t.token_sha256) for t in session.exec(select(EmailToken)) if t.account in members]
+        with read_model.engine.connect() as connection:  # type: ignore[attr-defined]
+            for kind, query in queries:
+                refs += [(kind, key) for (key,) in connection.execute(query)]
         return refs
 
     def _producer(self):  # type: ignore[no-untyped-def]

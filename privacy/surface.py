@@ -10,7 +10,8 @@ the owner:
 
 - ``PUT /v1/me/privacy/consent``: the stored resolution of the household's meter (1 Hz, 30 minutes, daily);
 - ``POST /v1/me/privacy/erasure`` with ``{"confirm": "erase my household"}``: the erasure saga starts
-  (202; it runs in the background and resumes at the next start if the process stops);
+  (202; it runs in the background, tried again with backoff while a store is down, and resumes at the
+  next start if the process stops);
 
 support and operators:
 
@@ -29,6 +30,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import stamina
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 from starlette.responses import FileResponse
@@ -128,15 +130,22 @@ class PrivacySurface:
         self.saga = ErasureSaga(context.settings)
         self.erasures: set[asyncio.Task[Any]] = set()
 
+    async def _run_until_done(self, erasure: str) -> None:
+        # A store that is down (InfluxDB restarting, the broker away) fails its step: the saga's log
+        # keeps what is done, and the run is tried again with backoff (stamina) until it completes.
+        async for attempt in stamina.retry_context(on=Exception, attempts=None, timeout=3600.0, wait_max=30.0):
+            with attempt:
+                await self.saga.run(erasure)
+
     def run_erasure(self, erasure: str) -> None:
-        task = asyncio.create_task(self.saga.run(erasure), name=f"erasure-{erasure}")
+        task = asyncio.create_task(self._run_until_done(erasure), name=f"erasure-{erasure}")
         self.erasures.add(task)
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self.erasures.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            # The saga's log says which steps are done: the next start (run_pending) finishes it.
+            # Retried for an hour; the saga's log says which steps are done: the next start finishes it.
             log.error("%s stopped before erasure_completed; it resumes at the next start", task.get_name(),
                       exc_info=task.exception())
 
@@ -172,15 +181,16 @@ async def privacy_access_log(call: Call) -> AccessLogView:
 async def privacy_export(call: Call) -> ExportView:
     from privacy.export import household_data
 
+    from accounts.service import fold
+
     household = _household(call)
+    found = (await fold(call.state.settings)).households.get(household)
+    if found is None:
+        raise ApiError(404, "not_found", "no such household in the accounts")
     await asyncio.to_thread(call.state.access.append, actor=call.me.subject, actor_role="export",
                             household=household, what="profile", why="export")
-    readings = {"file": "/v1/me/privacy/readings.csv", "meter": await _meter_of(call, household)}
-    try:
-        data = await household_data(call.state.settings, household, readings=readings)
-    except LookupError:  # a credential outliving its household (it left, or was erased)
-        raise ApiError(404, "not_found", f"no household {household!r}", "household") from None
-    return ExportView(**data)
+    readings = {"file": "/v1/me/privacy/readings.csv", "meter": found.meter}
+    return ExportView(**await household_data(call.state.settings, household, readings=readings))
 
 
 @operation("GET", "/v1/me/privacy/readings.csv", allow=allow("owner", "member"), query=ReadingsQuery, response=ReadingsCsv,

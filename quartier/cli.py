@@ -88,6 +88,9 @@ def demo(meters: int, duration: float, as_json: bool) -> None:
         else:
             login = app["household_login"]
             click.echo(f"household app: {app['app_url']}  sign in as {login['email']} / {login['password']}", err=True)
+            if "console_url" in app:
+                operator = app["operator_login"]
+                click.echo(f"operator console: {app['console_url']}  sign in as {operator['email']} / {operator['password']}", err=True)
 
     summary = run_demo(Settings(), meters=meters, duration_s=duration, progress=not as_json, announce=announce)
     if as_json:

@@ -15,6 +15,7 @@ import asyncio
 import csv
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -212,10 +213,31 @@ class DemoRun:
                 raise RuntimeError(f"the simulator failed with exit code {simulator.returncode}")
             produced = json.loads(out.strip().splitlines()[-1])
             summary = self._settle(settings, produced["readings_produced"])
+            app.update(self.console_figures(app))
         finally:
             self.stop_all()
         return {"run": self.run_id, "meters": self.meters, "readings_produced": produced["readings_produced"], **summary,
                 "maildir": settings.smtp.maildir, "influx_database": settings.influx.database, **app}
+
+    # --- operator console: served for the run, with an operator to sign in as -------------------
+
+    def serve_console(self, api_url: str) -> dict[str, Any]:
+        """The console's pages on the API process ``open_app`` started, and an operator to sign in as."""
+        email = f"operator@{self.email_domain}"
+        password = f"demo-{secrets.token_urlsafe(12)}"
+        self.quartier("console", "operator", "--email", email, "--password", password)
+        url = f"{api_url}/console"
+        return {"console_url": url, "operator_login": {"email": email, "password": password}}
+
+    def console_figures(self, console: dict[str, Any]) -> dict[str, Any]:
+        """Signs in as the operator and reads the console's own count of the fleet."""
+        base = console["console_url"].removesuffix("/console")
+        try:
+            token = httpx.post(f"{base}/v1/tokens", json=console["operator_login"], timeout=30).json()["access_token"]
+            figures = httpx.get(f"{base}/v1/fleet/overview", headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+            return {"console_modules": figures["modules"], "console_connected": figures["connected"]}
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            return {"console_error": f"{type(exc).__name__}: {exc}"}
 
     # --- the household app ---------------------------------------------------------------------
 
@@ -242,6 +264,7 @@ class DemoRun:
                              "--email", f"household-{self.run_id}@app.quartier.test", "--json", capture=True)
         login = json.loads(made.stdout.strip().splitlines()[-1])
         app = {"app_url": f"{url}/app", "household_login": {"email": login["email"], "password": login["password"]}}
+        app.update(self.serve_console(url))  # the operator console, in the same announcement
         if self.announce is not None:
             self.announce(app)
         return app

@@ -56,10 +56,13 @@ class InfluxSettings(BaseModel):
     org: str = "quartier"
     raw_retention: str = "30d"
     rollup_retention: str = "1825d"
-    # --- clients (headroom): what a reading point carries. "changed": per-register indexes and the
-    # tariff register only when they change, injection fields only for meters that inject (about
-    # 2.3 times fewer field values; streams/line_protocol.py); "full": every field of every reading.
-    reading_points: Literal["changed", "full"] = "changed"
+    # --- clients (headroom): what a reading point carries. "full": every field of every reading.
+    # "changed": per-register indexes and the tariff register only when they change, injection fields
+    # only for meters that inject, a full point per meter every 10 minutes (1.8 times fewer field
+    # values, half influxd's CPU per point: docs/pipeline.md). Not the default while readers take a
+    # raw point's fields at its own time (households/indexes.py's latest and raw bucket starts,
+    # households/export.py's raw rows): they must read the latest value at or before it first.
+    reading_points: Literal["changed", "full"] = "full"
 
 
 class SmtpSettings(BaseModel):
@@ -156,6 +159,9 @@ class ConsoleSettings(BaseModel):
     # Where the projection starts on meter.readings when it has no snapshot: "earliest" rebuilds
     # history from the log, "latest" follows from now.
     readings_from: Literal["earliest", "latest"] = "earliest"
+    # How often (wall seconds) the projection is written to <state_dir>/console/ with the offsets it
+    # reflects; a restart resumes from it (readings are retained only 2 hours on the log).
+    snapshot_s: float = Field(60.0, gt=0)
 
 
 # --- accounts settings ----------------------------------------------------------------------

@@ -95,9 +95,13 @@ def test_every_benchmark_runs_its_main_through_the_lifetime_guard() -> None:
     for path in sorted((ROOT / "bench").glob("*.py")):
         if path.name in ("__init__.py", "lifetime.py", "naive_faust.py"):  # not benchmarks: their parts
             continue
+        tree = ast.parse(path.read_text())
         guarded = [
-            node for node in ast.walk(ast.parse(path.read_text()))
+            node for node in ast.walk(tree)
             if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)
             and ast.unparse(node.body[0]).startswith("lifetime.run(")
         ]
         assert guarded, f"{path.name}: end with `if __name__ == \"__main__\": lifetime.run(main)`"
+        imported = [node for node in tree.body if isinstance(node, ast.ImportFrom) and node.module == "bench"
+                    and any(alias.name == "lifetime" for alias in node.names)]
+        assert imported, f"{path.name}: `from bench import lifetime` at the top"

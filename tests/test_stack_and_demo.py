@@ -76,6 +76,12 @@ def test_a_reading_travels_the_whole_way(running_stack: Path) -> None:
     assert summary["points_written"] == summary["readings_produced"]
     transitions = summary["alerts_raised"] + summary["alerts_resolved"]
     assert summary["alerts_raised"] > 0, "the demo's low power limits should raise alerts"
+    # The operator console was served for the run, and its operator could sign in and see the fleet.
+    assert summary["console_url"].startswith("http://127.0.0.1:") and summary["console_url"].endswith("/console")
+    assert summary["operator_login"]["email"].startswith("operator@")
+    assert summary["console_modules"] == 60, summary.get("console_error")
+    announced = json.loads(demo.stdout.strip().splitlines()[-2])  # the line announcing the app and the console
+    assert announced["console_url"] == summary["console_url"] and "app_url" in announced
     assert summary["pushes_delivered"] == transitions
     assert summary["emails_delivered"] == transitions
 

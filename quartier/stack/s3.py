@@ -1,7 +1,9 @@
 """The local S3-compatible object store the durable broker keeps its log in: npm's ``s3rver``.
 
 ``s3rver`` (pinned in package.json) stores each object as files in a directory, so whatever the
-broker wrote survives ``quartier stack down``, a reboot and kill -9 of either process. It is the
+broker wrote survives ``quartier stack down``, a reboot and kill -9 of either process. It runs
+through ``s3rver_conditional.js``, which adds S3's conditional writes (If-Match, If-None-Match) that
+s3rver lacks and the broker's consumer groups rely on. It is the
 storage the embedded broker's ``s3://`` engine writes to (docs/operations.md has the measurements
 that chose it over the memory engine and PyPI's ``moto[server]``, which keeps objects in memory).
 
@@ -32,12 +34,14 @@ OBJECT_FILES = (OBJECT_SUFFIX, OBJECT_SUFFIX + ".md5", "._S3rver_metadata.json")
 _ROOT = Path(__file__).resolve().parents[2]
 
 
+#: s3rver started with S3's conditional writes added (the broker's consumer groups need them).
+CONDITIONAL_SCRIPT = Path(__file__).with_name("s3rver_conditional.js")
+
+
 def s3rver_path() -> Path | None:
-    local = _ROOT / "node_modules" / ".bin" / "s3rver"
-    if local.exists():
-        return local
-    found = shutil.which("s3rver")
-    return Path(found) if found else None
+    """The pinned s3rver package's directory (the script requires it from ``node_modules``)."""
+    local = _ROOT / "node_modules" / "s3rver"
+    return local if (local / "package.json").exists() else None
 
 
 class S3Store(Component):
@@ -53,6 +57,8 @@ class S3Store(Component):
     def missing(self) -> str | None:
         if s3rver_path() is None:
             return "s3: s3rver not found — run ./dev setup (npm installs the pinned s3rver)"
+        if shutil.which("node") is None:
+            return "s3: node not found — install it with: sudo apt-get install nodejs (or ./dev setup)"
         return None
 
     def located(self, port: int, workdir: Path) -> None:
@@ -62,8 +68,8 @@ class S3Store(Component):
     def command(self, port: int, workdir: Path) -> list[str]:
         (workdir / DATA_DIR).mkdir(parents=True, exist_ok=True)
         return [
-            str(s3rver_path()), "--directory", str(workdir / DATA_DIR), "--address", "127.0.0.1",
-            "--port", str(port), "--silent", "--configure-bucket", BUCKET,
+            str(shutil.which("node")), str(CONDITIONAL_SCRIPT), "--directory", str(workdir / DATA_DIR),
+            "--address", "127.0.0.1", "--port", str(port), "--configure-bucket", BUCKET,
         ]
 
     def healthy(self, port: int) -> bool:

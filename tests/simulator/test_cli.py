@@ -35,3 +35,19 @@ def test_bad_options_get_an_error_naming_the_option() -> None:
         result = runner.invoke(simulate, list(args))
         assert result.exit_code == 2, (args, result.output)
         assert option in result.output, (args, result.output)
+
+
+def test_codes_prints_each_meters_pairing_code_under_the_fleet_secret(monkeypatch) -> None:
+    from quartier import pairing
+
+    result = CliRunner().invoke(simulate, ["--codes", "--meters", "5", "--zones", "1", "--seed", "7", "--json"])
+    assert result.exit_code == 0, result.output
+    homes = json.loads(result.output.strip().splitlines()[-1])
+    assert len(homes) == 5
+    for home in homes:
+        assert home["pairing_code"] == pairing.pairing_code(home["meter"], home["zone"])
+    monkeypatch.setenv("QUARTIER_ACCOUNTS__PAIRING_SECRET", "a fleet secret")
+    secret = json.loads(CliRunner().invoke(simulate, ["--codes", "--meters", "5", "--zones", "1", "--seed", "7", "--json"])
+                        .output.strip().splitlines()[-1])
+    assert [h["pairing_code"] for h in secret] == [pairing.pairing_code(h["meter"], h["zone"], "a fleet secret") for h in homes]
+    assert secret != homes

@@ -8,6 +8,7 @@ full points.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import httpx
@@ -141,3 +142,14 @@ def test_influxdb_gives_back_every_value_of_every_reading_and_the_same_charts_an
         week = meter_chart(changed, meter, "7d", end_ms=end_ms)
         assert week.plan.policy == "rollup" and len(week.points) == 2
         assert week.points == meter_chart(full, meter, "7d", end_ms=end_ms).points
+
+
+def test_the_worker_writes_changed_points_only_when_its_settings_say_so(tmp_path: Path) -> None:
+    from streams.worker import StreamWorker
+
+    rs = [reading(0), reading(1, drawn_va=1_300)]
+    full = StreamWorker(Settings(state_dir=tmp_path / "full"), "full-points")
+    changed = StreamWorker(Settings(state_dir=tmp_path / "changed", influx={"reading_points": "changed"}), "changed-points")
+    assert full.reading_lines(rs) == [reading_line(r) for r in rs]
+    assert changed.reading_lines(rs) == ReadingLines().lines(rs)
+    assert "tariff_register" not in changed.reading_lines([reading(2)])[0]

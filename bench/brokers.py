@@ -273,11 +273,6 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-brokers-"))
     results = []
     probes: list[Probe] = []
-
-    def interrupted(signum: int, _frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, interrupted)
     if args.groups_only:
         import concurrent.futures
 

@@ -273,16 +273,15 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=500, help="alerted households with a phone and a mailbox")
     parser.add_argument("--malformed-fraction", type=float, default=0.001)
     parser.add_argument("--drain-timeout", type=float, default=300.0)
+    # The workers as bench.pipeline starts them (PipelineRun reads these).
+    parser.add_argument("--reading-points", choices=("changed", "full"), default="changed",
+                        help="what the workers' reading points carry (settings.influx.reading_points)")
+    parser.add_argument("--gc-freeze", action=argparse.BooleanOptionalAction, default=True,
+                        help="the workers freeze the objects of their start-up out of the collector's reach")
     parser.add_argument("--session-timeout-s", type=float, default=20.0, help="the consumers' Kafka session timeout")
     parser.add_argument("--keep", action="store_true", help="keep the run's directory")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-
-    def interrupted(signum: int, _frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGINT, interrupted)
     root = Path(tempfile.mkdtemp(prefix="bench-soak-"))
     soak = Soak(root, args)
     try:

@@ -20,9 +20,7 @@ from quartier.stack.retention import sweep
 from tests.streams.worker_support import readings
 from tests.test_stack_and_demo import quartier
 
-#: Declared by the accounts package when it lands; a record of truth the same way as the market's.
-ACCOUNTS_EVENTS = "accounts.events"
-
+ACCOUNTS_EVENTS = topics.ACCOUNTS_EVENTS.name
 
 def bootstrap_of(state_dir: Path) -> str:
     return json.loads((state_dir / "stack.json").read_text())["settings"]["kafka"]["bootstrap"]
@@ -55,7 +53,7 @@ def test_stack_down_and_up_keeps_the_market_the_accounts_and_the_rules(tmp_path:
     try:
         bootstrap = bootstrap_of(state)
         settings = Settings(kafka=KafkaSettings(bootstrap=bootstrap))
-        asyncio.run(ensure_topics(settings, topics.ALL, extra={ACCOUNTS_EVENTS: 4}))
+        asyncio.run(ensure_topics(settings, topics.ALL))
         now = int(time.time() * 1000)
         offers = [
             OfferListed(offer_id=f"o{i}", producer="p1", zone="rennes-01", slot_start_ms=now + 900_000,

@@ -2,14 +2,15 @@
 
 ``quartier api serve`` runs as its own process (the composed app: every layer a request meets,
 authentication, rate limit, metrics, validation, serialization), with the market surface on a
-broker of its own. A zone, a producer with offers and a consumer with orders are set up over HTTP;
-then, for ``--seconds`` each at ``--concurrency``, three routes are hammered in turn, in
-``--rounds`` interleaved rounds:
+broker and SMTP server of its own, serving the accounts and market surfaces. A household (a confirmed
+account that paired a meter, ``quartier households demo-household``) signs in for an access token; a
+zone, a producer with offers and a consumer with orders are set up over HTTP. Then, for ``--seconds``
+each at ``--concurrency``, three routes are hammered in turn, in ``--rounds`` interleaved rounds:
 
 - ``health``: ``GET /v1/health``, no credential, no read (the baseline);
-- ``auth_route``: ``GET /v1/orders`` with a consumer's token: a household's own listing (the
-  household app's routes do not exist yet);
-- ``offer_listing``: ``GET /v1/offers`` with the same token: the zone's open offers.
+- ``auth_route``: ``GET /v1/me/alerts`` with the household member's access token (a JWT checked
+  against revocation): the household's own alert rules;
+- ``offer_listing``: ``GET /v1/offers`` with the market consumer's token: the zone's open offers.
 
 Each authenticated figure is given as a ratio to the health figure of the same run (target >= 0.7).
 The client runs on the same cores as the server: figures are for one box, compare ratios.
@@ -36,6 +37,7 @@ import httpx
 from bench import lifetime
 from quartier.stack import Stack
 from quartier.stack.broker import Broker
+from quartier.stack.smtp import SmtpServer
 
 SLOT_MS = 900_000
 
@@ -111,10 +113,24 @@ async def _set_up(url: str, operator: str) -> str:
     return tokens["consumer"]
 
 
+def _household(env: dict[str, str]) -> dict[str, str]:
+    """A confirmed account owning a household that paired a meter (its email and password)."""
+    made = subprocess.run([sys.executable, "-m", "quartier.cli", "households", "demo-household", "--meter", "100000000001",
+                           "--zone", "bench", "--json"], env=env, capture_output=True, text=True, check=True)
+    return json.loads(made.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+async def _access_token(url: str, household: dict[str, str]) -> str:
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        answer = await client.post("/v1/tokens", json={"email": household["email"], "password": household["password"]})
+        answer.raise_for_status()
+        return answer.json()["access_token"]  # type: ignore[no-any-return]
+
+
 async def run(seconds: float, concurrency: int, rounds: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp_name:
         tmp = Path(tmp_name)
-        stack = Stack(tmp / "stack", [Broker()])
+        stack = Stack(tmp / "stack", [Broker(), SmtpServer()])
         overrides = stack.up()
         try:
             kafka_settings = overrides["kafka"]
@@ -125,19 +141,22 @@ async def run(seconds: float, concurrency: int, rounds: int) -> dict[str, Any]:
                 # One client address and one principal send everything: the per-minute limits are not under test.
                 "QUARTIER_API__REQUESTS_PER_MINUTE": "100000000",
                 "QUARTIER_API__ANONYMOUS_REQUESTS_PER_MINUTE": "100000000",
+                **{f"QUARTIER_SMTP__{key.upper()}": str(value) for key, value in overrides["smtp"].items()},
             }
+            household = _household(env)
             operator = _token(env, "bench-ops", "operator")
             port = _free_port()
             url = f"http://127.0.0.1:{port}"
             server = subprocess.Popen([sys.executable, "-m", "quartier.cli", "api", "serve", "--port", str(port),
-                                       "--surface", "market", "--no-access-log"], env=env,
+                                       "--surface", "market", "--surface", "accounts", "--no-access-log"], env=env,
                                       stdout=(tmp / "api.log").open("wb"), stderr=subprocess.STDOUT)
             try:
                 await _wait_healthy(url, server)
                 consumer = {"Authorization": f"Bearer {await _set_up(url, operator)}"}
+                member = {"Authorization": f"Bearer {await _access_token(url, household)}"}
                 await _rate(url, "/v1/health", {}, min(2.0, seconds), concurrency)  # warm-up
                 # Interleaved rounds, so a change in the machine's load falls on every route alike.
-                routes = {"health": ("/v1/health", {}), "auth_route": ("/v1/orders", consumer),
+                routes = {"health": ("/v1/health", {}), "auth_route": ("/v1/me/alerts", member),
                           "offer_listing": ("/v1/offers", consumer)}
                 rates: dict[str, list[float]] = {name: [] for name in routes}
                 for _ in range(rounds):

@@ -19,35 +19,9 @@ import msgspec
 
 from quartier import events as ev
 from quartier import pairing
+from quartier.rejected import Rejected, conflict, forbidden, invalid, not_found  # noqa: F401  (commands raise them)
 
 from accounts.state import Account, AccountsState, Household
-
-
-class Rejected(Exception):
-    """A command that cannot be carried out; becomes a 4xx answer naming the field and the reason."""
-
-    def __init__(self, status: int, code: str, reason: str, field: str | None = None) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.code = code
-        self.reason = reason
-        self.field = field
-
-
-def invalid(field: str, reason: str) -> Rejected:
-    return Rejected(422, "invalid", reason, field)
-
-
-def conflict(field: str | None, reason: str) -> Rejected:
-    return Rejected(409, "conflict", reason, field)
-
-
-def forbidden(reason: str) -> Rejected:
-    return Rejected(403, "forbidden", reason)
-
-
-def not_found(field: str | None, reason: str) -> Rejected:
-    return Rejected(404, "not_found", reason, field)
 
 
 def digest(secret: str) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from quartier import events as ev
+from quartier.rejected import Rejected, conflict, forbidden, invalid, not_found  # noqa: F401  (commands raise them)
 
 from marketplace import clearing, requests
 from marketplace.clearing import Ask, Bid, PurchaseRejected
@@ -25,33 +26,6 @@ HORIZON_MS = 7 * 24 * 3600 * 1000
 MAX_WINDOW_SLOTS = 96
 
 Role = Literal["producer", "consumer", "operator"]
-
-
-class Rejected(Exception):
-    """A command that cannot be carried out; becomes a 4xx answer naming the field and the reason."""
-
-    def __init__(self, status: int, code: str, reason: str, field: str | None = None) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.code = code
-        self.reason = reason
-        self.field = field
-
-
-def invalid(field: str, reason: str) -> Rejected:
-    return Rejected(422, "invalid", reason, field)
-
-
-def conflict(field: str | None, reason: str) -> Rejected:
-    return Rejected(409, "conflict", reason, field)
-
-
-def not_found(field: str, reason: str) -> Rejected:
-    return Rejected(404, "not_found", reason, field)
-
-
-def forbidden(reason: str) -> Rejected:
-    return Rejected(403, "forbidden", reason)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,8 +34,10 @@ from starlette.responses import JSONResponse, StreamingResponse
 from api import ApiError, Call, Surface, SurfaceContext, allow, operation
 from api.bounds import Query as QueryModel
 from api.bounds import text
+from api.views import view_of
 from console import campaigns as cs
 from console.audit import AuditLog, AuditRecord, FileAuditLog
+from console.projection import FleetFigures
 from console.listing import SORT_KEYS, ListError, ModuleFilter, Query, export_csv, export_xlsx, page
 from console.service import ConsoleService, build
 from quartier import events as ev
@@ -220,24 +222,9 @@ class ModuleView(BaseModel):
     campaign: str | None = None
 
 
-class FleetView(BaseModel):
-    at_ms: int
-    modules: int
-    connected: int
-    disconnected: int
-    never_seen: int
-    firmware: dict[str, int]
-    hardware: dict[str, int]
-    rssi_bands: dict[str, int]
-    frame_gap_p50_ms: float | None
-    frame_gap_p95_ms: float | None
-    power_drawn_va: int
-    power_injected_va: int
-    yesterday_wh: int | None
-    yesterday_modules: int
-    ingest_down_since_ms: int | None
-    open_alerts: list[dict[str, Any]]
-    connected_curve: list[tuple[int, int, int]]
+class FleetView(view_of(FleetFigures)):  # type: ignore[misc]
+    """The fleet's figures (``console.projection.FleetFigures``) and the accounts' counts beside them."""
+
     paired: int | None = None
     accounts: int | None = None
     households: int | None = None

@@ -9,12 +9,12 @@ Wh; times in Unix milliseconds UTC.
 
 from __future__ import annotations
 
-from dataclasses import fields
-from typing import Any, get_type_hints
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
 import api.errors
+import api.views
 
 from marketplace.state import SLOT_MS, Offer, Order, Participant, Slot, Trade, Zone
 
@@ -37,20 +37,9 @@ class HealthView(BaseModel):
     positions: dict[str, int] = Field(description="next offset of each market.events partition the state reflects")
 
 
-def view_of(entity: type, *, exclude: tuple[str, ...] = (), types: dict[str, Any] | None = None,
-            docs: dict[str, str] | None = None) -> Any:
-    """The fields of a state entity's view: each field of the entity but ``exclude``, of its type
-    unless ``types`` says how the API shows it, described as the entity describes it unless ``docs``
-    says otherwise."""
-    hints = get_type_hints(entity)
-    definitions: dict[str, Any] = {}
-    for column in fields(entity):
-        if column.name in exclude:
-            continue
-        annotation = (types or {}).get(column.name, hints[column.name])
-        description = (docs or {}).get(column.name, column.metadata.get("doc"))
-        definitions[column.name] = (annotation, Field(description=description) if description else ...)
-    return create_model(f"{entity.__name__}Fields", __base__=View, **definitions)
+def view_of(entity: type, **how: Any) -> Any:
+    """:func:`api.views.view_of`, on the market's :class:`View` (read from entities or rows alike)."""
+    return api.views.view_of(entity, base=View, **how)
 
 
 class ZoneView(view_of(Zone)):  # type: ignore[misc]

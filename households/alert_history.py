@@ -133,7 +133,7 @@ def snooze(
         raise ValueError(f"minutes: a snooze lasts {SNOOZE_MIN_S // 60} to {SNOOZE_MAX_S // 60} minutes, got {minutes}")
     return [
         AlertSnoozed(
-            alert_id=episode.id, meter=home.meter, household=home.household, by=by,
+            alert_id=episode.id, meter=home.meter, household=home.household, kind=episode.kind, by=by,  # type: ignore[arg-type]
             until_ms=at_ms + minutes * 60_000, at_ms=at_ms,
         )
     ]

@@ -17,10 +17,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import stamina
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from households.alert_history import AlertActions
@@ -29,53 +28,10 @@ from households.directory import HomeDirectory
 from households.live import LiveFeed, LiveHub
 from households.solar import MarketSales
 from quartier import events, topics
-from quartier.kafka import consumer_config, ensure_topics, producer_config
+from quartier.kafka import follow_topic, producer_config
 from quartier.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-async def follow_topic(
-    settings: Settings, topic: topics.Topic, apply: Callable[[Any], None], ready: asyncio.Event,
-    reset: Callable[[], None],
-) -> None:
-    """Folds every record of ``topic`` from its start, then follows it (no group, nothing committed).
-
-    After a reconnection the fold starts again from an empty state and the topic's start, so a
-    record is never counted twice."""
-    decode = events.decoder(topic.record).decode
-
-    @stamina.retry(on=(KafkaError, OSError), attempts=None, timeout=None, wait_max=10.0)
-    async def run() -> None:
-        config = consumer_config(settings)
-        config.pop("session_timeout_ms", None)
-        config.pop("heartbeat_interval_ms", None)
-        # Created with its declared partitions first: the embedded broker would make an unknown topic
-        # with 4, for good, the moment this consumer asked for it.
-        await ensure_topics(settings, [topic])
-        consumer = AIOKafkaConsumer(**config, group_id=None)
-        try:
-            await consumer.start()
-            name = settings.topic(topic.name)
-            partitions = [TopicPartition(name, p) for p in range(topic.partitions)]
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            reset()
-            ready.set()
-            while True:
-                batches = await consumer.getmany(timeout_ms=500, max_records=5000)
-                for records in batches.values():
-                    for record in records:
-                        if record.value is None:
-                            continue
-                        try:
-                            apply(decode(record.value))
-                        except events.ContractError as error:
-                            log.warning("%s offset %s: %s (skipped)", name, record.offset, error)
-        finally:
-            await consumer.stop()
-
-    await run()
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The delivery pipeline: small stages composed in one place (``build_pipelines``).
 
-    route → dedup → quiet hours → group → rate limit → send → retry → record
+    route → dedup → snooze → quiet hours → group → rate limit → send → retry → record
 
 Each stage takes the batch and returns it with its part done:
 
@@ -9,6 +9,8 @@ Each stage takes the batch and returns it with its part done:
   user wants, leaving out kinds the user muted;
 - **dedup** drops what the sent log says went out already, and what is already waiting (held
   through quiet hours or for a retry), so a replay or a restart never sends twice;
+- **snooze** stops a raise of a kind a household member snoozed on that meter in the app, until
+  the snooze ends (``notifier.snoozes``); resolutions pass, so an open episode still ends;
 - **quiet hours** holds a user's non-urgent notifications until their quiet hours end (an
   urgent kind, the fuse limit, passes); a resolution that comes while its raise is held cancels both;
 - **group** merges a user's notifications on one address into one message when the batch holds
@@ -22,8 +24,8 @@ Each stage takes the batch and returns it with its part done:
   tokens, and turns every outcome into a Delivery.
 
 Every alert transition ends as at least one Delivery, so nothing is dropped silently. Held and
-retried notifications come back through ``release``: dedup (sent log only) → quiet hours → group →
-send → retry → record.
+retried notifications come back through ``release``: dedup (sent log only) → snooze → quiet hours →
+group → send → retry → record.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from notifier.contacts import ContactStore, QuietPeriod, Recipient
 from notifier.notification import Notification, Outcome
 from notifier.pending import HOLD_QUIET_HOURS, HOLD_RETRY, PendingStore
 from notifier.sent_log import SentKey, SentLog
+from notifier.snoozes import Snoozes
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +165,30 @@ class Dedup:
             seen.add(key)
             fresh.append(notification)
         batch.notifications = fresh
+        return batch
+
+
+class Snooze:
+    """Stops raises of what a household member snoozed, until the snooze ends (urgent kinds too:
+    the member chose it for that kind)."""
+
+    def __init__(self, snoozes: Snoozes, clock: Clock = time.time) -> None:
+        self.snoozes = snoozes
+        self.clock = clock
+
+    async def __call__(self, batch: Batch) -> Batch:
+        now_ms = int(self.clock() * 1000)
+        passing: list[Notification] = []
+        for notification in batch.notifications:
+            alert = notification.alert
+            until = self.snoozes.until_ms(alert.id, alert.meter, alert.kind, now_ms) if alert.state == "raised" else None
+            if until is None:
+                passing.append(notification)
+                continue
+            ends = datetime.datetime.fromtimestamp(until / 1000, notification.zone).isoformat(timespec="minutes")
+            batch.deliver_all(notification, "suppressed", f"snoozed by a household member until {ends}", "snoozed",
+                              notification.attempts)
+        batch.notifications = passing
         return batch
 
 
@@ -411,8 +438,10 @@ def build_pipelines(
     channels: Mapping[Channel, DeliveryChannel],
     settings: NotifierSettings,
     clock: Clock = time.time,
+    snoozes: Snoozes | None = None,
 ) -> Pipelines:
     """The notifier's stages, in order: the one place they are composed."""
+    snooze = Snooze(snoozes if snoozes is not None else Snoozes(), clock)
     quiet = QuietHours(pending, contacts.quiet_periods, clock)
     group = Group(settings.group_min_alerts)
     send = Send(channels, {"push": settings.push_per_s, "email": settings.email_per_s})
@@ -420,10 +449,10 @@ def build_pipelines(
     record = Record(sent_log, pending, contacts, clock)
     return Pipelines(
         alerts=Pipeline([
-            Route(contacts, list(channels)), Dedup(sent_log, pending), quiet, group,
+            Route(contacts, list(channels)), Dedup(sent_log, pending), snooze, quiet, group,
             RateLimit(settings.user_raised_per_hour), send, retry, record,
         ]),
-        release=Pipeline([Dedup(sent_log, None), quiet, group, send, retry, record]),
+        release=Pipeline([Dedup(sent_log, None), snooze, quiet, group, send, retry, record]),
         pending=pending,
     )
 

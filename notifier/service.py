@@ -7,12 +7,14 @@ the Delivery records are produced to ``notifications.deliveries`` and flushed, a
 the offsets committed. A crash anywhere before the commit replays the window; the sent log (with
 what the journal recovered at start) turns the replay into ``deduplicated`` deliveries instead of
 second sends. Between windows, notifications held through quiet hours or waiting for a retry are
-released when due.
+released when due. What household members snoozed is followed from ``households.alert_actions``
+(``notifier.snoozes``), read to its end before the first alert is routed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from quartier import events, topics
 from quartier.events import AlertEvent, ContractError, Delivery
-from quartier.kafka import consumer_config, ensure_topics, producer_config
+from quartier.kafka import consumer_config, ensure_topics, follow_topic, producer_config
 from quartier.settings import Settings
 from notifier.accounts_projection import ContactsProjection
 from notifier.channels.base import DeliveryChannel
@@ -37,6 +39,7 @@ from notifier.pending import PendingStore
 from notifier.pipeline import Batch, Pipelines, build_pipelines
 from notifier.render import Renderer
 from notifier.sent_log import SentJournal, SentLog
+from notifier.snoozes import Snoozes
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +77,11 @@ class Notifier:
         sent_log: SentLog,
         registry: CollectorRegistry | None = None,
         projection: ContactsProjection | None = None,
+        snoozes: Snoozes | None = None,
     ) -> None:
         self.settings = settings
+        # The snoozes the pipeline's snooze stage reads, followed while the notifier runs (None: not followed).
+        self.snoozes = snoozes
         # The contacts follow accounts.events while the notifier runs (None: only what is in the store).
         self.projection = projection
         self.channel_names = tuple(channel.name for channel in channels)
@@ -109,8 +115,10 @@ class Notifier:
             channels["push"] = FcmChannel(firebase_app(settings.fcm), renderer, journal, threads=options.push_threads)
         if "email" in channel_names:
             channels["email"] = EmailChannel(settings.smtp, renderer, journal, connections=options.email_connections)
-        pipelines = build_pipelines(contacts, sent_log, pending, channels, options)  # type: ignore[arg-type]
-        return cls(settings, pipelines, list(channels.values()), sent_log, projection=ContactsProjection(settings, engine))
+        snoozes = Snoozes()
+        pipelines = build_pipelines(contacts, sent_log, pending, channels, options, snoozes=snoozes)  # type: ignore[arg-type]
+        return cls(settings, pipelines, list(channels.values()), sent_log, projection=ContactsProjection(settings, engine),
+                   snoozes=snoozes)
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> NotifierStats:
         """Consumes until ``stop`` is set; the window in hand is finished and committed first."""
@@ -123,6 +131,19 @@ class Notifier:
         if self.projection is not None:
             # Every account-derived contact rewritten from the log before the first alert is routed.
             await self.projection.start()
+        following: asyncio.Task[None] | None = None
+        if self.snoozes is not None:
+            snoozes_read = asyncio.Event()
+            following = asyncio.create_task(
+                follow_topic(self.settings, topics.HOUSEHOLDS_ALERT_ACTIONS, self.snoozes.apply, snoozes_read,
+                             self.snoozes.reset),
+                name="notifier-snoozes",
+            )
+            read = asyncio.create_task(snoozes_read.wait())
+            await asyncio.wait([following, read], return_when=asyncio.FIRST_COMPLETED)
+            if following.done():
+                read.cancel()
+                following.result()  # a follower that failed for good stops the notifier with its error
         consumer = AIOKafkaConsumer(
             self._alerts_topic,
             group_id=group_id(self.settings, self.channel_names),
@@ -149,6 +170,10 @@ class Notifier:
         finally:
             await consumer.stop()
             await producer.stop()
+            if following is not None:
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await following
             if self.projection is not None:
                 await self.projection.stop()
             for channel in self.channels:

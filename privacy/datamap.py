@@ -94,7 +94,7 @@ MAP: tuple[Place, ...] = (
     Place(T, "devices.commands", ("meter_address",), "telemetry", "update requests to modules", KAFKA_LOG,
           "the meter's link to a household is erased"),
     Place(T, "households.alert_actions", ("meter_address", "household_id", "account_id"), "alerts",
-          "members acknowledging or snoozing an alert episode", KAFKA_LOG,
+          "members acknowledging or snoozing an alert episode (the app's history; the notifier's snoozes, in memory)", KAFKA_LOG,
           "the household id's link to a person is erased with the household's key"),
     # --- records (quartier.events, quartier.sealing) -----------------------------------------------
     Place(R, "MeterReading", ("meter_address", "readings"), "readings", "one Linky frame", "as its topic", "as its topic"),

@@ -868,7 +868,8 @@ PrivacyEvent = Union[DataKeyErased, ErasureRequested, ErasureStepDone, ErasureCo
 
 # --- households.alert_actions (the household app) -------------------------------------------
 # What a household's members do with an alert episode in the app, keyed by meter: acknowledged
-# ("seen, I am on it") and snoozed (no repeat of it on any channel until a time). Any member may.
+# ("seen, I am on it") and snoozed (no new episode of its kind notified, on any channel, until a
+# time). Any member may.
 
 AlertEpisodeId = Annotated[str, Meta(pattern=r"^[0-9a-f]{24}$", description="quartier.events.alert_id")]
 
@@ -882,11 +883,17 @@ class AlertAcknowledged(Record, tag="alert_acknowledged", kw_only=True):
 
 
 class AlertSnoozed(Record, tag="alert_snoozed", kw_only=True):
+    """No new episode of this kind on this meter is notified before ``until_ms`` (the notifier's
+    ``Snooze`` stage); the episode's own resolution still is. v2 added ``kind``: a v1 record
+    (``kind`` None) snoozes the notifications of its own episode only."""
+
+    v: int = 2
     alert_id: AlertEpisodeId
     meter: MeterId
     household: HouseholdId
+    kind: AlertKind | None = None
     by: AccountId
-    until_ms: EpochMs  # no repeat of this episode before then
+    until_ms: EpochMs  # no repeat of this episode's kind before then
     at_ms: EpochMs
 
 

@@ -15,19 +15,24 @@ Two facts about the embedded broker (Tansu 0.6) shape this module (docs/operatio
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+import stamina
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.protocol.fetch import FetchRequest
 
+from quartier import events
 from quartier.settings import Settings
 from quartier.topics import ALL, RETAINED_MS, Topic
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 #: Max wait of the Fetch requests that read high watermarks, in ms, tried in turn. Tansu answers a
 #: Fetch with ``max_wait_ms=0`` with no partitions at all; 1 ms answers at once. The longer waits
@@ -237,6 +242,56 @@ async def _by_leader(
             raise TopicMissingError(f"no leader for {tp}: does the topic exist with that partition?")
         by_leader[leader].append(tp)
     return by_leader
+
+
+# --- following a topic ---------------------------------------------------------------------------
+
+
+async def follow_topic(
+    settings: Settings, topic: Topic, apply: Callable[[Any], None], ready: asyncio.Event,
+    reset: Callable[[], None],
+) -> None:
+    """Folds every record of ``topic`` from its start, then follows it (no group, nothing committed).
+
+    ``ready`` is set once the fold has reached the end the topic had when the follower started, so
+    a reader waiting on it sees every record written before. After a reconnection the fold starts
+    again from an empty state (``reset``) and the topic's start, so a record is never counted twice.
+    A record that breaks the contract is logged with its offset and skipped."""
+    decode = events.decoder(topic.record).decode
+
+    @stamina.retry(on=(KafkaError, OSError), attempts=None, timeout=None, wait_max=10.0)
+    async def run() -> None:
+        config = consumer_config(settings)
+        config.pop("session_timeout_ms", None)
+        config.pop("heartbeat_interval_ms", None)
+        # Created with its declared partitions first: the embedded broker would make an unknown topic
+        # with 4, for good, the moment this consumer asked for it.
+        await ensure_topics(settings, [topic])
+        consumer = AIOKafkaConsumer(**config, group_id=None)
+        try:
+            await consumer.start()
+            name = settings.topic(topic.name)
+            partitions = [TopicPartition(name, p) for p in range(topic.partitions)]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await end_offsets(consumer, partitions, settings.kafka.flavour)
+            reset()
+            while True:
+                if not ready.is_set() and all([await consumer.position(tp) >= ends[tp] for tp in partitions]):
+                    ready.set()
+                batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+                for records in batches.values():
+                    for record in records:
+                        if record.value is None:
+                            continue
+                        try:
+                            apply(decode(record.value))
+                        except events.ContractError as error:
+                            log.warning("%s offset %s: %s (skipped)", name, record.offset, error)
+        finally:
+            await consumer.stop()
+
+    await run()
 
 
 # --- reading a whole topic ------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from households.accounts_directory import AccountsDirectory
 from households.surface import build_surface
 from quartier import events, pairing, topics
 from quartier.events import MeterReading, ReadingBatch, shard_of
+from quartier.kafka import read_all
 from quartier.stack.component import pick_port
 from tests.accounts.test_service import confirmation_token
 from tests.households.meters import local_ms
@@ -145,7 +146,7 @@ async def test_summary_power_history_comparison_solar(served: str) -> None:
     assert (solar["exported_kwh_30_days"], solar["market_earned_eur"]) == (0.0, 0.0)
 
 
-async def test_members_acknowledge_and_snooze_an_episode(served: str) -> None:
+async def test_members_acknowledge_and_snooze_an_episode(served: str, told: Told) -> None:
     async with httpx.AsyncClient(base_url=served, timeout=30) as client:
         (episode,) = (await client.get("/v1/me/alerts/history", headers=OWNER)).json()["items"]
         acked = await client.post(f"/v1/me/alerts/history/{episode['id']}/acknowledge", headers=bearer("member"))
@@ -162,6 +163,11 @@ async def test_members_acknowledge_and_snooze_an_episode(served: str) -> None:
         # another household does not find it
         other = await client.post(f"/v1/me/alerts/history/{episode['id']}/acknowledge", headers=bearer("member_of_other"))
         assert other.status_code == 409
+    # What the notifier's snooze stage reads: the episode's kind, so its next episodes stay quiet.
+    snoozes = [a for a in await read_all(told.settings, told.settings.topic(topics.HOUSEHOLDS_ALERT_ACTIONS.name),
+                                         events.decoder(topics.HOUSEHOLDS_ALERT_ACTIONS.record).decode)
+               if isinstance(a, events.AlertSnoozed) and a.alert_id == episode["id"]]
+    assert [(s.kind, s.until_ms, s.v) for s in snoozes] == [(episode["kind"], NOW + 90 * 60_000, 2)]
 
 
 async def test_acknowledging_an_unknown_or_malformed_episode(served: str) -> None:

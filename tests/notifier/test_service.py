@@ -285,6 +285,66 @@ async def test_quiet_hours_hold_ordinary_alerts_but_not_the_fuse_limit(
 
 
 @pytest.mark.timeout(180)
+async def test_a_snoozed_kind_is_not_notified_again_on_that_meter_until_the_snooze_ends(
+    broker: dict[str, Any], fcm: dict[str, Any], smtp: dict[str, Any], make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(broker, smtp, fcm)
+    await ensure_topics(settings, [topics.ALERTS_EVENTS, topics.NOTIFICATIONS_DELIVERIES, topics.HOUSEHOLDS_ALERT_ACTIONS])
+    domain = f"{uuid.uuid4().hex[:8]}.example.test"
+    ContactStore(notifier_engine(settings)).register([
+        validate({"meter": METER_A, "tokens": ["a-phone"], "email": f"a@{domain}"}),
+        validate({"meter": METER_B, "tokens": ["b-phone"], "email": f"b@{domain}"}),
+    ])
+    now_ms = int(datetime.datetime.now().timestamp() * 1000)
+    first_a = _alert(METER_A, "raised", start_ms=now_ms - 600_000)
+
+    async def snooze(alert: AlertEvent) -> None:
+        producer = AIOKafkaProducer(**producer_config(settings))
+        await producer.start()
+        try:
+            record = events.AlertSnoozed(alert_id=alert.id, meter=alert.meter, household="hh_" + uuid.uuid4().hex[:16],  # type: ignore[arg-type]
+                                         kind=alert.kind, by="acct_" + uuid.uuid4().hex[:16], until_ms=now_ms + 3_600_000, at_ms=now_ms)
+            await producer.send_and_wait(settings.topic(topics.HOUSEHOLDS_ALERT_ACTIONS.name), events.encode(record),
+                                         key=record.meter.encode())
+        finally:
+            await producer.stop()
+
+    await snooze(first_a)  # before the notifier starts: read from the topic's start
+    again_a, first_b = _alert(METER_A, "raised", start_ms=now_ms - 60_000), _alert(METER_B, "raised", start_ms=now_ms - 60_000)
+    await _produce(settings, [again_a, first_b])
+    notifier = Notifier.from_settings(settings)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(notifier.run(stop, ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 60)
+        async with asyncio.timeout(60):
+            while len(await _deliveries(settings)) < 4:
+                await asyncio.sleep(0.3)
+        await snooze(first_b)  # while it runs: followed
+        async with asyncio.timeout(30):
+            while (METER_B, "power_above") not in notifier.snoozes.by_kind:  # type: ignore[union-attr]
+                await asyncio.sleep(0.1)
+        again_b = _alert(METER_B, "raised", start_ms=now_ms - 30_000)
+        await _produce(settings, [again_b, _alert(METER_A, "resolved", start_ms=now_ms - 60_000)])
+        async with asyncio.timeout(60):
+            while len(await _deliveries(settings)) < 8:
+                await asyncio.sleep(0.3)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+    outcomes = Counter((d.alert_id, d.alert_state, d.status) for d in await _deliveries(settings))
+    assert outcomes == {
+        (again_a.id, "raised", "suppressed"): 2, (first_b.id, "raised", "sent"): 2,
+        (again_b.id, "raised", "suppressed"): 2, (again_a.id, "resolved", "sent"): 2,
+    }
+    assert {d.reason for d in await _deliveries(settings) if d.status == "suppressed"} == {
+        "snoozed by a household member until "
+        + datetime.datetime.fromtimestamp((now_ms + 3_600_000) / 1000, ZoneInfo("Europe/Paris")).isoformat(timespec="minutes")
+    }
+    assert Counter(m["message"]["token"] for m in fetch_messages(settings, settings.fcm.project_id)) == {"b-phone": 1, "a-phone": 1}
+
+
+@pytest.mark.timeout(180)
 async def test_a_zone_outage_is_one_message_per_address_of_the_building_manager(
     broker: dict[str, Any], fcm: dict[str, Any], smtp: dict[str, Any], make_settings: Callable[..., Settings]
 ) -> None:

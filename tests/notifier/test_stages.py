@@ -14,9 +14,10 @@ from notifier.contacts import ContactStore, QuietPeriod, validate
 from notifier.database import notifier_engine
 from notifier.notification import Notification, Outcome
 from notifier.pending import HOLD_QUIET_HOURS, PendingStore
-from notifier.pipeline import Batch, Dedup, Group, QuietHours, RateLimit, Retry, Route
+from notifier.pipeline import Batch, Dedup, Group, QuietHours, RateLimit, Retry, Route, Snooze
 from notifier.sent_log import SentLog
-from quartier.events import AlertEvent, alert_id
+from notifier.snoozes import Snoozes
+from quartier.events import AlertEvent, AlertSnoozed, alert_id
 from quartier.settings import NotifierSettings, Settings
 
 PARIS = ZoneInfo("Europe/Paris")

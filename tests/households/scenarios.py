@@ -86,6 +86,12 @@ METERS: dict[str, Scripted] = {
         _home("100000000007", "base", subscribed_kva=9), local_ms(2025, 1, 13, 22), local_ms(2025, 1, 15),
         evening_peak, {"power_max_w": 3000, "for_s": 0},
     ),
+    # The days the clocks change in Paris: 30 March 2025 has 23 hours (02:00 becomes 03:00), 26 October
+    # 2025 has 25 (03:00 becomes 02:00 again).
+    "spring_forward_day": Scripted(_home("100000000008", "base"), *day_before_to_day_after(date(2025, 3, 30)), constant(1200)),
+    "fall_back_day": Scripted(
+        _home("100000000009", "peak_offpeak"), *day_before_to_day_after(date(2025, 10, 26)), offpeak_heavy
+    ),
 }
 # Ten similar homes of one zone (6 kVA, electric heating) for eight days, each at its own constant power:
 # 240 W is 5.76 kWh a day, ... 720 W 17.28 kWh a day; the tenth (the one whose figure is secret) 330 W.
@@ -95,7 +101,8 @@ for i, watts in enumerate((*NEIGHBOUR_POWERS_W, SECRET_POWER_W)):
     home = Home(household=f"hh_{0x300 + i:016x}", meter=f"30000000000{i}", zone="vannes-02", subscribed_kva=6, heating="electric")
     METERS[f"neighbour_{i}"] = Scripted(home, local_ms(2025, 1, 1), local_ms(2025, 1, 9), (lambda w: lambda local: w)(watts))
 NEIGHBOURS = [METERS[f"neighbour_{i}"].home for i in range(10)]
-ENGINE_CHECKED = ("base_day", "peak_offpeak_day", "tempo_red_day", "before_price_change", "after_price_change")
+ENGINE_CHECKED = ("base_day", "peak_offpeak_day", "tempo_red_day", "before_price_change", "after_price_change",
+                  "spring_forward_day", "fall_back_day")
 
 
 class Told:
@@ -151,6 +158,8 @@ async def tell(broker: dict[str, Any], influx: dict[str, Any], smtp: dict[str, A
             await worker.until(stored, 120, "every reading in InfluxDB")
             # The continuous query only rolls up recent windows; these readings are from 2025.
             rollup_range(settings, local_ms(2025, 1, 1), local_ms(2025, 3, 1))
+            for dst_day in ("spring_forward_day", "fall_back_day"):
+                rollup_range(settings, METERS[dst_day].first_ms, METERS[dst_day].last_ms)
             yield Told(settings, worker)
     finally:
         if previous is None:

@@ -35,6 +35,11 @@ def day_figure(told: Told, name: str, d: date):  # type: ignore[no-untyped-def]
         # The last day of the February 2024 prices, then the first of the February 2025 ones (0.2016):
         ("before_price_change", date(2025, 1, 31), 28_800, 7.25),
         ("after_price_change", date(2025, 2, 1), 28_800, 5.81),  # 28.8 x 0.2016 = 5.80608
+        # The clocks go forward: 23 hours at 1,200 W, 27.6 kWh x 0.2016 = 5.56416.
+        ("spring_forward_day", date(2025, 3, 30), 27_600, 5.56),
+        # The clocks go back: 25 hours, off-peak 00:00-06:00 (seven hours, 02:00-03:00 twice) and 22:00-24:00
+        # at 3,000 W: 27 kWh x 0.1635 = 4.4145; peak 06:00-22:00 at 600 W: 9.6 kWh x 0.2146 = 2.06016.
+        ("fall_back_day", date(2025, 10, 26), 36_600, 6.47),
     ],
 )
 async def test_a_day_in_euros_is_the_hand_figure_and_the_engines_spending(
@@ -76,6 +81,24 @@ async def test_a_24_hour_chart_from_raw_readings_adds_up_to_the_day(told: Told) 
     assert (chart.interval_s, chart.policy) == (90, "raw")
     assert round(sum(b.eur for b in chart.buckets), 2) == 7.56
     assert sum(b.energy_wh for b in chart.buckets) == 33_600
+
+
+async def test_charts_over_the_night_the_clocks_go_back_count_every_real_hour(told: Told) -> None:
+    home = METERS["fall_back_day"].home
+    # The 24 real hours before midnight of the 27th begin at 01:00 on the 26th (summer time): off-peak
+    # 01:00-06:00 is six real hours, 22:00-24:00 two, at 3,000 W (24 kWh); peak 16 hours at 600 W.
+    chart = series(told.settings, home, "24h", "kwh", at_ms=local_ms(2025, 10, 27))
+    assert (chart.interval_s, chart.policy) == (90, "raw")
+    # The readings come every 10 minutes: one non-empty 90-second bucket each, the repeated hour's twice.
+    assert len(chart.buckets) == 24 * 6
+    assert all(a.start_ms < b.start_ms for a, b in zip(chart.buckets, chart.buckets[1:]))
+    assert sum(b.energy_wh for b in chart.buckets) == 33_600
+    # A week's chart in euros: the 26th, from its rollup buckets, is its 25 hours at that day's prices.
+    week = series(told.settings, home, "7d", "eur", at_ms=local_ms(2025, 10, 27, 0, 10))
+    on_the_day = [b for b in week.buckets if home.local_date(b.start_ms) == date(2025, 10, 26)]
+    assert len(on_the_day) == 25 * 3600 // week.interval_s
+    assert sum(b.energy_wh for b in on_the_day) == 36_600
+    assert round(sum(b.eur for b in on_the_day), 2) == 6.47
 
 
 async def test_a_billing_period_from_the_15th_prorates_the_subscription_across_the_price_change(told: Told) -> None:

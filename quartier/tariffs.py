@@ -68,24 +68,26 @@ TEMPO_DAY_START = time(6, 0)
 TEMPO_RED_DAYS = 22
 TEMPO_WHITE_DAYS = 43
 
-# Approximately the regulated residential prices of early 2025 (EUR per kWh, taxes included). They
-# are for simulation, demos and spending estimates, not billing; a household's contract may differ.
+# The regulated residential kWh prices (EDF "Tarif Bleu", EUR per kWh, taxes included), in force from
+# 1 August 2025. For simulation, demos and spending estimates, not billing; a household's contract may
+# differ. Checked (2026-12-02) against the grids republished by moneyvox.fr (1 August 2025), kelwatt.fr
+# (1 February 2025: base, peak, off-peak) and malikko.fr (the February 2024 Tempo grid); the February
+# 2025 Tempo prices below were not found in a source and are kept as first transcribed.
 PRICES_EUR_PER_KWH: dict[tuple[TariffOption, int], float] = {
-    (TariffOption.BASE, 1): 0.2016,
+    (TariffOption.BASE, 1): 0.1952,
     (TariffOption.PEAK_OFFPEAK, 1): 0.1635,
-    (TariffOption.PEAK_OFFPEAK, 2): 0.2146,
-    (TariffOption.TEMPO, 1): 0.1288,
-    (TariffOption.TEMPO, 2): 0.1552,
-    (TariffOption.TEMPO, 3): 0.1447,
-    (TariffOption.TEMPO, 4): 0.1792,
-    (TariffOption.TEMPO, 5): 0.1518,
-    (TariffOption.TEMPO, 6): 0.6586,
+    (TariffOption.PEAK_OFFPEAK, 2): 0.2081,
+    (TariffOption.TEMPO, 1): 0.1232,
+    (TariffOption.TEMPO, 2): 0.1494,
+    (TariffOption.TEMPO, 3): 0.1391,
+    (TariffOption.TEMPO, 4): 0.1730,
+    (TariffOption.TEMPO, 5): 0.1460,
+    (TariffOption.TEMPO, 6): 0.6468,
 }
 
 # Prices change on set dates (the regulated offer moves each 1 February, sometimes 1 August). Each
-# entry is the table in force from that local date on, oldest first; the one above is the latest. The
-# February 2024 table is approximately that year's regulated prices. Before the first date, the first
-# table applies (estimates of older history, not an error).
+# entry is the table in force from that local date on, oldest first; the last is the one above.
+# Before the first date, the first table applies (estimates of older history, not an error).
 PRICE_CHANGES: tuple[tuple[date, dict[tuple[TariffOption, int], float]], ...] = (
     (
         date(2024, 2, 1),
@@ -101,7 +103,21 @@ PRICE_CHANGES: tuple[tuple[date, dict[tuple[TariffOption, int], float]], ...] = 
             (TariffOption.TEMPO, 6): 0.7562,
         },
     ),
-    (date(2025, 2, 1), PRICES_EUR_PER_KWH),
+    (
+        date(2025, 2, 1),
+        {
+            (TariffOption.BASE, 1): 0.2016,
+            (TariffOption.PEAK_OFFPEAK, 1): 0.1696,
+            (TariffOption.PEAK_OFFPEAK, 2): 0.2146,
+            (TariffOption.TEMPO, 1): 0.1288,
+            (TariffOption.TEMPO, 2): 0.1552,
+            (TariffOption.TEMPO, 3): 0.1447,
+            (TariffOption.TEMPO, 4): 0.1792,
+            (TariffOption.TEMPO, 5): 0.1518,
+            (TariffOption.TEMPO, 6): 0.6586,
+        },
+    ),
+    (date(2025, 8, 1), PRICES_EUR_PER_KWH),
 )
 
 _REGISTER_NAMES: dict[tuple[TariffOption, int], str] = {
@@ -218,12 +234,12 @@ def _yearly(monthly: dict[int, float]) -> dict[int, float]:
 
 
 # The yearly subscription charge (EUR, taxes included) per option and subscribed power, in force from
-# each local date on, oldest first. Source: the regulated residential offer (EDF "Tarif Bleu", tarifs
-# reglementes de vente, grids published by EDF and set by the CRE's deliberations of January 2024 and
-# January 2025), whose grids give the monthly charge; the yearly charge is twelve of them. The figures
-# were transcribed from those published grids for the dates the kWh prices above use; check them
-# against the CRE deliberation before using them for real billing. Before the first date the first
-# table applies, as for the kWh prices.
+# each local date on, oldest first: the monthly charges of the EDF "Tarif Bleu" grids times twelve.
+# Before the first date the first table applies, as for the kWh prices. Known to be approximate: the
+# 2025 grid's 6 kVA base charge (15.47 a month) is the one in force from 1 August 2025 (when VAT on
+# the subscription went from 5.5 % to 20 %; commentaider.fr), while from 1 February to 31 July 2025 it
+# was 13.72 (kelwatt.fr); the other cells of the February and August 2025 grids were not found in a
+# source to check them against. Check them against the CRE deliberations before billing for real.
 SUBSCRIPTION_CHANGES: tuple[tuple[date, dict[TariffOption, dict[int, float]]], ...] = (
     (
         date(2024, 2, 1),

@@ -38,8 +38,9 @@ def day_figure(told: Told, name: str, d: date):  # type: ignore[no-untyped-def]
         # The clocks go forward: 23 hours at 1,200 W, 27.6 kWh x 0.2016 = 5.56416.
         ("spring_forward_day", date(2025, 3, 30), 27_600, 5.56),
         # The clocks go back: 25 hours, off-peak 00:00-06:00 (seven hours, 02:00-03:00 twice) and 22:00-24:00
-        # at 3,000 W: 27 kWh x 0.1635 = 4.4145; peak 06:00-22:00 at 600 W: 9.6 kWh x 0.2146 = 2.06016.
-        ("fall_back_day", date(2025, 10, 26), 36_600, 6.47),
+        # at 3,000 W: 27 kWh x 0.1635 = 4.4145; peak 06:00-22:00 at 600 W: 9.6 kWh x 0.2081 = 1.99776
+        # (the 1 August 2025 table): 6.41226.
+        ("fall_back_day", date(2025, 10, 26), 36_600, 6.41),
     ],
 )
 async def test_a_day_in_euros_is_the_hand_figure_and_the_engines_spending(
@@ -98,7 +99,7 @@ async def test_charts_over_the_night_the_clocks_go_back_count_every_real_hour(to
     on_the_day = [b for b in week.buckets if home.local_date(b.start_ms) == date(2025, 10, 26)]
     assert len(on_the_day) == 25 * 3600 // week.interval_s
     assert sum(b.energy_wh for b in on_the_day) == 36_600
-    assert round(sum(b.eur for b in on_the_day), 2) == 6.47
+    assert round(sum(b.eur for b in on_the_day), 2) == 6.41
 
 
 async def test_a_billing_period_from_the_15th_prorates_the_subscription_across_the_price_change(told: Told) -> None:

@@ -20,13 +20,14 @@ from datetime import date, timedelta
 from typing import Literal
 
 from households.home import Home, days
-from households.indexes import IndexSample, bucket_boundaries, day_baselines, latest
+from households.indexes import BoundaryCache, IndexSample, bucket_boundaries, day_baselines, latest
 from quartier import tariffs
 from quartier.settings import Settings
 from streams.charts import plan_chart
 
 Unit = Literal["kwh", "eur"]
 UNITS: tuple[str, ...] = ("kwh", "eur")
+RECENT_MS = 600_000
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,19 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def price(home: Home, start: IndexSample, end: IndexSample, day: date) -> float | None:
-    """EUR between two index samples of ``day``, register by register: the engine's code path."""
+def price(
+    home: Home, start: IndexSample, end: IndexSample, day: date, day_prices: dict[date, tuple[float, ...]] | None = None
+) -> float | None:
+    """EUR between two index samples of ``day``, register by register: the engine's code path
+    (``day_prices``: the day's tables already looked up, by day)."""
     n = home.registers
     if len(start.registers_wh) < n or len(end.registers_wh) < n:
         return None
-    return tariffs.spent_eur(end.registers_wh, start.registers_wh, home.day_prices(day))
+    if day_prices is None:
+        return tariffs.spent_eur(end.registers_wh, start.registers_wh, home.day_prices(day))
+    if day not in day_prices:
+        day_prices[day] = home.day_prices(day)
+    return tariffs.spent_eur(end.registers_wh, start.registers_wh, day_prices[day])
 
 
 def daily(settings: Settings, home: Home, first: date, last: date, *, at_ms: int | None = None) -> list[DayFigure]:
@@ -96,27 +104,35 @@ def daily(settings: Settings, home: Home, first: date, last: date, *, at_ms: int
 
 
 def series(
-    settings: Settings, home: Home, range_: str, unit: str, *, at_ms: int | None = None
+    settings: Settings, home: Home, range_: str, unit: str, *, at_ms: int | None = None,
+    cache: BoundaryCache | None = None,
 ) -> Series:
-    """Energy or euros per bucket over a named range (``24h``, ``7d``, ``30d``, ``12mo``) ending at ``at_ms``."""
+    """Energy or euros per bucket over a named range (``24h``, ``7d``, ``30d``, ``12mo``) ending at ``at_ms``.
+
+    With ``cache``, the buckets sealed by an earlier request are not read again (same figures)."""
     if unit not in UNITS:
         raise ValueError(f"unit: {unit!r} is not one of {', '.join(UNITS)}")
     at_ms = now_ms() if at_ms is None else at_ms
     plan = plan_chart(settings, home.meter, range_, end_ms=at_ms, now_ms=at_ms)
     interval_ms = plan.interval_s * 1000
-    samples = bucket_boundaries(
-        settings, home, policy=plan.policy, start_ms=plan.start_ms, end_ms=plan.end_ms + interval_ms,
-        interval_s=plan.interval_s,
-    )
+    window = dict(policy=plan.policy, start_ms=plan.start_ms, end_ms=plan.end_ms + interval_ms, interval_s=plan.interval_s)
+    if cache is None:
+        samples = bucket_boundaries(settings, home, **window)  # type: ignore[arg-type]
+    else:
+        samples = cache.boundaries(settings, home, at_ms=at_ms, **window)  # type: ignore[arg-type]
     samples = [s for s in samples if s.time_ms <= plan.end_ms]
-    newest = latest(settings, home, plan.start_ms, plan.end_ms + 1)
+    # The newest reading of a live meter is in its last minutes: look there before the whole range.
+    newest = latest(settings, home, max(plan.start_ms, plan.end_ms - RECENT_MS), plan.end_ms + 1)
+    if newest is None:
+        newest = latest(settings, home, plan.start_ms, plan.end_ms + 1)
     if newest is not None and (not samples or newest.time_ms > samples[-1].time_ms):
         samples.append(newest)
     buckets: list[Bucket] = []
+    prices: dict[date, tuple[float, ...]] = {}  # priced once per local day, not once per bucket
     for start, end in zip(samples, samples[1:]):
         if end.withdrawn_wh < start.withdrawn_wh:
             continue  # a replaced meter: its index restarted; no negative consumption
         # A bucket's own local day prices it (a bucket never straddles midnight: tz-aligned buckets).
         day = home.local_date(start.time_ms)
-        buckets.append(Bucket(start.time_ms, end.withdrawn_wh - start.withdrawn_wh, price(home, start, end, day)))
+        buckets.append(Bucket(start.time_ms, end.withdrawn_wh - start.withdrawn_wh, price(home, start, end, day, prices)))
     return Series(str(range_), unit, plan.interval_s, plan.policy, buckets)  # type: ignore[arg-type]

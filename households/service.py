@@ -25,6 +25,7 @@ from aiokafka.errors import KafkaError
 from households.alert_history import AlertActions
 from households.consumption import now_ms
 from households.directory import HomeDirectory
+from households.indexes import BoundaryCache
 from households.live import LiveFeed, LiveHub
 from households.solar import MarketSales
 from quartier import events, topics
@@ -42,6 +43,7 @@ class HouseholdService:
     hub: LiveHub = field(default_factory=LiveHub)
     actions: AlertActions = field(default_factory=AlertActions)
     sales: MarketSales = field(default_factory=MarketSales)
+    charts: BoundaryCache = field(default_factory=BoundaryCache)  # the charts' sealed buckets
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _producer: AIOKafkaProducer | None = None
     _feed: LiveFeed | None = None

@@ -21,6 +21,7 @@ from api import ApiError, Call, Surface, SurfaceContext, allow, operation
 from households import alert_history, bill, comparison, consumption, export, power, solar
 from households.directory import HomeDirectory
 from households.home import Home
+from households.indexes import BoundaryCache
 from households.live import figures
 from households.service import HouseholdService
 from households.views import (
@@ -114,8 +115,10 @@ async def live(call: Call) -> EventSourceResponse:
 # --- money -------------------------------------------------------------------------------------------
 
 
-def consumption_view(settings: Any, home: Home, range_: str, unit: str, at_ms: int) -> ConsumptionView:
-    chart = consumption.series(settings, home, range_, unit, at_ms=at_ms)
+def consumption_view(
+    settings: Any, home: Home, range_: str, unit: str, at_ms: int, cache: BoundaryCache | None = None
+) -> ConsumptionView:
+    chart = consumption.series(settings, home, range_, unit, at_ms=at_ms, cache=cache)
     values = chart.values()
     points = [ConsumptionPoint(start_ms=b.start_ms, value=None if v is None else round(v, 4))
               for b, v in zip(chart.buckets, values)]
@@ -129,7 +132,7 @@ def consumption_view(settings: Any, home: Home, range_: str, unit: str, at_ms: i
 async def get_consumption(call: Call) -> ConsumptionView:
     service = service_of(call)
     return await blocking(consumption_view, service.settings, home_of(call), call.query.range, call.query.unit,
-                          service.clock())
+                          service.clock(), service.charts)
 
 
 def bill_view(settings: Any, home: Home, at_ms: int) -> BillView:

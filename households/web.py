@@ -115,7 +115,7 @@ def routes(service: HouseholdService) -> list[Route]:
         unit = request.query_params.get("unit", "kwh")
         if range_ not in ("24h", "7d", "30d", "12mo") or unit not in ("kwh", "eur"):
             return render(request, "message.html.j2", "consumption", 422, message="range: 24h, 7d, 30d, 12mo; unit: kwh, eur")
-        chart = await asyncio.to_thread(api_views.consumption_view, service.settings, home, range_, unit, service.clock())
+        chart = await asyncio.to_thread(api_views.consumption_view, service.settings, home, range_, unit, service.clock(), service.charts)
         return render(request, "consumption.html.j2", "consumption", home=home, chart=chart,
                       chart_json=json.dumps(chart.model_dump()).replace("</", "<\\/"))
 

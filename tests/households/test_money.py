@@ -8,6 +8,7 @@ import pytest
 
 from households.bill import current_bill
 from households.consumption import daily, series
+from households.indexes import BoundaryCache
 from quartier import tariffs
 from tests.households.meters import local_ms
 from tests.households.scenarios import METERS, Told
@@ -124,3 +125,24 @@ async def test_a_billing_period_from_the_15th_prorates_the_subscription_across_t
     # Every day of the period is the engine's kind of day: 15 January closed by 16 January's first reading.
     assert [round(d.eur, 2) for d in bill.days[:2]] == [7.25, 7.25]
     assert [round(d.eur, 2) for d in bill.days[17:19]] == [5.81, 5.81]
+
+
+@pytest.mark.parametrize("name", ["billing_from_15th", "fall_back_day"])
+@pytest.mark.parametrize("range_", ["24h", "7d", "30d", "12mo"])
+async def test_charts_through_the_sealed_bucket_cache_equal_the_charts_read_whole(
+    told: Told, name: str, range_: str
+) -> None:
+    # One cache asked again and again as time goes on (across 1 February 2025's price change and the
+    # night of 26 October 2025), as the API process does: every chart, in kWh and in euros, bucket for
+    # bucket and to the last bit, is the one read whole from InfluxDB at the same instant.
+    home = METERS[name].home
+    cache = BoundaryCache()
+    start = local_ms(2025, 1, 31, 20) if name == "billing_from_15th" else local_ms(2025, 10, 25, 23)
+    buckets = 0
+    for step in range(8):
+        at = start + step * 37 * 60_000 + step * step * 3_600_000
+        for unit in ("kwh", "eur"):
+            whole = series(told.settings, home, range_, unit, at_ms=at)
+            assert series(told.settings, home, range_, unit, at_ms=at, cache=cache) == whole
+            buckets += len(whole.buckets)
+    assert buckets > 0, "the meter has readings in the ranges asked"

@@ -211,6 +211,7 @@ class Soak(PipelineRun):
         result = self.summary(produced, readings, lag_end, drained, points, latency, retention, households)
         result["points_spooled_at_stop"] = spooled
         result["messages_unconsumed_at_stop"] = unconsumed
+        result["workers_killed_at_stop"] = self.workers_killed_at_stop
         if args.audit:
             result["audit"] = audit_readings(settings, drained.rejected, int(produced["readings_produced"]))
         return result

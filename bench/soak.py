@@ -15,7 +15,14 @@ Measured:
   median of the last three samples against the median of the three around the middle; target < 5%);
 - the lag when the simulator stops (readings produced minus consumed), alert latency p50/p99
   (``latency_p99_s``, reading to alert event, as ``bench.pipeline`` measures it), readings lost
-  (``readings_lost``: produced minus rejected minus points in InfluxDB, target 0);
+  (``readings_lost``: produced minus rejected minus points in InfluxDB, target 0). The count is taken
+  once the workers' consumer group has committed up to the end of ``meter.readings`` (asked of the
+  broker: the consumed counters count replayed readings again, so their sum can reach the
+  simulator's count with part of the log unread) and their writers hold no unacknowledged point;
+  what was still unread or spooled when they stopped is reported (``messages_unconsumed_at_stop``,
+  ``points_spooled_at_stop``). ``--audit`` then reads the whole log back and compares it with
+  InfluxDB meter by meter (``audit``: the simulator's count, the log's valid and distinct readings,
+  InfluxDB's points, the meters short and a few of their missing times);
 - the broker's disk (the object store's directory) per hour, and the retention's deletions;
 - each figure projected to 24 hours (memory: the end value plus the last half's growth rate
   continued; disk: the hourly growth until the readings' retention is reached, the records of truth's
@@ -46,7 +53,7 @@ import httpx
 import psutil
 
 from bench import lifetime
-from bench.pipeline import PipelineRun, count_reading_points, peak_rss_mb
+from bench.pipeline import PipelineRun, audit_readings, count_reading_points, group_lag, peak_rss_mb
 from quartier.kafka import ensure_topics
 from quartier.stack import Stack, durable_broker
 from quartier.stack.component import wait_until
@@ -54,6 +61,7 @@ from quartier.stack.fcm import FcmEndpoint
 from quartier.stack.influx import Influx, ensure_database
 from quartier.stack.smtp import SmtpServer
 from quartier.topics import METER_READINGS, RETAINED_MS
+from streams.influx_spool import Spool
 
 
 def dir_bytes(path: Path) -> int:
@@ -65,6 +73,12 @@ def dir_bytes(path: Path) -> int:
             except OSError:
                 pass
     return total
+
+
+def spooled_points(settings: Any) -> int:
+    """Points the stopped workers' InfluxDB writers left in their spools (written by the next writer)."""
+    root = settings.state_dir / "influx-spool"
+    return sum(Spool(directory).points for directory in root.glob("*") if directory.is_dir())
 
 
 def median_of(values: list[float]) -> float:
@@ -181,14 +195,26 @@ class Soak(PipelineRun):
         produced = json.loads(out.strip().splitlines()[-1])
         readings = int(produced["readings_produced"]) + int(produced["malformed"])
         lag_end = readings - at_stop.consumed
-        wait_until(lambda: self.sample().consumed >= readings, args.drain_timeout, 1.0)
+        # Drained when the group's committed offsets reach the log's end (the consumed counters count
+        # replays too), then when the writers hold no point InfluxDB has not acknowledged.
+        group = f"bench-{self.run_id}"
+        wait_until(lambda: self.sample().consumed >= readings and asyncio.run(group_lag(settings, group)) == 0,
+                   args.drain_timeout, 2.0)
         drained = self.samples[-1]
-        wait_until(lambda: self.sample().written + self.samples[-1].rejected >= drained.consumed, 60, 1.0)
+        wait_until(lambda: self.totals().get("quartier_influx_buffered_points", 0) == 0, 120, 1.0)
         self.stop_workers()
+        unconsumed = asyncio.run(group_lag(settings, group))
+        spooled = spooled_points(settings)
         points = count_reading_points(settings)
         latency = self.alert_latency(settings, clock_offsets)
         retention = self.retention_totals()
-        return self.summary(produced, readings, lag_end, drained, points, latency, retention, households)
+        result = self.summary(produced, readings, lag_end, drained, points, latency, retention, households)
+        result["points_spooled_at_stop"] = spooled
+        result["messages_unconsumed_at_stop"] = unconsumed
+        result["workers_killed_at_stop"] = self.workers_killed_at_stop
+        if args.audit:
+            result["audit"] = audit_readings(settings, drained.rejected, int(produced["readings_produced"]))
+        return result
 
     def retention_totals(self) -> dict[str, Any]:
         record = json.loads(self.stack.record_path.read_text())
@@ -279,6 +305,8 @@ def main() -> None:
     parser.add_argument("--gc-freeze", action=argparse.BooleanOptionalAction, default=True,
                         help="the workers freeze the objects of their start-up out of the collector's reach")
     parser.add_argument("--session-timeout-s", type=float, default=20.0, help="the consumers' Kafka session timeout")
+    parser.add_argument("--audit", action="store_true",
+                        help="after the run, compare the broker's log with InfluxDB's points, meter by meter")
     parser.add_argument("--keep", action="store_true", help="keep the run's directory")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

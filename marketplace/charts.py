@@ -15,9 +15,7 @@ at most every ``retry_s``.
 
 from __future__ import annotations
 
-import functools
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Iterable
@@ -27,7 +25,7 @@ import httpx
 
 from quartier.line_protocol import escape_tag, float_field, string_field
 from quartier.settings import Settings
-from quartier.influx import ROLLUP_POLICY, auth
+from quartier.influx import ROLLUP_POLICY, auth, http_client
 
 from marketplace.state import EntityRef, MarketState
 
@@ -94,22 +92,17 @@ def slot_line(state: MarketState, key: SlotKey) -> str:
     return f"{MEASUREMENT},zone={escape_tag(zone, 'zone')} {','.join(parts)} {start}"
 
 
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    # Built once: a new httpx.Client builds one by default, loading the system's CA certificates, and
-    # that was the market server's largest CPU cost while commands were folded (py-spy under bench.api).
-    return httpx.create_ssl_context()  # httpx's own default (certifi's bundle), only not rebuilt
-
-
 def write_lines(settings: Settings, lines: list[str], timeout_s: float = 10.0) -> None:
     """POSTs lines to ``/write`` in batches; raises httpx.HTTPError (or HTTPStatusError) if InfluxDB refuses."""
     headers, params = auth(settings.influx)
     params = {**params, "db": settings.influx.database, "rp": POLICY, "precision": "ms"}
-    with httpx.Client(timeout=timeout_s, verify=_tls_context()) as client:
-        for i in range(0, len(lines), BATCH_LINES):
-            body = "\n".join(lines[i:i + BATCH_LINES]).encode()
-            client.post(f"{settings.influx.url}/write", params=params, headers=headers,
-                        content=body).raise_for_status()
+    # The process's one connection pool (quartier.influx): a client per write rebuilt its TLS context
+    # each time, the market server's largest CPU cost while commands were folded (py-spy, bench.api).
+    client = http_client()
+    for i in range(0, len(lines), BATCH_LINES):
+        body = "\n".join(lines[i:i + BATCH_LINES]).encode()
+        client.post(f"{settings.influx.url}/write", params=params, headers=headers, content=body,
+                    timeout=timeout_s).raise_for_status()
 
 
 def write_all(settings: Settings, state: MarketState) -> int:

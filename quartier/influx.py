@@ -22,7 +22,6 @@ compatibility API):
 from __future__ import annotations
 
 import functools
-
 import re
 from typing import Any
 
@@ -96,7 +95,7 @@ def auth(influx: InfluxSettings) -> tuple[dict[str, str], dict[str, str]]:
 
 
 @functools.cache
-def _http_client() -> httpx.Client:
+def http_client() -> httpx.Client:
     """One connection pool per process: a new ``httpx.Client`` per query (what ``httpx.post`` makes)
     builds an SSL context each time, measured at 85 ms on a loaded 2-core machine, more than the
     query itself. The client is thread-safe (the API runs queries in worker threads)."""
@@ -114,7 +113,7 @@ def influx_query(
         params["db"] = influx.database
     try:
         # POST: InfluxDB refuses CREATE/DROP/ALTER over GET; SELECT and SHOW work either way.
-        answer = _http_client().post(f"{influx.url}/query", data=params, headers=headers, timeout=timeout_s)
+        answer = http_client().post(f"{influx.url}/query", data=params, headers=headers, timeout=timeout_s)
     except httpx.HTTPError as exc:
         raise InfluxError(f"InfluxDB at {influx.url} did not answer: {exc}") from None
     try:

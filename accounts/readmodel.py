@@ -76,6 +76,21 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def upsert(connection: Any, table: Table, rows: list[dict[str, Any]]) -> None:
+    """INSERT ... ON CONFLICT (primary key) DO UPDATE, on SQLite and PostgreSQL."""
+    if not rows:
+        return
+    dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(connection.dialect.name)
+    if dialect is None:
+        raise NotImplementedError(f"read models support SQLite and PostgreSQL, not {connection.dialect.name}")
+    statement = dialect.insert(table)
+    keys = [c.name for c in table.primary_key.columns]
+    statement = statement.on_conflict_do_update(
+        index_elements=keys, set_={c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys},
+    )
+    connection.execute(statement, rows)
+
+
 class ReadModel:
     def __init__(self, url: str, extra_tables: Iterable[Table] = ()) -> None:
         self.engine = make_engine(url)
@@ -88,19 +103,6 @@ class ReadModel:
         with self.engine.connect() as connection:
             found = connection.execute(select(PositionRow.next_offset).where(PositionRow.topic == _TOPIC)).scalar()  # type: ignore[arg-type]
             return int(found or 0)
-
-    def _upsert(self, connection: Any, table: Table, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(connection.dialect.name)
-        if dialect is None:
-            raise NotImplementedError(f"read models support SQLite and PostgreSQL, not {connection.dialect.name}")
-        statement = dialect.insert(table)
-        keys = [c.name for c in table.primary_key.columns]
-        statement = statement.on_conflict_do_update(
-            index_elements=keys, set_={c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys},
-        )
-        connection.execute(statement, rows)
 
     def write(self, state: AccountsState, touched: Iterable[EntityRef]) -> None:
         """Writes the touched entities as they are now (deleting those gone) and the position, in one transaction."""
@@ -118,8 +120,8 @@ class ReadModel:
                 [key] = table.primary_key.columns
                 connection.execute(table.delete().where(key.in_(keys)))
             for kind, rows in upserts.items():
-                self._upsert(connection, TABLES[kind], rows)
-            self._upsert(connection, PositionRow.__table__, [{"topic": _TOPIC, "next_offset": state.position}])  # type: ignore[attr-defined]
+                upsert(connection, TABLES[kind], rows)
+            upsert(connection, PositionRow.__table__, [{"topic": _TOPIC, "next_offset": state.position}])  # type: ignore[attr-defined]
 
     def rebuild(self, state: AccountsState) -> None:
         """Replaces every read model with the entities of ``state`` (a fold of the whole log)."""

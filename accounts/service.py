@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from quartier import events as ev
 from quartier.settings import Settings
 
-from accounts import commands
+from accounts import commands, followers
 from accounts.log import PARTITION, AccountsLog, replay
 from accounts.readmodel import ReadModel
 from accounts.state import AccountsState, EntityRef
@@ -66,17 +66,22 @@ class AccountsService:
                  extra_tables: Sequence[object] = ()) -> None:
         self.settings = settings
         self.clock = clock
-        self.read_model = ReadModel(settings.sqlite_url("accounts"), extra_tables)  # type: ignore[arg-type]
+        self.read_model = ReadModel(settings.sqlite_url("accounts"), [*followers.TABLES, *extra_tables])  # type: ignore[list-item]
         self.log = AccountsLog(settings)
         self.state = AccountsState()
         self.lock = asyncio.Lock()
         self.follow_interval_s = follow_interval_s
         self._follower: asyncio.Task[None] | None = None
+        # This process's row in accounts_follower (accounts/followers.py), while it follows the log.
+        self.follower_id = followers.new_id()
 
     # --- life cycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
         await self.log.start()
+        if self.follow_interval_s:
+            # Registered before the fold, at offset 0: a writer waiting on followers waits for this one too.
+            await asyncio.to_thread(followers.report, self.read_model.engine, self.follower_id, 0, followers.wall_ms())
         stored = await asyncio.to_thread(self.read_model.position)
         touched: dict[EntityRef, None] = {}
         async for entry in replay(self.settings, sealing=self.log.sealing):
@@ -98,6 +103,7 @@ class AccountsService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._follower
             self._follower = None
+            await asyncio.to_thread(followers.forget, self.read_model.engine, self.follower_id)
         async with self.lock:
             pass
         await self.log.stop()
@@ -139,7 +145,8 @@ class AccountsService:
             await asyncio.to_thread(self.read_model.write, self.state, touched)
 
     async def _follow(self) -> None:
-        """Folds events other writers appended, as they arrive."""
+        """Folds events other writers appended, as they arrive, and says in ``accounts_follower`` which
+        offset the state reflects (every batch, and every follow interval when idle)."""
         topic = self.log.topic
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka.bootstrap, enable_auto_commit=False)
         await consumer.start()
@@ -151,8 +158,6 @@ class AccountsService:
             while True:
                 batch = await consumer.getmany(tp, timeout_ms=int(self.follow_interval_s * 1000))
                 records = batch.get(tp, [])
-                if not records:
-                    continue
                 async with self.lock:
                     before = self.state.position
                     touched: list[EntityRef] = []
@@ -166,6 +171,9 @@ class AccountsService:
                         touched += self.state.apply(event, record.offset)
                     if self.state.position != before:
                         await asyncio.to_thread(self.read_model.write, self.state, touched)
+                    applied = self.state.position
+                await asyncio.to_thread(followers.report, self.read_model.engine, self.follower_id, applied,
+                                        followers.wall_ms())
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -225,6 +225,8 @@ MAP: tuple[Place, ...] = (
     Place(TB, "accounts_invite", ("household_id", "account_id"), "profile", "digests of invitation codes",
           "until used or expired", "the household's rows deleted"),
     Place(TB, "accounts_position", (), None, "the read models' log offset", "always", NOT_PERSONAL),
+    Place(TB, "accounts_follower", (), None, "the log offset each API process has applied (erasure waits on it)",
+          "while the process runs", NOT_PERSONAL),
     Place(TB, "accounts_credential", ("account_id",), "profile", "digests of sessions and refresh tokens",
           "until expired or revoked", "the account's rows deleted"),
     # --- InfluxDB measurements -----------------------------------------------------------------------

@@ -22,7 +22,9 @@ still says which meter and which accounts were the household's):
    ``DataKeyErased`` record: every sealed field of theirs, in every copy of the log, is noise from now on;
 8. ``accounts``: ``HouseholdErased`` on ``accounts.events`` (the fold drops the household, its pairing,
    so the meter can be paired again, its accounts, devices, preferences, invitations), the read models
-   written and their database vacuumed.
+   written and their database vacuumed; the step ends once every process following the log (each API
+   process's accounts service, ``accounts/followers.py``) has applied it, so after ``erasure_completed``
+   no process authenticates the erased accounts.
 
 The saga's own reads are in the access log (actor ``erasure``, why ``erasure``).
 """
@@ -269,6 +271,7 @@ class Stores:
         return {"keys": len(had)}
 
     async def accounts(self, target: Target) -> dict[str, int]:
+        from accounts import followers
         from accounts.log import AccountsLog
         from accounts.readmodel import ReadModel
         from accounts.sealed import Sealing
@@ -294,6 +297,9 @@ class Stores:
             refs += [(kind, key) for kind, key in self._household_rows(read_model, target)]
             await asyncio.to_thread(read_model.write, state, refs)
             touched = len(refs)
+            # Done only once every process serving accounts has applied the erasure (and what came
+            # before it): none authenticates the erased accounts any more (accounts/followers.py).
+            await followers.wait_applied(read_model.engine, state.position)
         finally:
             read_model.close()
         path = sqlite_path(url)

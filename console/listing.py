@@ -3,7 +3,7 @@
 A query builds boolean masks over the per-module numpy arrays (48,000 rows: tens of microseconds
 each) and sorts the matching rows with a stable argsort; only the page's rows become Python
 objects. Exports walk the same filtered, sorted rows in chunks: CSV through the standard ``csv``
-writer, XLSX through openpyxl's write-only workbook (rows go to its temporary file as they come,
+writer, XLSX through XlsxWriter's constant_memory workbook (rows go to its temporary file as they come,
 then the file is streamed out in chunks).
 """
 
@@ -209,18 +209,20 @@ def export_csv(fleet: FleetProjection, q: Query, paired: np.ndarray | None = Non
 
 
 def export_xlsx(fleet: FleetProjection, q: Query, paired: np.ndarray | None = None, chunk_bytes: int = 1 << 16) -> Iterator[bytes]:
-    """The whole filtered, sorted result as an XLSX workbook (openpyxl write-only), in chunks."""
-    from openpyxl import Workbook
+    """The whole filtered, sorted result as an XLSX workbook (XlsxWriter, constant_memory), in chunks."""
+    import xlsxwriter
 
     rows = ordered_rows(fleet, q, paired).tolist()
-    workbook = Workbook(write_only=True)
-    sheet = workbook.create_sheet("modules")
-    sheet.append(list(COLUMNS))
-    for row in rows:
-        d = row_dict(fleet, row, paired)
-        sheet.append([d[c] for c in COLUMNS])
     with tempfile.TemporaryFile() as out:
-        workbook.save(out)
+        # constant_memory flushes each row to the sheet's temporary file once the next begins; plain values,
+        # no per-cell formats. Measured 1.3-1.6x faster than openpyxl's write-only mode (with lxml), see bench.
+        workbook = xlsxwriter.Workbook(out, {"constant_memory": True})
+        sheet = workbook.add_worksheet("modules")
+        sheet.write_row(0, 0, COLUMNS)
+        for n, row in enumerate(rows, start=1):
+            d = row_dict(fleet, row, paired)
+            sheet.write_row(n, 0, [d[c] for c in COLUMNS])
+        workbook.close()
         out.seek(0)
         while chunk := out.read(chunk_bytes):
             yield chunk

@@ -26,7 +26,7 @@ import time
 from sqlalchemy import Engine, delete, select
 from sqlmodel import Field, SQLModel
 
-from accounts.readmodel import upsert
+from quartier.sql import upsert
 
 #: A follower silent for this long (ten default follow intervals) is a process that died.
 STALE_MS = 10_000

@@ -33,8 +33,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Engine, Table, create_engine, event, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel
+
+from quartier.sql import upsert
 
 from accounts.state import (
     TABLES,
@@ -74,21 +75,6 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
-
-
-def upsert(connection: Any, table: Table, rows: list[dict[str, Any]]) -> None:
-    """INSERT ... ON CONFLICT (primary key) DO UPDATE, on SQLite and PostgreSQL."""
-    if not rows:
-        return
-    dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(connection.dialect.name)
-    if dialect is None:
-        raise NotImplementedError(f"read models support SQLite and PostgreSQL, not {connection.dialect.name}")
-    statement = dialect.insert(table)
-    keys = [c.name for c in table.primary_key.columns]
-    statement = statement.on_conflict_do_update(
-        index_elements=keys, set_={c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys},
-    )
-    connection.execute(statement, rows)
 
 
 class ReadModel:

@@ -20,8 +20,9 @@ from dataclasses import fields
 from typing import Any, get_type_hints
 
 from sqlalchemy import Engine, Table, create_engine, delete, event, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel
+
+from quartier.sql import upsert
 
 from marketplace.state import (EntityKind, EntityRef, MarketState, Offer, Order, Participant, Slot, Trade, Zone,
                                row)
@@ -107,26 +108,12 @@ class ReadModel:
         with self.engine.connect() as connection:
             return {p: o for p, o in connection.execute(select(PositionRow.partition, PositionRow.next_offset))}  # type: ignore[call-overload]
 
-    def _upsert(self, connection: Any, table: Table, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(connection.dialect.name)
-        if dialect is None:
-            raise NotImplementedError(f"read models support SQLite and PostgreSQL, not {connection.dialect.name}")
-        statement = dialect.insert(table)
-        keys = [c.name for c in table.primary_key.columns]
-        statement = statement.on_conflict_do_update(
-            index_elements=keys,
-            set_={c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys},
-        )
-        connection.execute(statement, rows)
-
     def write(self, rows: Mapping[EntityKind, list[dict[str, Any]]], positions: Mapping[int, int]) -> None:
         """Upserts entity snapshots and the log positions they reflect, in one transaction."""
         with self.engine.begin() as connection:
             for kind, kind_rows in rows.items():
-                self._upsert(connection, MODELS[kind].__table__, kind_rows)  # type: ignore[attr-defined]
-            self._upsert(
+                upsert(connection, MODELS[kind].__table__, kind_rows)  # type: ignore[attr-defined]
+            upsert(
                 connection, PositionRow.__table__,  # type: ignore[attr-defined]
                 [{"partition": p, "next_offset": o} for p, o in sorted(positions.items())],
             )

@@ -123,15 +123,19 @@ class DemoRun:
 
     # --- counts, each from the component that did the work -----------------------------------
 
-    def readings_consumed(self) -> int:
+    def worker_total(self, family_name: str) -> int:
+        """A counter of the stream worker, from its own metrics (0 while it does not answer)."""
         try:
             text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).text
         except httpx.HTTPError:
             return 0
         for family in text_string_to_metric_families(text):
-            if family.name == "quartier_readings_consumed":
+            if family.name == family_name:
                 return int(sum(sample.value for sample in family.samples if sample.name.endswith("_total")))
         return 0
+
+    def readings_consumed(self) -> int:
+        return self.worker_total("quartier_readings_consumed")
 
     def counts(self, settings: Settings) -> dict[str, int]:
         decoder = events.Decoder(events.AlertEvent)
@@ -192,6 +196,11 @@ class DemoRun:
             self.start("notifier", "notifier", "run")
             if not wait_until(lambda: worker.poll() is None and self._metrics_up(), 60):
                 raise RuntimeError(f"the stream worker did not start; see {self.workdir / 'worker.log'}")
+            # The rules and the readings come on different topics: a fleet started before the worker
+            # has applied the low limits would be judged without them (a loaded machine met that).
+            if not wait_until(lambda: self.worker_total("quartier_alert_rules_applied") >= households, 90):
+                raise RuntimeError(f"the stream worker did not apply the {households} alert rules; "
+                                   f"see {self.workdir / 'worker.log'}")
             app = self.open_app()
             simulator = subprocess.Popen(
                 [

@@ -62,6 +62,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -645,12 +646,14 @@ def count_reading_points(settings: Settings) -> int | None:
     return max((int(v) for row in rows for k, v in row.items() if k.startswith("count") and v), default=0)
 
 
-async def raw_ceiling(settings: Settings) -> dict[str, Any]:
-    """A plain aiokafka consumer (its own group) drains meter.readings from the start, decoding with msgspec."""
+async def drain_readings(settings: Settings, group: str, on_message: Callable[[Any], None]) -> tuple[int, float]:
+    """Drains ``meter.readings`` from the start to its end with a plain aiokafka consumer (group
+    ``group``), decoding with msgspec; ``on_message`` gets each decoded message, or None for one that
+    breaks the contract. Returns the messages read and the seconds the drain took (set-up excluded)."""
     topic = settings.topic(topics.METER_READINGS.name)
     decoder = events.Decoder(events.IngestMessage)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap, group_id=f"raw-ceiling-{uuid.uuid4().hex[:6]}",
+        bootstrap_servers=settings.kafka.bootstrap, group_id=group,
         enable_auto_commit=False, auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 2**20,
         fetch_max_bytes=64 * 2**20,
     )
@@ -660,7 +663,7 @@ async def raw_ceiling(settings: Settings) -> dict[str, Any]:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await end_offsets(consumer, tps, settings.kafka.flavour)
-        readings = messages = 0
+        messages = 0
         began = time.perf_counter()
         while pending := [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
             for tp, records in (await consumer.getmany(*pending, timeout_ms=500, max_records=10_000)).items():
@@ -671,12 +674,23 @@ async def raw_ceiling(settings: Settings) -> dict[str, Any]:
                     try:
                         decoded = decoder.decode(record.value)
                     except events.ContractError:
-                        readings += 1  # a malformed frame counts once, as the worker counts it
-                        continue
-                    readings += len(decoded.readings) if isinstance(decoded, events.ReadingBatch) else 1
-        elapsed = time.perf_counter() - began
+                        decoded = None
+                    on_message(decoded)
+        return messages, time.perf_counter() - began
     finally:
         await consumer.stop()
+
+
+async def raw_ceiling(settings: Settings) -> dict[str, Any]:
+    """A plain aiokafka consumer (its own group) drains meter.readings from the start, decoding with msgspec."""
+    readings = 0
+
+    def count(decoded: Any) -> None:
+        nonlocal readings
+        # A malformed frame counts once, as the worker counts it.
+        readings += len(decoded.readings) if isinstance(decoded, events.ReadingBatch) else 1
+
+    messages, elapsed = await drain_readings(settings, f"raw-ceiling-{uuid.uuid4().hex[:6]}", count)
     return {"raw_ceiling_per_s": round(readings / elapsed), "raw_readings": readings, "raw_messages": messages,
             "raw_s": round(elapsed, 2)}
 
@@ -704,35 +718,18 @@ async def group_lag(settings: Settings, group: str) -> int:
 async def broker_readings(settings: Settings) -> dict[str, Any]:
     """What ``meter.readings`` holds, drained from the start by a plain consumer: per meter, the
     meter times of its valid readings (duplicates kept), and the messages that are not valid."""
-    topic = settings.topic(topics.METER_READINGS.name)
-    decoder = events.Decoder(events.IngestMessage)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap, group_id=f"audit-{uuid.uuid4().hex[:6]}",
-        enable_auto_commit=False, auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 2**20,
-        fetch_max_bytes=64 * 2**20,
-    )
-    await consumer.start()
     times: dict[str, list[int]] = {}
     invalid = 0
-    try:
-        tps = [TopicPartition(topic, p) for p in range(topics.METER_READINGS.partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await end_offsets(consumer, tps, settings.kafka.flavour)
-        while pending := [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            for tp, records in (await consumer.getmany(*pending, timeout_ms=500, max_records=10_000)).items():
-                for record in records:
-                    if record.offset >= ends[tp]:
-                        continue
-                    try:
-                        decoded = decoder.decode(record.value)
-                    except events.ContractError:
-                        invalid += 1
-                        continue
-                    for r in decoded.readings if isinstance(decoded, events.ReadingBatch) else [decoded]:
-                        times.setdefault(r.meter, []).append(r.time_ms)
-    finally:
-        await consumer.stop()
+
+    def note(decoded: Any) -> None:
+        nonlocal invalid
+        if decoded is None:
+            invalid += 1
+            return
+        for r in decoded.readings if isinstance(decoded, events.ReadingBatch) else [decoded]:
+            times.setdefault(r.meter, []).append(r.time_ms)
+
+    await drain_readings(settings, f"audit-{uuid.uuid4().hex[:6]}", note)
     return {"times": times, "invalid": invalid}
 
 

@@ -26,7 +26,7 @@ import time
 from sqlalchemy import Engine, delete, select
 from sqlmodel import Field, SQLModel
 
-from quartier.sql import upsert
+from quartier.sql import BigInt, upsert
 
 #: A follower silent for this long (ten default follow intervals) is a process that died.
 STALE_MS = 10_000
@@ -35,8 +35,8 @@ STALE_MS = 10_000
 class FollowerRow(SQLModel, table=True):
     __tablename__ = "accounts_follower"
     follower: str = Field(primary_key=True)  # host:pid:random, nothing personal
-    next_offset: int
-    seen_ms: int
+    next_offset: int = Field(sa_type=BigInt)
+    seen_ms: int = Field(sa_type=BigInt)
 
 
 TABLES = [FollowerRow.__table__]  # type: ignore[attr-defined]

@@ -35,7 +35,7 @@ from typing import Any
 from sqlalchemy import Engine, Table, create_engine, event, select
 from sqlmodel import Field, SQLModel
 
-from quartier.sql import upsert
+from quartier.sql import BigInt, upsert
 
 from accounts.state import (
     TABLES,
@@ -55,7 +55,7 @@ class PositionRow(SQLModel, table=True):
 
     __tablename__ = "accounts_position"
     topic: str = Field(primary_key=True)
-    next_offset: int
+    next_offset: int = Field(sa_type=BigInt)
 
 
 PROJECTION_TABLES: list[Table] = [*TABLES.values(), PositionRow.__table__]  # type: ignore[attr-defined]

@@ -35,6 +35,7 @@ from sqlalchemy import Engine, select, update
 from sqlmodel import Field, SQLModel
 
 from quartier.settings import Settings
+from quartier.sql import BigInt
 
 
 class Credential(SQLModel, table=True):
@@ -43,10 +44,10 @@ class Credential(SQLModel, table=True):
     kind: str  # session, refresh
     account: str = Field(index=True)
     family: str = Field(index=True)  # the session, or the token family access tokens name as `sid`
-    created_ms: int
-    expires_ms: int
-    spent_ms: int | None = None  # a refresh token used once
-    revoked_ms: int | None = None
+    created_ms: int = Field(sa_type=BigInt)
+    expires_ms: int = Field(sa_type=BigInt)
+    spent_ms: int | None = Field(default=None, sa_type=BigInt)  # a refresh token used once
+    revoked_ms: int | None = Field(default=None, sa_type=BigInt)
 
 
 TABLES = [Credential.__table__]  # type: ignore[attr-defined]

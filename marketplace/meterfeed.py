@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from quartier import events as ev
 from quartier import kafka, topics
@@ -32,6 +32,8 @@ class MeterFeed:
         self._decoder = ev.decoder(ev.SlotEnergy)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
+        #: Per assigned partition, the offset up to which every record is stored.
+        self._stored: dict[TopicPartition, int] = {}
 
     async def start(self) -> None:
         await kafka.ensure_topics(self.settings, [topics.METER_SLOTS])
@@ -69,3 +71,20 @@ class MeterFeed:
                 await asyncio.to_thread(self.store.record, records)
             if batches:
                 await self._consumer.commit()
+            # After the store: a position read here was fetched and stored (fetching happens in getmany).
+            self._stored = {tp: await self._consumer.position(tp) for tp in self._consumer.assignment()}
+
+    async def caught_up(self) -> bool:
+        """Whether every record ``meter.slots`` held when asked is stored.
+
+        Settlement allocates a slot at its deadline "with what arrived"; what arrived means what is on
+        the topic, not what this process happened to have read: a market restarted after an outage
+        would otherwise allocate the slots whose deadline passed meanwhile before reading the
+        meters' records that were waiting for it (tests/marketplace/test_kill_drill.py).
+        """
+        consumer = self._consumer
+        if consumer is None or not consumer.assignment():
+            return False
+        stored = self._stored
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+        return all(tp in stored and stored[tp] >= end for tp, end in ends.items())

@@ -22,7 +22,7 @@ from typing import Any, get_type_hints
 from sqlalchemy import Engine, Table, create_engine, delete, event, select
 from sqlmodel import Field, SQLModel
 
-from quartier.sql import upsert
+from quartier.sql import BigInt, upsert
 
 from marketplace.state import (EntityKind, EntityRef, MarketState, Offer, Order, Participant, Slot, Trade, Zone,
                                row)
@@ -34,9 +34,10 @@ def table_of(entity: type, name: str, *, key: tuple[str, ...], indexes: tuple[st
     hints = get_type_hints(entity)
     namespace: dict[str, Any] = {"__tablename__": name, "__module__": __name__, "__annotations__": {}}
     for column in fields(entity):
-        namespace["__annotations__"][column.name] = hints[column.name]
-        if column.name in key or column.name in indexes:
-            namespace[column.name] = Field(primary_key=column.name in key, index=column.name in indexes)
+        hint = namespace["__annotations__"][column.name] = hints[column.name]
+        wide = {"sa_type": BigInt} if hint in (int, int | None) else {}
+        if column.name in key or column.name in indexes or wide:
+            namespace[column.name] = Field(primary_key=column.name in key, index=column.name in indexes, **wide)
     return types.new_class(f"{entity.__name__}Row", (SQLModel,), {"table": True}, lambda ns: ns.update(namespace))
 
 
@@ -54,7 +55,7 @@ class PositionRow(SQLModel, table=True):
 
     __tablename__ = "market_position"
     partition: int = Field(primary_key=True)
-    next_offset: int
+    next_offset: int = Field(sa_type=BigInt)
 
 
 class ApiTokenRow(SQLModel, table=True):
@@ -64,7 +65,7 @@ class ApiTokenRow(SQLModel, table=True):
     token_hash: str = Field(primary_key=True)
     participant: str = Field(index=True)
     role: str
-    created_ms: int
+    created_ms: int = Field(sa_type=BigInt)
 
 
 MODELS: dict[EntityKind, type[SQLModel]] = {

@@ -126,12 +126,14 @@ def wire(
     # Prices and volumes per zone and slot in InfluxDB (settings.influx), written with the read models.
     projection = Projection(state, read_model, MarketCharts(settings) if charts else None)
     handler = CommandHandler(settings, state, market_log, clock, projection)
+    meter_feed = MeterFeed(settings, meters)
     process = SettlementProcess(state, handler, clock, meters,
-                                settlement or SettlementTiming.from_settings(settings.market), chain, connect_chain)
+                                settlement or SettlementTiming.from_settings(settings.market), chain, connect_chain,
+                                feed_caught_up=meter_feed.caught_up)
     jobs = MarketJobs(process.close_due_slots, process.allocate_due_slots, process.settle_due_slots)
     return MarketService(
         settings=settings, clock=clock, state=state, read_model=read_model, tokens=TokenStore(read_model.engine),
         meters=meters, log=market_log, commands=handler, projection=projection, settlement_process=process,
-        meter_feed=MeterFeed(settings, meters),
+        meter_feed=meter_feed,
         scheduler=MarketScheduler(jobs, close_interval_s) if close_interval_s else None,
     )

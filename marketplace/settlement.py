@@ -67,8 +67,13 @@ def allocate_slot(
     metered: Mapping[str, MeteredSlot],
     now_ms: int,
     timing: SettlementTiming,
+    *,
+    feed_current: bool = True,
 ) -> list[ev.Allocated]:
-    """The slot's allocation if it is due, else nothing. ``metered`` is keyed by meter id."""
+    """The slot's allocation if it is due, else nothing. ``metered`` is keyed by meter id.
+
+    ``feed_current`` False: meter records may still be waiting on ``meter.slots``, unread, so a slot
+    missing data is not allocated even past its deadline (it would be allocated without them)."""
     slot = state.slots.get((zone, slot_start_ms))
     if slot is None or slot.status != "closed":
         return []
@@ -77,7 +82,7 @@ def allocate_slot(
         return []
     meters = slot_meters(state, zone, slot_start_ms)
     missing = tuple(m for m in meters if m not in metered or metered[m].completeness < 1.0)
-    if missing and now_ms < slot_end_ms + timing.deadline_ms:
+    if missing and (now_ms < slot_end_ms + timing.deadline_ms or not feed_current):
         return []
     lines = [
         TradeLine(t.trade_id, t.producer, t.consumer, t.energy_wh, t.price_cents_per_kwh)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
@@ -30,12 +30,15 @@ log = logging.getLogger(__name__)
 class SettlementProcess:
     def __init__(self, state: MarketState, handler: CommandHandler, clock: Clock, meters: MeterStore,
                  timing: SettlementTiming, chain: ChainSettlement | None = None,
-                 connect_chain: Callable[[], ChainSettlement] | None = None) -> None:
+                 connect_chain: Callable[[], ChainSettlement] | None = None,
+                 feed_caught_up: Callable[[], Awaitable[bool]] | None = None) -> None:
         self.state = state
         self.commands = handler
         self.clock = clock
         self.meters = meters
         self.settlement = timing
+        # Whether the meter feed has stored everything on meter.slots (MeterFeed.caught_up); None: always.
+        self.feed_caught_up = feed_caught_up
         self.chain = chain  # None: slots are allocated but not taken to a chain...
         # ...unless this connects one (tried on each settlement run until it succeeds).
         self.connect_chain = connect_chain
@@ -57,13 +60,15 @@ class SettlementProcess:
     async def allocate_due_slots(self) -> int:
         """Allocates every closed slot whose meter data is complete or whose deadline passed."""
         allocated = 0
-        for zone, start in closed_slots(self.state, ended_by_ms=self.clock.now_ms() - self.settlement.grace_ms):
+        due = closed_slots(self.state, ended_by_ms=self.clock.now_ms() - self.settlement.grace_ms)
+        current = not due or self.feed_caught_up is None or await self.feed_caught_up()
+        for zone, start in due:
             meters = slot_meters(self.state, zone, start)
             metered = await asyncio.to_thread(self.meters.slot, start, meters)
 
             def decide(state: MarketState, now_ms: int, zone: str = zone, start: int = start,
                        metered: dict = metered) -> Sequence[msgspec.Struct]:  # type: ignore[type-arg]
-                return allocate_slot(state, zone, start, metered, now_ms, self.settlement)
+                return allocate_slot(state, zone, start, metered, now_ms, self.settlement, feed_current=current)
 
             if await self.commands.execute(zone, decide):
                 allocated += 1

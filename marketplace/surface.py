@@ -6,6 +6,7 @@ from __future__ import annotations
 import api
 from marketplace import onchain
 from marketplace.api.app import market_surface
+from marketplace.clock import clock_for
 from marketplace.service import wire
 
 
@@ -15,7 +16,7 @@ def build(context: api.SurfaceContext, *, close_interval_s: float = 5.0, settle:
     settings = context.settings
     if settle is None:
         settle = settings.market.settle_on_chain
-    service = wire(settings, close_interval_s=close_interval_s,
+    service = wire(settings, clock=clock_for(settings.market.clock_file), close_interval_s=close_interval_s,
                             connect_chain=(lambda: onchain.connect(settings)) if settle else None)
     return market_surface(service, manage=True)
 

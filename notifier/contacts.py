@@ -32,6 +32,7 @@ from sqlalchemy import Engine, delete
 from sqlmodel import Field, Session, SQLModel, select
 
 from quartier.events import AlertKind, Channel
+from quartier.sql import BigInt
 
 Language = Literal["fr", "en"]
 ALL_CHANNELS: tuple[Channel, ...] = ("push", "email")
@@ -49,7 +50,7 @@ class User(SQLModel, table=True):
     channels: str = "push,email"
     muted_kinds: str = ""  # comma-separated alert kinds the user does not want
     operator: bool = False
-    updated_ms: int = 0
+    updated_ms: int = Field(default=0, sa_type=BigInt)
 
 
 class MeterOwner(SQLModel, table=True):
@@ -67,7 +68,7 @@ class DeviceToken(SQLModel, table=True):
 
     token: str = Field(primary_key=True)
     user_id: str = Field(index=True)
-    registered_ms: int = 0
+    registered_ms: int = Field(default=0, sa_type=BigInt)
 
 
 TABLES = (User, MeterOwner, DeviceToken)

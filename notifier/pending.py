@@ -17,6 +17,7 @@ from sqlalchemy import Engine, delete, tuple_
 from sqlmodel import Field, Session, SQLModel, select
 
 from quartier.events import AlertEvent
+from quartier.sql import BigInt
 from notifier.notification import Notification
 from notifier.sent_log import SentKey
 
@@ -38,7 +39,7 @@ class PendingNotification(SQLModel, table=True):
     time_zone: str = "Europe/Paris"
     alert: bytes = b""  # the AlertEvent as JSON
     attempts: int = 0
-    due_ms: int = Field(default=0, index=True)
+    due_ms: int = Field(default=0, index=True, sa_type=BigInt)
     hold: str = HOLD_RETRY
     reason: str | None = None
 

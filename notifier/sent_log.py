@@ -30,6 +30,8 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, Session, SQLModel, select
 
+from quartier.sql import BigInt
+
 
 class SentNotification(SQLModel, table=True):
     __tablename__ = "notifier_sent"
@@ -39,7 +41,7 @@ class SentNotification(SQLModel, table=True):
     channel: str = Field(primary_key=True)
     recipient: str = Field(primary_key=True)
     provider_id: str | None = None
-    sent_ms: int = 0
+    sent_ms: int = Field(default=0, sa_type=BigInt)
 
 
 TABLES = (SentNotification,)

@@ -36,6 +36,7 @@ from sqlmodel import Field, Session, SQLModel, select
 
 from privacy.database import privacy_engine
 from quartier.settings import Settings
+from quartier.sql import BigInt
 
 GENESIS = "0" * 64
 
@@ -63,7 +64,7 @@ class AccessEntry(SQLModel, table=True):
     __tablename__ = "privacy_access_log"
 
     seq: int = Field(primary_key=True)
-    at_ms: int
+    at_ms: int = Field(sa_type=BigInt)
     actor: str  # the reader's account id ("acct_..."), or "export" / "erasure" for those jobs
     actor_role: str  # "operator", "support", "export", "system"
     household: str = Field(index=True)

@@ -135,6 +135,9 @@ class MarketSettings(BaseModel):
     # On a dev chain, euro cents minted to a custodial account whose balance is short of an order
     # (and gas given to it on anvil).
     dev_mint_cents: int = Field(1_000_000, ge=0)
+    # Drills and replayed days only: the market's "now" is the integer (ms since the epoch) this file
+    # holds, moved by whoever writes it (marketplace.clock.FileClock). Unset: the system clock.
+    clock_file: Path | None = None
 
     @model_validator(mode="after")
     def _deadline_after_grace(self) -> "MarketSettings":

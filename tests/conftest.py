@@ -63,6 +63,20 @@ def influx(influx_stack: tuple[Stack, dict[str, Any]]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A PostgreSQL server's database URL, for the read models' PostgreSQL runs.
+
+    Its cluster lives under a directory of its own in /tmp, not under pytest's (mode 0700): as root,
+    the server runs as the ``postgres`` user, which must reach its data directory.
+    """
+    from quartier.stack.postgres import Postgres
+
+    root = Path(tempfile.mkdtemp(prefix="quartier-test-pg-"))
+    root.chmod(0o755)
+    yield from (overrides["database_url"] for _, overrides in _run_component(root, Postgres()))
+
+
+@pytest.fixture(scope="session")
 def smtp_stack(stack_root: Path) -> Iterator[tuple[Stack, dict[str, Any]]]:
     from quartier.stack.smtp import SmtpServer
 

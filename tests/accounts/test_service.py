@@ -44,7 +44,7 @@ async def wait_for(check: Callable[[], Any], timeout_s: float = 10.0) -> Any:
 
 
 async def test_sign_up_confirm_household_pairing_and_rebuild_over_the_real_broker(
-    broker: dict[str, Any], smtp: dict[str, Any], make_settings: Callable[..., Settings]
+    broker: dict[str, Any], smtp: dict[str, Any], postgres: str, make_settings: Callable[..., Settings]
 ) -> None:
     settings = make_settings(broker, smtp)
     service = AccountsService(settings, follow_interval_s=0.2)
@@ -99,6 +99,15 @@ async def test_sign_up_confirm_household_pairing_and_rebuild_over_the_real_broke
     counts = await rebuild(settings)
     assert counts["account"] == 2 and counts["household"] == 1 and counts["pairing"] == 1 and counts["skipped"] == 0
     rebuilt = ReadModel(settings.sqlite_url("accounts"))
+    try:
+        assert rebuilt.dump() == live
+    finally:
+        rebuilt.close()
+
+    # The same log rebuilt into PostgreSQL (database_url): the same rows.
+    on_postgres = settings.model_copy(update={"database_url": postgres})
+    assert await rebuild(on_postgres) == counts
+    rebuilt = ReadModel(postgres)
     try:
         assert rebuilt.dump() == live
     finally:

@@ -110,3 +110,21 @@ def test_late_meter_data_waits_for_the_deadline_then_settles_with_what_arrived(m
     [t1] = clients["c1"].get("/v1/trades").json()["items"]
     [t2] = clients["c2"].get("/v1/trades").json()["items"]
     assert (t1["delivered_wh"], t2["delivered_wh"]) == (600, 0)
+
+
+def test_a_market_back_after_the_deadline_allocates_with_the_records_waiting_on_the_topic(market: Market) -> None:
+    """As after an outage longer than the deadline: the meters' records are on meter.slots, unread,
+    when the clock is already past the deadline. "With what arrived" means what is on the topic."""
+    zone, who, clients = _sold(market)
+    meters = who["meters"]
+    _publish(market.running.settings, [
+        _energy(meters[who["producer"]], zone, 0, 1000),
+        _energy(meters[who["c1"]], zone, 900, 0),
+        _energy(meters[who["c2"]], zone, 450, 0),
+    ])
+    market.clock.set(SLOT_A + SLOT + DEADLINE_MS)  # no wait for the feed: the scheduler runs every 0.1 s
+    slot = market.wait_for_slot(zone, SLOT_A, "allocated")
+    assert slot["allocation_complete"] is True and slot["missing_meters"] == []
+    [t1] = clients["c1"].get("/v1/trades").json()["items"]
+    [t2] = clients["c2"].get("/v1/trades").json()["items"]
+    assert (t1["delivered_wh"], t2["delivered_wh"]) == (600, 400)

@@ -19,17 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+# What a household's data is filed under, in the export and the access log: the access log's list (the
+# core's, since the console writes the log too); every place of the map is filed under one of them.
+from quartier.access_log import CATEGORIES
+
 Kind = Literal["topic", "record", "table", "measurement", "file", "log"]
 
 #: What kinds of personal data there are.
 PERSONAL = frozenset({
     "email", "name", "device_token", "phone", "free_text", "meter_address", "readings", "preferences",
     "orders", "household_id", "account_id", "location",
-})
-#: What a household's data is filed under, in the export and the access log.
-CATEGORIES = frozenset({
-    "profile", "contacts", "devices", "readings", "alerts", "rules", "deliveries", "trades", "consent",
-    "telemetry", "access_log",
 })
 
 KAFKA_LOG = "Kafka: kept for replay (no retention on the embedded broker)"

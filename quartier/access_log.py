@@ -67,6 +67,8 @@ Reason = Literal[
     "erasure",  # the erasure saga reading what it must erase
 ]
 REASONS: tuple[str, ...] = get_args(Reason)
+#: The reasons a member of staff gives (the other two are the export's and the erasure's jobs).
+STAFF_REASONS: tuple[str, ...] = ("support_ticket", "operations", "fraud_investigation", "legal_request")
 
 
 class Reader(Protocol):

@@ -16,6 +16,9 @@
   validation, serialization) of the ``console`` surface, in process over ASGI (no socket).
 - ``export_csv_s`` / ``export_xlsx_s``: the whole list (every module) as CSV and as XLSX (XlsxWriter);
   ``export_xlsx_openpyxl_s``: the same rows through openpyxl's write-only workbook, the baseline.
+- ``export_access_log_s``: what an export adds before its first byte when every exported module is
+  paired (the worst case): one access-log entry per household, hash-chained, in one transaction, in a
+  fresh SQLite privacy database (``verify_log_s``: recomputing that chain).
 """
 
 from __future__ import annotations
@@ -174,6 +177,8 @@ def main() -> None:
     _openpyxl_write_only(projection, Query(limit=1000))
     export_xlsx_openpyxl_s = time.perf_counter() - t0
 
+    access = access_log_cost(args.meters)
+
     seconds = args.seconds
     result = {
         "meters": args.meters,
@@ -195,6 +200,7 @@ def main() -> None:
         "export_xlsx_mb": round(xlsx_bytes / 1e6, 2),
         "export_xlsx_openpyxl_s": round(export_xlsx_openpyxl_s, 3),
         "export_xlsx_ratio_to_openpyxl": round(export_xlsx_s / export_xlsx_openpyxl_s, 3),
+        **access,
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
     if args.json:
@@ -202,6 +208,30 @@ def main() -> None:
     else:
         for k, v in result.items():
             print(f"{k:>24}: {v}")
+
+
+def access_log_cost(households: int) -> dict[str, float]:
+    """An export of ``households`` paired modules: its access-log entries written, then the chain verified."""
+    import tempfile
+    from pathlib import Path
+
+    from api import Principal
+    from quartier.access_log import AccessLog
+    from quartier.settings import Settings
+
+    settings = Settings(state_dir=Path(tempfile.mkdtemp(prefix="bench-console-access-")))
+    access = AccessLog.open(settings)
+    operator = Principal("acct_bench", roles=frozenset({"operator"}))
+    names = [f"hh_{i:016x}" for i in range(households)]
+    t0 = time.perf_counter()
+    written = access.record_reads(operator, names, what="telemetry", why="operations", reference="export:csv:bench")
+    write_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    verification = access.verify()
+    verify_s = time.perf_counter() - t0
+    access.engine.dispose()
+    assert written == households and verification.ok and verification.entries == households
+    return {"export_access_log_s": round(write_s, 3), "verify_log_s": round(verify_s, 3)}
 
 
 class _Operator:

@@ -16,6 +16,9 @@
   validation, serialization) of the ``console`` surface, in process over ASGI (no socket).
 - ``export_csv_s`` / ``export_xlsx_s``: the whole list (every module) as CSV and as XLSX (XlsxWriter);
   ``export_xlsx_openpyxl_s``: the same rows through openpyxl's write-only workbook, the baseline.
+- ``export_access_log_s``: what an export adds before its first byte when every exported module is
+  paired (the worst case): one access-log entry per household, hash-chained, in one transaction, in a
+  fresh SQLite privacy database (``verify_log_s``: recomputing that chain).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import cramjam
 import numpy as np
 
 from bench import lifetime
-from console.listing import ModuleFilter, Query, export_csv, export_xlsx, page
+from console.listing import ModuleFilter, Query, export_csv, export_xlsx, ordered_rows, page
 from console.projection import RSSI_BANDS, FleetProjection
 from quartier import events
 from quartier.events import DeviceTelemetry
@@ -51,7 +54,7 @@ def _openpyxl_write_only(projection, q: Query) -> int:
 
     from openpyxl import Workbook
 
-    from console.listing import COLUMNS, ordered_rows, row_dict
+    from console.listing import COLUMNS, row_dict
 
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet("modules")
@@ -165,14 +168,16 @@ def main() -> None:
     list_http_ms = asyncio.run(_http_list_times(projection, queries))
 
     t0 = time.perf_counter()
-    csv_bytes = sum(len(chunk) for chunk in export_csv(projection, Query(limit=1000)))
+    csv_bytes = sum(len(chunk) for chunk in export_csv(projection, ordered_rows(projection, Query(limit=1000))))
     export_csv_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    xlsx_bytes = sum(len(chunk) for chunk in export_xlsx(projection, Query(limit=1000)))
+    xlsx_bytes = sum(len(chunk) for chunk in export_xlsx(projection, ordered_rows(projection, Query(limit=1000))))
     export_xlsx_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     _openpyxl_write_only(projection, Query(limit=1000))
     export_xlsx_openpyxl_s = time.perf_counter() - t0
+
+    access = access_log_cost(args.meters)
 
     seconds = args.seconds
     result = {
@@ -195,6 +200,7 @@ def main() -> None:
         "export_xlsx_mb": round(xlsx_bytes / 1e6, 2),
         "export_xlsx_openpyxl_s": round(export_xlsx_openpyxl_s, 3),
         "export_xlsx_ratio_to_openpyxl": round(export_xlsx_s / export_xlsx_openpyxl_s, 3),
+        **access,
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
     if args.json:
@@ -202,6 +208,30 @@ def main() -> None:
     else:
         for k, v in result.items():
             print(f"{k:>24}: {v}")
+
+
+def access_log_cost(households: int) -> dict[str, float]:
+    """An export of ``households`` paired modules: its access-log entries written, then the chain verified."""
+    import tempfile
+    from pathlib import Path
+
+    from api import Principal
+    from quartier.access_log import AccessLog
+    from quartier.settings import Settings
+
+    settings = Settings(state_dir=Path(tempfile.mkdtemp(prefix="bench-console-access-")))
+    access = AccessLog.open(settings)
+    operator = Principal("acct_bench", roles=frozenset({"operator"}))
+    names = [f"hh_{i:016x}" for i in range(households)]
+    t0 = time.perf_counter()
+    written = access.record_reads(operator, names, what="telemetry", why="operations", reference="export:csv:bench")
+    write_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    verification = access.verify()
+    verify_s = time.perf_counter() - t0
+    access.engine.dispose()
+    assert written == households and verification.ok and verification.entries == households
+    return {"export_access_log_s": round(write_s, 3), "verify_log_s": round(verify_s, 3)}
 
 
 class _Operator:

@@ -10,6 +10,7 @@ only *return* events; the caller appends them to the log and applies them. The r
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,10 +124,30 @@ class Campaign:
         }
 
 
+@dataclass(frozen=True)
+class OperatorCommand:
+    """An operator's command as its event recorded it: the console's "recent operator actions".
+
+    Commands are not reads of anyone's personal data, so they are not in the access log: their events
+    on ``devices.events`` are the record (who, when, what, why), and rebuilding the fold gives them back."""
+
+    at_ms: int
+    operator: str  # the account id ("" in records written before events carried it)
+    action: str  # "firmware_release", "campaign_create", "campaign_pause", "campaign_resume", ...
+    target: str  # the firmware version or the campaign id
+    reason: str = ""
+
+
+#: How many operator commands the fold keeps for the console's view (the log keeps them all).
+RECENT_COMMANDS = 500
+
+
 class DeviceState:
     def __init__(self) -> None:
         self.firmware: dict[str, Firmware] = {}
         self.campaigns: dict[str, Campaign] = {}
+        #: The newest operator commands, oldest first.
+        self.commands: deque[OperatorCommand] = deque(maxlen=RECENT_COMMANDS)
         #: Next offset to apply, per partition of devices.events.
         self.positions: dict[int, int] = {}
         self._where = ""
@@ -164,6 +185,7 @@ class DeviceState:
         if e.version in self.firmware:
             raise ProjectionError(f"firmware {e.version} released twice{self._where}")
         self.firmware[e.version] = Firmware(e.version, e.notes, tuple(e.hardware), e.at_ms)
+        self.commands.append(OperatorCommand(e.at_ms, e.operator, "firmware_release", e.version))
 
     def _created(self, e: ev.CampaignCreated) -> None:
         if e.campaign in self.campaigns:
@@ -175,6 +197,7 @@ class DeviceState:
             retry_base_s=e.retry_base_s, operator=e.operator, created_ms=e.at_ms, updated_ms=e.at_ms,
         )
         self._log(self.campaigns[e.campaign], e, f"created by {e.operator or 'operator'}")
+        self.commands.append(OperatorCommand(e.at_ms, e.operator, "campaign_create", e.campaign))
 
     def _phase_started(self, e: ev.PhaseStarted) -> None:
         c = self.campaign(e.campaign)
@@ -233,18 +256,22 @@ class DeviceState:
         c.last_pause = e
         c.updated_ms = e.at_ms
         self._log(c, e, f"paused by {e.by}: {e.reason}", figures=dict(e.figures))
+        if e.by == "operator":
+            self.commands.append(OperatorCommand(e.at_ms, e.operator, "campaign_pause", e.campaign, e.reason))
 
     def _resumed(self, e: ev.CampaignResumed) -> None:
         c = self.campaign(e.campaign)
         c.status = RUNNING
         c.updated_ms = e.at_ms
         self._log(c, e, f"resumed by {e.operator or 'operator'}")
+        self.commands.append(OperatorCommand(e.at_ms, e.operator, "campaign_resume", e.campaign))
 
     def _aborted(self, e: ev.CampaignAborted) -> None:
         c = self.campaign(e.campaign)
         c.status = ABORTED
         c.updated_ms = e.at_ms
         self._log(c, e, f"aborted by {e.operator or 'operator'}: {e.reason}")
+        self.commands.append(OperatorCommand(e.at_ms, e.operator, "campaign_abort", e.campaign, e.reason))
 
     def _rolled_back(self, e: ev.CampaignRolledBack) -> None:
         c = self.campaign(e.campaign)
@@ -255,6 +282,7 @@ class DeviceState:
                 m.attempts = 0
         c.updated_ms = e.at_ms
         self._log(c, e, f"rolled back by {e.operator or 'operator'}: {e.reason}")
+        self.commands.append(OperatorCommand(e.at_ms, e.operator, "campaign_rollback", e.campaign, e.reason))
 
     def _completed(self, e: ev.CampaignCompleted) -> None:
         c = self.campaign(e.campaign)
@@ -294,12 +322,14 @@ def rebuild(log: Iterable[ev.Record]) -> DeviceState:
 # --- operator commands ------------------------------------------------------------------------
 
 
-def release_firmware(state: DeviceState, version: str, hardware: tuple[str, ...], notes: str, now_ms: int) -> list[ev.Record]:
+def release_firmware(
+    state: DeviceState, version: str, hardware: tuple[str, ...], notes: str, now_ms: int, operator: str = ""
+) -> list[ev.Record]:
     if version in state.firmware:
         raise CommandError("version", f"firmware {version} is already in the catalogue", 409)
     if not hardware:
         raise CommandError("hardware", "name at least one hardware version the firmware runs on")
-    return [ev.FirmwareReleased(version=version, notes=notes, hardware=tuple(hardware), at_ms=now_ms)]
+    return [ev.FirmwareReleased(version=version, notes=notes, hardware=tuple(hardware), operator=operator, at_ms=now_ms)]
 
 
 DEFAULT_PHASES = (

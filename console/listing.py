@@ -190,9 +190,12 @@ def page(fleet: FleetProjection, q: Query, paired: np.ndarray | None = None) -> 
     }
 
 
-def export_csv(fleet: FleetProjection, q: Query, paired: np.ndarray | None = None, chunk_rows: int = 2000) -> Iterator[bytes]:
-    """The whole filtered, sorted result as CSV, in chunks of ``chunk_rows`` rows."""
-    rows = ordered_rows(fleet, q, paired).tolist()
+def export_csv(fleet: FleetProjection, rows: np.ndarray, paired: np.ndarray | None = None,
+               chunk_rows: int = 2000) -> Iterator[bytes]:
+    """``rows`` (the whole filtered, sorted result: :func:`ordered_rows`) as CSV, in chunks of ``chunk_rows`` rows.
+
+    The caller chooses the rows first, so that it knows whose data goes out (the access log) before any does."""
+    rows = rows.tolist()
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(COLUMNS)
@@ -208,11 +211,12 @@ def export_csv(fleet: FleetProjection, q: Query, paired: np.ndarray | None = Non
         yield rest.encode()
 
 
-def export_xlsx(fleet: FleetProjection, q: Query, paired: np.ndarray | None = None, chunk_bytes: int = 1 << 16) -> Iterator[bytes]:
-    """The whole filtered, sorted result as an XLSX workbook (XlsxWriter, constant_memory), in chunks."""
+def export_xlsx(fleet: FleetProjection, rows: np.ndarray, paired: np.ndarray | None = None,
+                chunk_bytes: int = 1 << 16) -> Iterator[bytes]:
+    """``rows`` (as for :func:`export_csv`) as an XLSX workbook (XlsxWriter, constant_memory), in chunks."""
     import xlsxwriter
 
-    rows = ordered_rows(fleet, q, paired).tolist()
+    rows = rows.tolist()
     with tempfile.TemporaryFile() as out:
         # constant_memory flushes each row to the sheet's temporary file once the next begins; plain values,
         # no per-cell formats. Measured 1.3-1.6x faster than openpyxl's write-only mode (with lxml), see bench.

@@ -5,11 +5,13 @@ Who sees what:
 - **operator**: everything, and every command (firmware catalogue, campaigns and their pause,
   resume, abort and roll-back);
 - **support**: the fleet, the module list and pages, exports, campaigns (read only); a household's
-  personal data behind a module only with a ``reason``, and that read is recorded in the audit log;
+  personal data behind a module only with a reason (``why``), and that read is in the access log;
 - **households** (owner, member, market participant): nothing here (403).
 
-Every export and every read of a household's personal data is recorded in the audit log
-(console/audit.py) before the answer goes out. Lists and figures come from the projection's
+Every export and every read of a household's personal data is written to the access log
+(``quartier.access_log``, the privacy database's hash chain) before the answer goes out: an export
+as one entry per household whose module is in it. Operator commands are events on ``devices.events``
+(with the operator's account id); ``/v1/fleet/audit`` shows both. Lists and figures come from the projection's
 arrays (console.listing, console.projection): nothing is recomputed per request beyond the
 filter, sort and page. The pairing state of each module comes from the accounts read model
 (``accounts.readmodel.paired_meters``), refreshed every few seconds by the surface's lifespan.
@@ -19,8 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -36,11 +38,11 @@ from api.bounds import Query as QueryModel
 from api.bounds import text
 from api.views import view_of
 from console import campaigns as cs
-from console.audit import AuditLog, AuditRecord, FileAuditLog
 from console.projection import FleetFigures
-from console.listing import SORT_KEYS, ListError, ModuleFilter, Query, export_csv, export_xlsx, page
+from console.listing import SORT_KEYS, ListError, ModuleFilter, Query, export_csv, export_xlsx, ordered_rows, page
 from console.service import ConsoleService, build
 from quartier import events as ev
+from quartier.access_log import EXPORT_REFERENCE, STAFF_REASONS, AccessLog
 
 log = logging.getLogger(__name__)
 STAFF = allow("operator", "support")
@@ -54,7 +56,7 @@ TAGS = ("console",)
 @dataclass
 class ConsoleState:
     service: ConsoleService
-    audit: AuditLog
+    access: AccessLog
     accounts_url: str
     started: bool = False
     paired: np.ndarray | None = None
@@ -121,9 +123,14 @@ class ConsoleState:
                 "latest_firmware": latest,
                 "need_latest_firmware": None if latest is None else figures["modules"] - figures["firmware"].get(latest, 0)}
 
-    def audit_record(self, call: Call, action: str, target: str, **detail: Any) -> None:
-        self.audit.record(AuditRecord(at_ms=int(time.time() * 1000), actor=call.me.subject,
-                                      roles=tuple(sorted(call.me.roles)), action=action, target=target, detail=detail))
+    def households_of(self, rows: np.ndarray) -> list[str]:
+        """The households whose paired module is among ``rows`` of the projection, from the accounts read
+        model as it is now (not the pairing mask of the last refresh: the access log names who, exactly)."""
+        from accounts.readmodel import paired_meters
+
+        paired = paired_meters(self.readmodel())
+        meters = self.service.fleet.meters
+        return [found[0] for row in rows.tolist() if (found := paired.get(meters[row])) is not None]
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -242,7 +249,10 @@ class CampaignPath(QueryModel):
 
 
 class ReasonQuery(QueryModel):
-    reason: text(200, description="why support reads this household (recorded)") = ""  # type: ignore[valid-type]
+    why: Literal[("", *STAFF_REASONS)] = Field("", description="why this household is read, recorded in its access log; "  # type: ignore[valid-type]
+                                         "support must give one, an operator's defaults to operations")
+    reference: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$",
+                                    description="a ticket or request id, recorded with it")] = ""
 
 
 class Member(BaseModel):
@@ -341,8 +351,33 @@ class CampaignList(BaseModel):
     items: list[CampaignView]
 
 
+class StaffReadView(BaseModel):
+    """A read of personal data by staff, from the access log: an export's entries are one item."""
+
+    seq: int
+    at_ms: int
+    actor: str
+    actor_role: str
+    what: str
+    why: str
+    reference: str
+    households: int
+    household: str | None
+
+
+class CommandView(BaseModel):
+    """An operator command, from its event on devices.events."""
+
+    at_ms: int
+    operator: str
+    action: str
+    target: str
+    reason: str
+
+
 class AuditView(BaseModel):
-    items: list[dict[str, Any]]
+    reads: list[StaffReadView]  # newest first
+    commands: list[CommandView]  # newest first
 
 
 class AuditQuery(QueryModel):
@@ -393,12 +428,17 @@ async def fleet_modules_export(call: Call) -> StreamingResponse:
     fleet = state.service.fleet
     paired = state.paired_now()
     try:
-        chunks = export_xlsx(fleet, q, paired) if call.query.format == "xlsx" else export_csv(fleet, q, paired)
-        first = next(chunks)
+        rows = ordered_rows(fleet, q, paired)
     except ListError as exc:
         raise ApiError(422, "invalid", exc.reason, exc.field, "query") from None
-    query = {k: v for k, v in call.query.model_dump().items() if v not in ("", None) and k not in ("limit", "offset")}
-    state.audit_record(call, f"export_{call.query.format}", json.dumps(query, sort_keys=True), modules=fleet.size)
+    # Written before the first byte goes out: one entry per household whose module is exported (its own
+    # access log then shows it), all under this export's reference, in one transaction.
+    households = await asyncio.to_thread(state.households_of, rows)
+    reference = f"{EXPORT_REFERENCE}{call.query.format}:{secrets.token_hex(6)}"
+    await asyncio.to_thread(state.access.record_reads, call.me, households, what="telemetry", why="operations",
+                            reference=reference)
+    chunks = export_xlsx(fleet, rows, paired) if call.query.format == "xlsx" else export_csv(fleet, rows, paired)
+    first = next(chunks)
 
     def body() -> Any:
         yield first
@@ -407,7 +447,7 @@ async def fleet_modules_export(call: Call) -> StreamingResponse:
     media = ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" if call.query.format == "xlsx"
              else "text/csv; charset=utf-8")
     return _ExportStream(body(), media_type=media, headers={
-        "Content-Disposition": f'attachment; filename="modules.{call.query.format}"'})
+        "Content-Disposition": f'attachment; filename="modules.{call.query.format}"', "Quartier-Access-Reference": reference})
 
 
 @operation("GET", "/v1/fleet/modules/{meter}", allow=STAFF, path_params=MeterPath, response=ModuleView, errors=(404,),
@@ -425,20 +465,21 @@ async def fleet_module(call: Call) -> ModuleView:
 
 @operation("GET", "/v1/fleet/modules/{meter}/household", allow=STAFF, path_params=MeterPath, query=ReasonQuery,
            response=HouseholdView, errors=(404, 422), tags=TAGS, operation_id="fleet_module_household",
-           summary="The household behind a module: personal data, every read recorded; support must give a reason")
+           summary="The household behind a module: personal data, every read in the access log; support must say why")
 async def fleet_module_household(call: Call) -> HouseholdView:
     state = _state(call)
-    if "operator" not in call.me.roles and not call.query.reason.strip():
-        raise ApiError(422, "invalid", "support reads a household's personal data only with a reason, which is recorded",
-                       "reason", "query")
+    why = call.query.why or ("operations" if "operator" in call.me.roles else "")
+    if not why:
+        raise ApiError(422, "invalid", "support reads a household's personal data only with a reason, which is "
+                       f"recorded in its access log: one of {', '.join(STAFF_REASONS)}", "why", "query")
     from accounts.readmodel import household_of_meter, members
 
     rm = state.readmodel()
     household = await asyncio.to_thread(household_of_meter, rm, call.path.meter)
     if household is None:
         raise ApiError(404, "not_found", f"no household has paired meter {call.path.meter}", "meter", "path")
-    state.audit_record(call, "read_household", call.path.meter, household=household.household,
-                       reason=call.query.reason.strip())
+    await asyncio.to_thread(state.access.record_read, call.me, household=household.household, what="profile", why=why,
+                            reference=call.query.reference)
     people = await asyncio.to_thread(members, rm, household.household)
     return HouseholdView(household=household.household, name=household.name, meter=household.meter, zone=household.zone,
                          tariff=household.tariff,
@@ -460,7 +501,8 @@ def _command_error(exc: cs.CommandError) -> ApiError:
     return ApiError(exc.status, code, exc.reason, exc.field, "path" if exc.status == 404 else "body")
 
 
-async def _run(call: Call, build_events: Any, action: str, target: str, **detail: Any) -> list[ev.Record]:
+async def _run(call: Call, build_events: Any) -> list[ev.Record]:
+    """Runs an operator command; its events (on devices.events, with the operator's id) are its record."""
     state = _state(call)
     service = state.service
     # Validated against the state first, so a refused command never waits for the broker.
@@ -477,7 +519,6 @@ async def _run(call: Call, build_events: Any, action: str, target: str, **detail
         new = await service.command(build_events)
     except cs.CommandError as exc:
         raise _command_error(exc) from None
-    state.audit_record(call, action, target, **detail)
     return new
 
 
@@ -485,8 +526,8 @@ async def _run(call: Call, build_events: Any, action: str, target: str, **detail
            errors=(409, 422, 503), tags=TAGS, operation_id="fleet_firmware_release", summary="Add a firmware to the catalogue")
 async def fleet_firmware_release(call: Call) -> FirmwareView:
     body: FirmwareCreate = call.body
-    await _run(call, lambda s, now: cs.release_firmware(s, body.version, tuple(body.hardware), body.notes, now),
-               "firmware_release", body.version)
+    await _run(call, lambda s, now: cs.release_firmware(s, body.version, tuple(body.hardware), body.notes, now,
+                                                        operator=call.me.subject))
     f = _state(call).service.state.firmware[body.version]
     return FirmwareView(version=f.version, notes=f.notes, hardware=list(f.hardware), released_ms=f.released_ms, modules=0)
 
@@ -526,7 +567,7 @@ async def fleet_campaign_create(call: Call) -> CampaignView:
                                      phases=phases, guard=guard, operator=call.me.subject, **dict(options))
         return [msgspec.convert(msgspec.to_builtins(e), ev.CampaignCreated) for e in created]  # validates every field
 
-    await _run(call, build_events, "campaign_create", body.campaign, firmware=body.firmware)
+    await _run(call, build_events)
     return _campaign_view(_state(call).service.state.campaigns[body.campaign], history=True)
 
 
@@ -537,7 +578,7 @@ def _action(verb: str, command: Any, summary: str) -> Any:
             build_events = lambda s, now: command(s, call.path.campaign, call.me.subject, now)  # noqa: E731
         else:
             build_events = lambda s, now: command(s, call.path.campaign, reason, call.me.subject, now)  # noqa: E731
-        await _run(call, build_events, f"campaign_{verb}", call.path.campaign, reason=reason)
+        await _run(call, build_events)
         return _campaign_view(_state(call).service.state.campaigns[call.path.campaign], history=True)
 
     handler.__name__ = f"fleet_campaign_{verb}"
@@ -553,10 +594,14 @@ fleet_campaign_rollback = _action("rollback", cs.roll_back, "Roll back: updated 
 
 
 @operation("GET", "/v1/fleet/audit", allow=OPERATOR, query=AuditQuery, response=AuditView, tags=TAGS,
-           operation_id="fleet_audit", summary="The audit record of operator and support actions (exports, personal-data reads, commands)")
+           operation_id="fleet_audit",
+           summary="Recent staff actions: personal-data reads and exports (the access log), operator commands (devices.events)")
 async def fleet_audit(call: Call) -> AuditView:
-    records = _state(call).audit.recent(call.query.limit)
-    return AuditView(items=[msgspec.to_builtins(r) for r in records])
+    state = _state(call)
+    reads = await asyncio.to_thread(state.access.recent, call.query.limit)
+    commands = list(state.service.state.commands)[::-1][: call.query.limit]
+    return AuditView(reads=[StaffReadView(**vars(r)) for r in reads],
+                     commands=[CommandView(**vars(c)) for c in commands])
 
 
 _ExportStream._model_class = ModuleRow  # type: ignore[assignment]
@@ -572,8 +617,7 @@ OPERATIONS = [fleet_overview, fleet_modules, fleet_modules_export, fleet_module,
 def surface(context: SurfaceContext) -> Surface:
     settings = context.settings
     service = build(settings)
-    state = ConsoleState(service=service, audit=FileAuditLog(settings.state_dir / "console" / "audit.jsonl"),
-                         accounts_url=settings.sqlite_url("accounts"))
+    state = ConsoleState(service=service, access=AccessLog.open(settings), accounts_url=settings.sqlite_url("accounts"))
 
     @contextlib.asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
@@ -588,6 +632,7 @@ def surface(context: SurfaceContext) -> Surface:
                 await task
             with contextlib.suppress(Exception):
                 await service.stop()
+            state.access.engine.dispose()
 
     from console.web import routes as web_routes
 

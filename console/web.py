@@ -6,10 +6,14 @@ Pages (operator and support; anyone else gets the API layer's 401/403):
 - ``/console``: the fleet overview, its figures refreshed live from ``/console/live``;
 - ``/console/modules``: the module list, filters as a GET form, server-side pages, CSV/XLSX export links;
 - ``/console/modules/{meter}``: one module and its 30-day connectivity timeline;
-- ``/console/campaigns`` and ``/console/campaigns/{campaign}``: roll-outs and their progress.
+- ``/console/campaigns`` and ``/console/campaigns/{campaign}``: roll-outs and their progress, the
+  campaign's refreshed live from ``/console/campaigns/{campaign}/live`` (phase, installed, failed,
+  paused and why, history).
 
-The pages read the same projection and state as ``/v1/fleet/...``; they hold no logic of their own
-beyond formatting.
+Live figures are one mechanism (:func:`_live`): a Server-Sent Events stream of what a function of the
+state gives, every ``LIVE_EVERY_S``, sent when it changed; the page renders the same function's value
+first, so the first paint and every update agree. The pages read the same projection and state as
+``/v1/fleet/...``; they hold no logic of their own beyond formatting.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime, timezone
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -29,6 +34,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from api import ApiError, allow
+from console import campaigns as cs
 from console.listing import ListError, ModuleFilter, Query, page
 from console.projection import RSSI_BANDS
 
@@ -66,6 +72,44 @@ def _render(name: str, **context: Any) -> HTMLResponse:
     return HTMLResponse(_env.get_template(name).render(**context))
 
 
+def _live(event: str, snapshot: Callable[[], dict[str, Any] | None]) -> EventSourceResponse:
+    """``snapshot()`` as SSE events named ``event``: at once, then every LIVE_EVERY_S when it changed
+    (a ping every 15 s keeps proxies from closing a quiet stream); None ends the stream."""
+
+    async def events() -> Any:
+        last = None
+        while (value := snapshot()) is not None:
+            data = json.dumps(value)
+            if data != last:
+                yield {"event": event, "data": data}
+                last = data
+            await asyncio.sleep(LIVE_EVERY_S)
+
+    return EventSourceResponse(events(), ping=15)
+
+
+def _fleet_live(state: "ConsoleState") -> dict[str, Any]:
+    f = state.service.fleet.fleet().as_dict()
+    f.pop("connected_curve")
+    return f
+
+
+def campaign_page(c: cs.Campaign) -> dict[str, Any]:
+    """What a campaign's page shows: rendered into the page, then sent live as it changes."""
+    # Formatted here, once, so the server's first paint and the page's script show the same text.
+    summary = c.summary()
+    started = len(c.phase_members)
+    phases = [{"name": p.name, "share": f"{p.cumulative_share * 100:g}%",
+               "modules": len(c.phase_members[i]) if i < started else 0,
+               "updated": c.count(cs.UPDATED, i) if i < started else 0} for i, p in enumerate(c.phases)]
+    paused = summary["paused"]
+    by_status = summary["by_status"]
+    return {**summary, "installed": by_status.get(cs.UPDATED, 0), "failed": by_status.get(cs.FAILED, 0),
+            "phase_rows": phases, "by_status_text": ", ".join(f"{k}: {by_status[k]}" for k in sorted(by_status)),
+            "figures": [] if paused is None else [[k, f"{v:g}"] for k, v in sorted(paused["figures"].items())],
+            "history": [{"when": _when(h["at_ms"]), "text": h["text"]} for h in reversed(c.history[-50:])]}
+
+
 def routes(state: "ConsoleState") -> list[BaseRoute]:
     async def overview(request: Request) -> Response:
         principal = _staff(request)
@@ -75,15 +119,7 @@ def routes(state: "ConsoleState") -> list[BaseRoute]:
 
     async def live(request: Request) -> Response:
         _staff(request)
-
-        async def figures() -> Any:
-            while True:
-                f = state.service.fleet.fleet().as_dict()
-                f.pop("connected_curve")
-                yield {"event": "fleet", "data": json.dumps(f)}
-                await asyncio.sleep(LIVE_EVERY_S)
-
-        return EventSourceResponse(figures(), ping=15)
+        return _live("fleet", lambda: _fleet_live(state))
 
     async def modules(request: Request) -> Response:
         principal = _staff(request)
@@ -127,14 +163,21 @@ def routes(state: "ConsoleState") -> list[BaseRoute]:
         return _render("campaigns.html.j2", items=[c.summary() for c in items], who=principal.subject,
                        firmware=list(state.service.state.firmware.values()))
 
-    async def campaign(request: Request) -> Response:
-        principal = _staff(request)
+    def found_campaign(request: Request) -> cs.Campaign:
         c = state.service.state.campaigns.get(request.path_params["campaign"])
         if c is None:
             raise ApiError(404, "not_found", f"no campaign {request.path_params['campaign']!r}", "campaign", "path")
-        phases = [{"name": p.name, "share": p.cumulative_share, "modules": len(c.phase_members[i]) if i < len(c.phase_members) else 0,
-                   "updated": c.count("updated", i) if i < len(c.phase_members) else 0} for i, p in enumerate(c.phases)]
-        return _render("campaign.html.j2", c=c.summary(), phases=phases, history=c.history[-50:], who=principal.subject)
+        return c
+
+    async def campaign(request: Request) -> Response:
+        principal = _staff(request)
+        return _render("campaign.html.j2", c=campaign_page(found_campaign(request)), who=principal.subject)
+
+    async def campaign_live(request: Request) -> Response:
+        _staff(request)
+        name = found_campaign(request).campaign
+        campaigns = state.service.state.campaigns
+        return _live("campaign", lambda: campaign_page(campaigns[name]) if name in campaigns else None)
 
     out: list[BaseRoute] = [
         Route("/console", overview, methods=["GET"]),
@@ -143,6 +186,7 @@ def routes(state: "ConsoleState") -> list[BaseRoute]:
         Route("/console/modules/{meter:str}", module, methods=["GET"]),
         Route("/console/campaigns", campaigns, methods=["GET"]),
         Route("/console/campaigns/{campaign:str}", campaign, methods=["GET"]),
+        Route("/console/campaigns/{campaign:str}/live", campaign_live, methods=["GET"]),
     ]
     if UPLOT_DIR.is_dir():
         out.append(Mount("/console/static/uplot", app=StaticFiles(directory=UPLOT_DIR), name="console-uplot"))

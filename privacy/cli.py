@@ -19,7 +19,7 @@ def privacy() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: ok, entries, head, problem, seq.")
 def verify_log(as_json: bool) -> None:
     """Recompute the access log's hash chain; exit status 1 if an entry was changed, removed or reordered."""
-    from privacy.access_log import AccessLog
+    from quartier.access_log import AccessLog
 
     verification = AccessLog.open(Settings()).verify()
     if as_json:
@@ -130,7 +130,7 @@ def run() -> None:
     import logging
 
     from privacy.anonymise import start_scheduler
-    from privacy.database import privacy_engine
+    from quartier.sql import privacy_engine
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

@@ -19,17 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+# What a household's data is filed under, in the export and the access log: the access log's list (the
+# core's, since the console writes the log too); every place of the map is filed under one of them.
+from quartier.access_log import CATEGORIES
+
 Kind = Literal["topic", "record", "table", "measurement", "file", "log"]
 
 #: What kinds of personal data there are.
 PERSONAL = frozenset({
     "email", "name", "device_token", "phone", "free_text", "meter_address", "readings", "preferences",
     "orders", "household_id", "account_id", "location",
-})
-#: What a household's data is filed under, in the export and the access log.
-CATEGORIES = frozenset({
-    "profile", "contacts", "devices", "readings", "alerts", "rules", "deliveries", "trades", "consent",
-    "telemetry", "access_log",
 })
 
 KAFKA_LOG = "Kafka: kept for replay (no retention on the embedded broker)"
@@ -248,6 +247,9 @@ MAP: tuple[Place, ...] = (
     Place(F, "<state_dir>/*.db, -wal, -shm, -journal", ("email", "device_token", "meter_address"), None,
           "the SQLite databases of the tables above", "as their tables",
           "secure_delete on; a checkpoint(TRUNCATE) after an erasure empties the WAL"),
+    Place(F, "<state_dir>/console/<prefix>projection.npz", ("meter_address",), "telemetry",
+          "the console's fleet projection, snapshotted with the offsets it reflects", "rewritten every minute",
+          "the meter's link to a household is erased (the projection holds modules, not people)"),
     Place(F, "<state_dir>/privacy/kek", (), None, "the key wrapping data keys at rest", "always", NOT_PERSONAL),
     Place(F, "<state_dir>/influx-spool/", ("meter_address", "readings"), "readings",
           "line protocol waiting while InfluxDB is slow", "until InfluxDB takes it", "spooled lines of the meter removed"),

@@ -416,7 +416,7 @@ class ErasureSaga:
         return completed
 
     def _log_read(self, household: str) -> None:
-        from privacy.access_log import AccessLog
+        from quartier.access_log import AccessLog
 
         access = AccessLog.open(self.settings)
         access.append(actor="erasure", actor_role="system", household=household, what="profile", why="erasure")

@@ -125,7 +125,7 @@ async def household_data(settings: Settings, household: str, *, readings: dict[s
     """The JSON document: one key per category of the data map."""
     from accounts.service import fold
     from accounts.state import row
-    from privacy.access_log import AccessLog
+    from quartier.access_log import AccessLog
 
     state = await fold(settings)
     found = state.households.get(household)
@@ -178,7 +178,7 @@ async def export_household(
 ) -> dict[str, Any]:
     """Writes ``readings.csv`` and ``household.json`` into ``directory``; returns the JSON document."""
     from accounts.service import fold
-    from privacy.access_log import AccessLog
+    from quartier.access_log import AccessLog
 
     if end_ms <= start_ms:
         raise ValueError("end_ms: must be after start_ms")

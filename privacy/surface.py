@@ -37,7 +37,7 @@ from starlette.responses import FileResponse
 
 from api import ApiError, Call, Surface, SurfaceContext, allow, operation
 from api.bounds import Query
-from privacy.access_log import AccessLog
+from quartier.access_log import AccessLog
 from privacy.erasure import ErasureSaga
 from quartier import events as ev
 from quartier import kafka, topics

@@ -375,6 +375,7 @@ class FirmwareReleased(Record, tag="firmware_released", kw_only=True):
     version: FirmwareVersion
     notes: Annotated[str, Meta(max_length=2000)] = ""
     hardware: Annotated[tuple[HardwareVersion, ...], Meta(min_length=1)]
+    operator: Annotated[str, Meta(max_length=128)] = ""  # who released it (account id; older records: unknown)
     at_ms: EpochMs
 
 

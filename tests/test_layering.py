@@ -1,4 +1,5 @@
-"""Production code never imports the development stack (``quartier.stack``).
+"""Production code never imports the development stack (``quartier.stack``), and each package imports
+only the packages docs/architecture.md's table says it may (data flows one way).
 
 Every module of the production packages is parsed and each of its imports (module level or inside a
 function, absolute or relative) resolved to a module name. The development side is ``quartier.stack``
@@ -9,6 +10,7 @@ inside its ``stack`` commands (imported when one of them runs, never by ``quarti
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,3 +82,29 @@ def test_no_production_module_imports_the_development_stack() -> None:
                 continue  # the ``stack`` and ``demo`` commands, imported when they run
             offenders.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
     assert offenders == []
+
+
+def allowed_imports() -> dict[str, set[str]]:
+    """package -> the packages of ours it may import, from docs/architecture.md's table ("may import")."""
+    allowed = {}
+    for line in (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8").splitlines():
+        row = re.match(r"\| `(\w+)` \| .* \| (.*) \|$", line)
+        if row and row.group(1) in PRODUCTION_PACKAGES:
+            allowed[row.group(1)] = set(re.findall(r"`(\w+)[`.]", row.group(2)))
+    return allowed
+
+
+def test_each_package_imports_only_what_the_architecture_allows() -> None:
+    # e.g. the console may not import privacy (a sibling downstream of accounts): what both need, the
+    # access log, is the core's.
+    allowed = allowed_imports()
+    assert set(allowed) == set(PRODUCTION_PACKAGES)
+    assert allowed["console"] == {"quartier", "api", "accounts"} and allowed["quartier"] == set()
+    offenders = set()
+    for path in production_modules():
+        package = module_name(path).split(".")[0]
+        for module, line, _ in imports(path):
+            target = module.split(".")[0]
+            if target in PRODUCTION_PACKAGES and target != package and target not in allowed[package]:
+                offenders.add(f"{path.relative_to(ROOT)}:{line} imports {target}")
+    assert sorted(offenders) == []

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from privacy.access_log import AccessLog, AccessLogError
+from quartier.access_log import AccessLog, AccessLogError, StaffRead
 from tests.support import isolated_settings, settings_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,6 +75,29 @@ def test_reads_by_others_are_entries_reads_by_members_are_not(log: AccessLog) ->
     ]
     assert [e.seq for e in log.entries()] == [1, 2, 3]
     assert verify_cli(log) == (0, {"ok": True, "entries": 3, "head": log.entries()[-1].hash, "problem": None, "seq": None})
+
+
+def test_an_export_is_one_entry_per_household_at_one_time_and_staff_see_it_as_one_read(log: AccessLog) -> None:
+    exporter = Person("acct_op1", frozenset({"operator"}), household="hh_b")  # staff who is also a member of hh_b
+    written = log.record_reads(exporter, ["hh_a", "hh_b", "hh_c", "hh_a"], what="telemetry", why="operations",
+                               reference="export:csv:0123abcd")
+    log.record_read(SUPPORT, household="hh_c", what="profile", why="support_ticket", reference="T-9")
+    log.record_read(MEMBER, household="hh_a", what="profile", why="support_ticket")  # a member: not logged
+    assert written == 2  # hh_a once, hh_c; not hh_b, the exporter's own household
+    assert [(e.seq, e.household, e.what, e.reference, e.at_ms) for e in log.entries()] == [
+        (1, "hh_a", "telemetry", "export:csv:0123abcd", 1_700_000_000_000),
+        (2, "hh_c", "telemetry", "export:csv:0123abcd", 1_700_000_000_000),
+        (3, "hh_c", "profile", "T-9", 1_700_000_001_000),
+    ]
+    assert log.recent(10) == [
+        StaffRead(seq=3, at_ms=1_700_000_001_000, actor="acct_sup1", actor_role="support", what="profile",
+                  why="support_ticket", reference="T-9", households=1, household="hh_c"),
+        StaffRead(seq=2, at_ms=1_700_000_000_000, actor="acct_op1", actor_role="operator", what="telemetry",
+                  why="operations", reference="export:csv:0123abcd", households=2, household=None),
+    ]
+    assert log.recent(1)[0].seq == 3
+    assert log.record_reads(exporter, ["hh_b"], what="telemetry", why="operations") == 0
+    assert log.verify().as_dict() == {"ok": True, "entries": 3, "head": log.entries()[-1].hash, "problem": None, "seq": None}
 
 
 def test_an_entry_refuses_free_text_and_unknown_categories_naming_the_field(log: AccessLog) -> None:

@@ -91,7 +91,7 @@ def test_after_the_job_no_home_point_older_than_a_year_remains_and_every_group_c
 
 async def test_the_job_is_scheduled_on_apscheduler_with_its_interval_and_persisted(tmp_path: Path) -> None:
     from privacy.anonymise import JOB_ID, anonymise_job, start_scheduler
-    from privacy.database import privacy_engine
+    from quartier.sql import privacy_engine
 
     settings = isolated_settings(tmp_path / "state", privacy={"anonymise_interval_s": 3600})
     engine = privacy_engine(settings, [])

@@ -20,9 +20,9 @@ from accounts.operations import AccountOperations
 from accounts.service import AccountsService, fold
 from notifier.contacts import DeviceToken, MeterOwner, User
 from notifier.database import notifier_engine
-from privacy.access_log import AccessLog
 from privacy.erasure import STEPS, ErasureSaga
 from quartier import events as ev
+from quartier.access_log import AccessLog
 from quartier import pairing, topics
 from quartier.influx import count_points, ensure_database
 from quartier.kafka import ensure_topics, read_all, read_records

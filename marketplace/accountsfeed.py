@@ -77,7 +77,6 @@ class AccountsFeed:
         self._wake = asyncio.Event()
         self._sealing: Sealing | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.rounds = 0
         self._idle = asyncio.Event()  # set after a round that left nothing pending
 
     # --- life cycle ------------------------------------------------------------------------------
@@ -85,8 +84,7 @@ class AccountsFeed:
     async def start(self) -> None:
         self._sealing = Sealing.open_store(self.settings)
         self._tasks = [
-            asyncio.create_task(follow_topic(self.settings, topics.ACCOUNTS_EVENTS, self._apply, self.ready, self._reset),
-                                name="market-accounts-fold"),
+            asyncio.create_task(self._fold(), name="market-accounts-fold"),
             asyncio.create_task(self._reconcile_forever(), name="market-accounts-reconciler"),
         ]
 
@@ -105,6 +103,16 @@ class AccountsFeed:
                 await asyncio.sleep(0.05)
 
     # --- the fold ----------------------------------------------------------------------------------
+
+    async def _fold(self) -> None:
+        try:
+            await follow_topic(self.settings, topics.ACCOUNTS_EVENTS, self._apply, self.ready, self._reset)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The market keeps trading with the participants it has; the next start folds again.
+            log.exception("the market's accounts feed stopped following accounts.events")
+            raise
 
     def _reset(self) -> None:
         # follow_topic folds again from the start after a reconnection: no round until it is through.
@@ -129,6 +137,8 @@ class AccountsFeed:
         zones = frozenset(self.state.zones)
         while True:
             await self.ready.wait()
+            # Cleared before the round: a record folded during it wakes the next one at once.
+            self._wake.clear()
             self._idle.clear()
             if frozenset(self.state.zones) != zones:
                 zones = frozenset(self.state.zones)
@@ -140,14 +150,13 @@ class AccountsFeed:
             else:
                 households, self._pending = sorted(self._pending), set()
             failed = await self.reconcile(households)
-            self.rounds += 1
             if failed:
                 self._pending |= failed
                 await asyncio.sleep(self.retry_s)
                 continue
-            if not self._pending and not self._everyone:
-                self._idle.set()
-            self._wake.clear()
+            if self._pending or self._everyone:
+                continue
+            self._idle.set()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval_s):
                     await self._wake.wait()

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from accounts.log import AccountsLog
 from api.compose import compose, discover
 from quartier import events as ev
 from quartier import kafka, topics
@@ -213,3 +214,38 @@ async def test_the_read_models_rebuilt_from_the_log_equal_the_live_ones(composed
         assert read_model.dump() == live
     finally:
         read_model.close()
+
+
+async def test_an_erased_household_leaves_the_market_and_its_meter_stays_blank_in_a_rebuild(composed: Composed,
+                                                                                            tmp_path) -> None:
+    c, client = composed, composed.client
+    a = c.made.households["A"]
+    assert (await client.put(f"/v1/zones/{ZONE}", headers=c.as_("operator"), json={"mechanism": "bilateral"})).status_code == 200
+    assert (await client.put("/v1/me/household/market-roles", headers=c.as_("owner"),
+                             json={"producer": True, "producer_capacity_w": 3000})).status_code == 200
+    await c.registered("owner", ["producer"])
+    [offer] = (await client.post("/v1/offers", headers=c.as_("owner"), json={
+        "slot_start_ms": S1, "energy_wh_per_slot": 500, "price_cents_per_kwh": 13})).json()["items"]
+    # The erasure saga's last step, as privacy/erasure.py appends it.
+    accounts_log = AccountsLog(c.settings)
+    await accounts_log.start()
+    try:
+        await accounts_log.append([(a, ev.HouseholdErased(household=a, accounts=(c.made.accounts["owner"], c.made.accounts["member"]),
+                                                           at_ms=int(time.time() * 1000)))])
+    finally:
+        await accounts_log.stop()
+    left = await c.registered("owner", None)
+    assert left is not None
+    assert (left["participant"], left["zone"], left["meter"], left["roles"], left["status"]) == (a, ZONE, "", [], "left")
+    assert (await client.get(f"/v1/offers/{offer['offer_id']}", headers=c.as_("operator"))).json()["status"] == "withdrawn"
+    events = await market_events(c.settings)
+    assert [(e.participant, e.reason) for e in events if isinstance(e, ev.ParticipantLeft)] == [(a, "household_erased")]
+
+    rebuilt = c.settings.model_copy(update={"state_dir": tmp_path / "rebuilt"})
+    await rebuild(rebuilt, write_charts=False)
+    read_model = ReadModel(rebuilt.sqlite_url("market"))
+    try:
+        [row] = [r for r in read_model.dump()["market_participant"] if r[0] == a]
+    finally:
+        read_model.close()
+    assert row[2] == ""  # the meter column

@@ -270,8 +270,12 @@ def grant_role(state: AccountsState, actor: str, *, email: str, role: str, now_m
     return [record(account=target.account, role=role, by=actor, at_ms=now_ms)]  # type: ignore[arg-type]
 
 
-def set_market_role(state: AccountsState, actor: str, *, role: str, enabled: bool, household: str | None = None, now_ms: int) -> list[msgspec.Struct]:
-    """The owner opts the household in or out of its zone's market; an operator may for any household."""
+def set_market_role(state: AccountsState, actor: str, *, role: str, enabled: bool, household: str | None = None,
+                    capacity_w: int | None = None, now_ms: int) -> list[msgspec.Struct]:
+    """The owner opts the household in or out of its zone's market; an operator may for any household.
+
+    A producer gives the peak output of its installation (``capacity_w``, W): the market caps what it
+    may offer in a slot by it. Granting the producer role again with another capacity restates it."""
     if household is None:
         _, found = _owner(state, actor)
     else:
@@ -283,6 +287,13 @@ def set_market_role(state: AccountsState, actor: str, *, role: str, enabled: boo
         raise invalid("role", f"{role!r} is not a market role (producer, consumer)")
     if enabled and found.meter is None:
         raise conflict("role", "pair the household's meter first: the market settles on its readings")
+    if enabled and role == "producer":
+        if capacity_w is None or capacity_w <= 0:
+            raise invalid("producer_capacity_w", "a producer gives the peak output of its installation (W), above 0")
+        if role in found.market_role_set and found.producer_capacity_w == capacity_w:
+            return []
+        return [ev.MarketRoleGranted(household=found.household, role="producer", capacity_w=capacity_w, by=actor,  # type: ignore[arg-type]
+                                     at_ms=now_ms)]
     if (role in found.market_role_set) == enabled:
         return []
     record = ev.MarketRoleGranted if enabled else ev.MarketRoleRevoked

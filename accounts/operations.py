@@ -165,9 +165,10 @@ class AccountOperations:
         person = self.state.accounts[account]
         await self.mailer.confirmation(person.email, person.name, person.language, token)
 
-    async def set_market_role(self, actor: str, role: str, enabled: bool, household: str | None = None) -> None:
+    async def set_market_role(self, actor: str, role: str, enabled: bool, household: str | None = None,
+                              capacity_w: int | None = None) -> None:
         await self.service.execute(lambda state, now: commands.set_market_role(
-            state, actor, role=role, enabled=enabled, household=household, now_ms=now))
+            state, actor, role=role, enabled=enabled, household=household, capacity_w=capacity_w, now_ms=now))
 
     # --- delivery preferences --------------------------------------------------------------------
 

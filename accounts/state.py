@@ -72,6 +72,7 @@ class Household:
     meter: str | None = field(default=None, metadata=INDEXED)
     zone: str | None = field(default=None, metadata=INDEXED)
     market_roles: str = ""  # comma-separated, sorted: consumer, producer
+    producer_capacity_w: int | None = None  # peak output of the installation, while a producer
     tariff: str = "base"
     subscribed_kva: int | None = None
     billing_day: int = 1
@@ -437,6 +438,9 @@ def _role_revoked(state: AccountsState, e: ev.RoleRevoked) -> list[EntityRef]:
 def _market_role_granted(state: AccountsState, e: ev.MarketRoleGranted) -> list[EntityRef]:
     household = _household(state, e.household)
     household.market_roles = _join([*household.market_role_set, e.role])
+    if e.role == "producer":
+        # A v1 grant carries no capacity: it stands for the documented default (quartier/events.py).
+        household.producer_capacity_w = e.capacity_w if e.capacity_w is not None else ev.V1_PRODUCER_CAPACITY_W
     household.updated_ms = e.at_ms
     return [("household", e.household)]
 
@@ -444,6 +448,8 @@ def _market_role_granted(state: AccountsState, e: ev.MarketRoleGranted) -> list[
 def _market_role_revoked(state: AccountsState, e: ev.MarketRoleRevoked) -> list[EntityRef]:
     household = _household(state, e.household)
     household.market_roles = _join(household.market_role_set - {e.role})
+    if e.role == "producer":
+        household.producer_capacity_w = None
     household.updated_ms = e.at_ms
     return [("household", e.household)]
 

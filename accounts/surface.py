@@ -125,6 +125,7 @@ class HouseholdView(BaseModel):
     meter: str | None
     zone: str | None
     market_roles: list[str]
+    producer_capacity_w: int | None
     tariff: str
     subscribed_kva: int | None
     billing_day: int
@@ -157,6 +158,9 @@ class Tariff(Strict):
 class MarketRoles(Strict):
     producer: bool = False
     consumer: bool = False
+    producer_capacity_w: Annotated[int, Field(gt=0, le=1_000_000)] | None = Field(
+        None, description="the installation's peak output (W); required with producer: the market caps a "
+                          "slot's offers at what it produces in 15 minutes")
 
 
 class RoleGrant(Strict):
@@ -401,7 +405,8 @@ def _household_view(s: AccountsSurface, household_id: str) -> HouseholdView:
     household = state.households[household_id]
     return HouseholdView(
         household=household.household, name=household.name, meter=household.meter, zone=household.zone,
-        market_roles=sorted(household.market_role_set), tariff=household.tariff, subscribed_kva=household.subscribed_kva,
+        market_roles=sorted(household.market_role_set), producer_capacity_w=household.producer_capacity_w,
+        tariff=household.tariff, subscribed_kva=household.subscribed_kva,
         billing_day=household.billing_day, heating=household.heating,
         members=[MemberView(account=a.account, name=a.name, role=a.household_role) for a in state.members(household_id)],
     )
@@ -480,7 +485,8 @@ async def set_tariff(call: Call) -> HouseholdView:
            errors=(409,), summary="Take part in the zone's market as a producer and/or a consumer")
 async def set_market_roles(call: Call) -> HouseholdView:
     for role in ("producer", "consumer"):
-        await call.state.ops.set_market_role(_me(call), role, getattr(call.body, role))
+        await call.state.ops.set_market_role(_me(call), role, getattr(call.body, role),
+                                             capacity_w=call.body.producer_capacity_w if role == "producer" else None)
     return _household_view(call.state, _my_household(call))
 
 

@@ -18,6 +18,7 @@ from quartier.rejected import Rejected, conflict, forbidden, invalid, not_found 
 
 from marketplace import clearing, requests
 from marketplace.clearing import Ask, Bid, PurchaseRejected
+from marketplace.membership import is_household
 from marketplace.state import SLOT_MS, MarketState, Offer, Order, Participant, Slot
 
 #: How far ahead a slot may be traded.
@@ -128,6 +129,9 @@ def register_participant(state: MarketState, principal: Principal, body: request
         raise forbidden("only the operator registers participants")
     if body.zone not in state.zones:
         raise conflict("zone", f"zone {body.zone!r} is not configured: PUT /v1/zones/{body.zone} first")
+    if is_household(body.participant):
+        raise conflict("participant", f"{body.participant!r} is a household: it takes part through its account's market "
+                                      "roles (PUT /v1/me/household/market-roles), not by registration")
     if body.participant in state.participants:
         raise conflict("participant", f"participant {body.participant!r} is already registered")
     if body.meter in state.meters:

@@ -5,7 +5,9 @@
 - the projection (:class:`marketplace.projection.Projection`): read models and chart points;
 - the settlement process (:class:`marketplace.settling.SettlementProcess`): closing, allocation,
   escrow and settlement, run by the scheduler (:class:`marketplace.scheduler.MarketScheduler`);
-- the meter feed (``meter.slots`` into the metered-energy table allocation reads), the API tokens.
+- the meter feed (``meter.slots`` into the metered-energy table allocation reads), the API tokens;
+- the accounts feed (:class:`marketplace.accountsfeed.AccountsFeed`): follows ``accounts.events`` and
+  makes the households with a market role participants (and no longer), through the command handler.
 
 :class:`MarketService` holds the parts and their life cycle, and nothing else; :func:`wire` builds
 it. The state is one :class:`marketplace.state.MarketState`, shared: the command handler is its one
@@ -21,6 +23,7 @@ import msgspec
 
 from quartier.settings import Settings
 
+from marketplace.accountsfeed import AccountsFeed
 from marketplace.auth import TokenStore
 from marketplace.charts import MarketCharts
 from marketplace.clock import Clock, SystemClock
@@ -53,6 +56,7 @@ class MarketService:
     settlement_process: SettlementProcess
     meter_feed: MeterFeed
     scheduler: MarketScheduler | None
+    accounts_feed: AccountsFeed | None = None
 
     # --- what the API and the command line use ------------------------------------------------------
 
@@ -94,12 +98,17 @@ class MarketService:
         await self.log.start()
         await self.commands.load()
         await self.meter_feed.start()
+        if self.accounts_feed is not None:
+            # After the start-up fold: it reconciles against the whole market log.
+            await self.accounts_feed.start()
         if self.scheduler is not None:
             self.scheduler.start()
 
     async def stop(self) -> None:
         if self.scheduler is not None:
             self.scheduler.stop()
+        if self.accounts_feed is not None:
+            await self.accounts_feed.stop()
         await self.commands.drain()
         await self.meter_feed.stop()
         await self.log.stop()
@@ -115,9 +124,11 @@ def wire(
     chain: ChainSettlement | None = None,
     connect_chain: Callable[[], ChainSettlement] | None = None,
     charts: bool = True,
+    follow_accounts: bool = True,
 ) -> MarketService:
     """The market from its parts. ``close_interval_s`` None: no scheduled jobs (tests run them);
-    ``charts`` False: no InfluxDB points; ``chain``/``connect_chain``: where slots settle."""
+    ``charts`` False: no InfluxDB points; ``chain``/``connect_chain``: where slots settle;
+    ``follow_accounts`` False: participants only as the operator registers them (no accounts feed)."""
     clock = clock or SystemClock()
     read_model = ReadModel(settings.sqlite_url("market"))
     meters = MeterStore(read_model.engine)
@@ -136,4 +147,5 @@ def wire(
         meters=meters, log=market_log, commands=handler, projection=projection, settlement_process=process,
         meter_feed=meter_feed,
         scheduler=MarketScheduler(jobs, close_interval_s) if close_interval_s else None,
+        accounts_feed=AccountsFeed(settings, state, handler) if follow_accounts else None,
     )

@@ -50,14 +50,23 @@ class SettlementTiming:
             raise ValueError(f"deadline_ms ({self.deadline_ms}) must not be before grace_ms ({self.grace_ms})")
 
 
-def slot_meters(state: MarketState, zone: str, slot_start_ms: int) -> list[str]:
-    """The meters of every producer and buyer of a slot's trades, sorted."""
-    meters: set[str] = set()
+def _parties(state: MarketState, zone: str, slot_start_ms: int) -> dict[str, str]:
+    """participant -> the meter its trades of the slot settle on: the one it had when it placed the
+    offer or order (``MarketState.trade_meters``), so leaving the market or moving since changes nothing."""
+    parties: dict[str, str] = {}
     for trade_id in state.slot_trades.get((zone, slot_start_ms), ()):
         trade = state.trades[trade_id]
-        meters.add(state.participants[trade.producer].meter)
-        meters.add(state.participants[trade.consumer].meter)
-    return sorted(meters)
+        producer_meter, consumer_meter = state.trade_meters(trade)
+        for participant, meter in ((trade.producer, producer_meter), (trade.consumer, consumer_meter)):
+            if meter is None:
+                raise KeyError(f"trade {trade_id!r}: participant {participant!r} has no meter on the log")
+            parties.setdefault(participant, meter)
+    return parties
+
+
+def slot_meters(state: MarketState, zone: str, slot_start_ms: int) -> list[str]:
+    """The meters of every producer and buyer of a slot's trades, sorted."""
+    return sorted(set(_parties(state, zone, slot_start_ms).values()))
 
 
 def allocate_slot(
@@ -80,7 +89,8 @@ def allocate_slot(
     slot_end_ms = slot_start_ms + SLOT_MS
     if now_ms < slot_end_ms + timing.grace_ms:
         return []
-    meters = slot_meters(state, zone, slot_start_ms)
+    parties = _parties(state, zone, slot_start_ms)
+    meters = sorted(set(parties.values()))
     missing = tuple(m for m in meters if m not in metered or metered[m].completeness < 1.0)
     if missing and (now_ms < slot_end_ms + timing.deadline_ms or not feed_current):
         return []
@@ -88,8 +98,8 @@ def allocate_slot(
         TradeLine(t.trade_id, t.producer, t.consumer, t.energy_wh, t.price_cents_per_kwh)
         for t in (state.trades[i] for i in state.slot_trades.get((zone, slot_start_ms), ()))
     ]
-    exported = {state.meters[m]: metered[m].exported_wh for m in meters if m in metered}
-    imported = {state.meters[m]: metered[m].imported_wh for m in meters if m in metered}
+    exported = {p: metered[m].exported_wh for p, m in parties.items() if m in metered}
+    imported = {p: metered[m].imported_wh for p, m in parties.items() if m in metered}
     deliveries = [
         ev.TradeDelivery(trade_id=d.trade_id, delivered_wh=d.delivered_wh, amount_millicents=d.amount_millicents)
         for d in allocate(lines, exported, imported)

@@ -47,13 +47,15 @@ class Zone:
 class Participant:
     participant: str
     zone: str
-    meter: str
-    roles: str = doc("comma-separated, sorted: consumer, producer or consumer,producer")
+    meter: str = doc("the meter its trades settle on; blank once it left (the meter may be paired elsewhere)")
+    roles: str = doc("comma-separated, sorted: consumer, producer or consumer,producer; empty once it left")
     capacity_w: int
     registered_ms: int
+    status: str = doc("active, or left (it may no longer trade; its trades settle as any)")
+    updated_ms: int
 
     def has_role(self, role: str) -> bool:
-        return role in self.roles.split(",")
+        return self.status == "active" and role in self.roles.split(",")
 
 
 @dataclass(slots=True)
@@ -155,7 +157,15 @@ class MarketState:
     def __init__(self) -> None:
         self.zones: dict[str, Zone] = {}
         self.participants: dict[str, Participant] = {}
-        self.meters: dict[str, str] = {}  # meter -> participant
+        #: Each zone's own record of a participant (zone, participant) -> Participant; ``participants``
+        #: holds the one in force. A household that moved leaves one zone (an event on that zone's
+        #: partition) and joins another (on the other's); a replay may fold the two partitions in
+        #: either order, so which record is in force is decided by the records, not by that order.
+        self.memberships: dict[str, dict[str, Participant]] = defaultdict(dict)  # participant -> zone -> record
+        self.meters: dict[str, str] = {}  # meter -> active participant
+        #: offer or order -> the meter of its participant when it was placed; a trade settles on those
+        #: (``trade_meters``), so a participant that left or moved since settles its trades on the right meter.
+        self.placed_meters: dict[str, str] = {}
         self.slots: dict[tuple[str, int], Slot] = {}
         self.offers: dict[str, Offer] = {}
         self.orders: dict[str, Order] = {}
@@ -292,13 +302,50 @@ class MarketState:
 
     def _on_participant_registered(self, e: ev.ParticipantRegistered) -> list[EntityRef]:
         self._zone(e.zone)
-        if e.participant in self.participants:
-            raise self._fail(f"participant {e.participant!r} is already registered")
-        self.participants[e.participant] = Participant(
-            e.participant, e.zone, e.meter, ",".join(sorted(set(e.roles))), e.capacity_w, e.at_ms
-        )
-        self.meters[e.meter] = e.participant
+        known = self.memberships[e.participant].get(e.zone)
+        if known is not None and known.status == "active":
+            raise self._fail(f"participant {e.participant!r} is already registered in zone {e.zone!r}")
+        joined = Participant(e.participant, e.zone, e.meter, ",".join(sorted(set(e.roles))), e.capacity_w, e.at_ms,
+                             "active", e.at_ms)
+        self.memberships[e.participant][e.zone] = joined
+        self._in_force(e.participant)
         return [("participant", e.participant)]
+
+    def _on_participant_changed(self, e: ev.ParticipantChanged) -> list[EntityRef]:
+        known = self._membership(e.zone, e.participant)
+        known.roles = ",".join(sorted(set(e.roles)))
+        known.capacity_w = e.capacity_w
+        known.updated_ms = e.at_ms
+        return [("participant", e.participant)]
+
+    def _on_participant_left(self, e: ev.ParticipantLeft) -> list[EntityRef]:
+        known = self._membership(e.zone, e.participant)
+        if self.meters.get(known.meter) == e.participant:
+            del self.meters[known.meter]
+        known.status, known.roles, known.meter, known.updated_ms = "left", "", "", e.at_ms
+        self._in_force(e.participant)
+        return [("participant", e.participant)]
+
+    def _membership(self, zone: str, participant: str) -> Participant:
+        known = self.memberships[participant].get(zone) if participant in self.memberships else None
+        if known is None or known.status != "active":
+            raise self._fail(f"participant {participant!r} is not registered in zone {zone!r}")
+        return known
+
+    def _in_force(self, participant: str) -> None:
+        """Which of a participant's records is in force: the active one registered last (ties by zone),
+        else the one updated last. Decided from the records alone, so folding the partitions of a move
+        in either order ends the same."""
+        records = list(self.memberships[participant].values())
+        active = [m for m in records if m.status == "active"]
+        chosen = (max(active, key=lambda m: (m.registered_ms, m.zone)) if active
+                  else max(records, key=lambda m: (m.updated_ms, m.zone)))
+        self.participants[participant] = chosen
+        for m in records:
+            if m is not chosen and m.meter and self.meters.get(m.meter) == participant:
+                del self.meters[m.meter]
+        if chosen.status == "active":
+            self.meters[chosen.meter] = participant
 
     def _on_offer_listed(self, e: ev.OfferListed) -> list[EntityRef]:
         touched: list[EntityRef] = []
@@ -319,6 +366,7 @@ class MarketState:
             updated_ms=e.at_ms,
         )
         self.slot_offers[(e.zone, e.slot_start_ms)].append(e.offer_id)
+        self._placed_by(e.offer_id, e.zone, e.producer)
         self.producer_slot_offers[(e.producer, e.slot_start_ms)].append(e.offer_id)
         touched.append(("offer", e.offer_id))
         return touched
@@ -363,6 +411,7 @@ class MarketState:
         )
         self.orders[e.order_id] = order
         self.slot_orders[(e.zone, e.slot_start_ms)].append(e.order_id)
+        self._placed_by(e.order_id, e.zone, e.consumer)
         touched.append(("order", e.order_id))
         if e.offer_id is not None:
             offer = self._offer(e.offer_id)
@@ -404,6 +453,18 @@ class MarketState:
         slot.traded_wh += energy_wh
         slot.updated_ms = at_ms
         return [("trade", trade_id), ("slot", (slot.zone, slot.slot_start_ms))]
+
+    def _placed_by(self, key: str, zone: str, participant: str) -> None:
+        # The zone's own record (a record of another zone may be folded before or after this partition).
+        # A log from before participants could leave has offers of participants it never registered
+        # (the fold never required it): they have no meter to settle on, as before.
+        known = self.memberships.get(participant, {}).get(zone)
+        if known is not None and known.meter:
+            self.placed_meters[key] = known.meter
+
+    def trade_meters(self, trade: Trade) -> tuple[str | None, str | None]:
+        """The producer's and the consumer's meters a trade settles on (None: the log never said)."""
+        return self.placed_meters.get(trade.offer_id), self.placed_meters.get(trade.order_id)
 
     def _on_order_cancelled(self, e: ev.OrderCancelled) -> list[EntityRef]:
         order = self._order(e.order_id)
@@ -497,6 +558,8 @@ class MarketState:
 _HANDLERS: dict[type, Any] = {
     ev.ZoneConfigured: MarketState._on_zone_configured,
     ev.ParticipantRegistered: MarketState._on_participant_registered,
+    ev.ParticipantChanged: MarketState._on_participant_changed,
+    ev.ParticipantLeft: MarketState._on_participant_left,
     ev.OfferListed: MarketState._on_offer_listed,
     ev.OfferAmended: MarketState._on_offer_amended,
     ev.OfferWithdrawn: MarketState._on_offer_withdrawn,

@@ -225,11 +225,42 @@ class ZoneConfigured(Record, tag="zone_configured", kw_only=True):
 
 
 class ParticipantRegistered(Record, tag="participant_registered", kw_only=True):
+    """A participant joins a zone's market: registered by the operator (POST /v1/participants), or a
+    household whose accounts hold a market role and a meter paired in this zone (the market's
+    accounts follower, marketplace/membership.py). A participant that left may join again."""
+
     participant: MarketId
     zone: ZoneId
     meter: MeterId  # the meter whose meter.slots decide what this participant delivered or took
     roles: tuple[MarketRole, ...]
     capacity_w: Annotated[int, Meta(ge=0, le=1_000_000)]  # peak output of a producer's installation
+    at_ms: EpochMs
+
+
+class ParticipantChanged(Record, tag="participant_changed", kw_only=True):
+    """A registered participant's roles or producer capacity changed (its household's market roles, on
+    accounts.events); it keeps its zone and meter. Its open offers (producer role gone) and open bids
+    (consumer role gone) are withdrawn and cancelled by events before this one, in the same batch."""
+
+    participant: MarketId
+    zone: ZoneId
+    roles: Annotated[tuple[MarketRole, ...], Meta(min_length=1)]
+    capacity_w: Annotated[int, Meta(ge=0, le=1_000_000)]
+    at_ms: EpochMs
+
+
+#: Why a participant left its zone's market (what its household's accounts say now).
+LeftReason = Literal["roles_revoked", "meter_unpaired", "meter_changed", "household_erased"]
+
+
+class ParticipantLeft(Record, tag="participant_left", kw_only=True):
+    """A participant leaves a zone's market: it may no longer trade there. Its open offers and bids of
+    slots still before their gate are withdrawn and cancelled by events before this one, in the same
+    batch; what it sold or bought stays sold and bought, and settles as any trade."""
+
+    participant: MarketId
+    zone: ZoneId
+    reason: LeftReason
     at_ms: EpochMs
 
 
@@ -343,6 +374,8 @@ class SettlementConfirmed(Record, tag="settlement_confirmed", kw_only=True):
 MarketEvent = Union[
     ZoneConfigured,
     ParticipantRegistered,
+    ParticipantChanged,
+    ParticipantLeft,
     OfferListed,
     OfferAmended,
     OfferWithdrawn,
@@ -705,11 +738,24 @@ class RoleRevoked(Record, tag="role_revoked", kw_only=True):
     at_ms: EpochMs
 
 
-class MarketRoleGranted(Record, tag="market_role_granted", kw_only=True):
-    """The household takes part in its zone's market as a producer or a consumer."""
+#: The peak output a producer grant of version 1 (written before ``capacity_w`` existed) stands for:
+#: 3 kW, the most common rooftop installation of a French home (3 kWc). What a producer may offer in a
+#: slot is capped by it (``capacity_w x 0.25 h``); what it delivered is still decided by its meter.
+V1_PRODUCER_CAPACITY_W = 3_000
 
+
+class MarketRoleGranted(Record, tag="market_role_granted", kw_only=True):
+    """The household takes part in its zone's market as a producer or a consumer.
+
+    v2 added ``capacity_w``: the peak output (W) of the household's installation, which the owner gives
+    when opting in as a producer (required then, above 0; None for a consumer). Granting the producer
+    role again with another capacity restates it. A v1 producer grant (``capacity_w`` None) counts as
+    :data:`V1_PRODUCER_CAPACITY_W`."""
+
+    v: int = 2
     household: HouseholdId
     role: MarketRole
+    capacity_w: Annotated[int, Meta(gt=0, le=1_000_000)] | None = None
     by: Actor
     at_ms: EpochMs
 

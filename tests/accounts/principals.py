@@ -68,7 +68,7 @@ async def make_accounts(settings: Settings) -> MatrixAccounts:
             if role == "member":
                 owner = next(n for n, (l, r, _) in PEOPLE.items() if l == label and r == "owner")
                 await ops.join(accounts[name], (await ops.invite(accounts[owner])).code)
-        await ops.set_market_role(accounts["market_participant"], "producer", True)
+        await ops.set_market_role(accounts["market_participant"], "producer", True, capacity_w=10_000)
         await ops.grant("cli", f"support@{domain}", "support")
         await ops.grant("cli", f"operator@{domain}", "operator")
         return MatrixAccounts(accounts, households, meters)

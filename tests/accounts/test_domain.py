@@ -165,8 +165,20 @@ def test_market_role_needs_the_meter_and_password_change_moves_the_revocation_ho
         commands.set_market_role(log.state, owner, role="producer", enabled=True, now_ms=T0)
     log.run(commands.pair_meter(log.state, owner, meter="012345678901", zone="z1",
                                 code=pairing.pairing_code("012345678901", "z1"), secret="", now_ms=T0))
-    log.run(commands.set_market_role(log.state, owner, role="producer", enabled=True, now_ms=T0))
+    with pytest.raises(Rejected) as no_capacity:
+        commands.set_market_role(log.state, owner, role="producer", enabled=True, now_ms=T0)
+    assert (no_capacity.value.status, no_capacity.value.field) == (422, "producer_capacity_w")
+    log.run(commands.set_market_role(log.state, owner, role="producer", enabled=True, capacity_w=4_000, now_ms=T0))
     assert log.state.households["hh_0000000000000001"].market_role_set == {"producer"}
+    assert log.state.households["hh_0000000000000001"].producer_capacity_w == 4_000
+    # The same capacity again is nothing new; another one restates it; revoking forgets it.
+    assert commands.set_market_role(log.state, owner, role="producer", enabled=True, capacity_w=4_000, now_ms=T0) == []
+    log.run(commands.set_market_role(log.state, owner, role="producer", enabled=True, capacity_w=6_000, now_ms=T0))
+    assert log.state.households["hh_0000000000000001"].producer_capacity_w == 6_000
+    log.run(commands.set_market_role(log.state, owner, role="producer", enabled=False, now_ms=T0))
+    assert (log.state.households["hh_0000000000000001"].market_role_set,
+            log.state.households["hh_0000000000000001"].producer_capacity_w) == (frozenset(), None)
+    log.run(commands.set_market_role(log.state, owner, role="producer", enabled=True, capacity_w=4_000, now_ms=T0))
     log.run(commands.change_password(log.state, owner, HASH, T0 + 10, rehash=True))
     assert log.state.accounts[owner].credentials_ms == 0
     log.run(commands.change_password(log.state, owner, HASH, T0 + 20))

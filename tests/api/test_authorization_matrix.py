@@ -7,6 +7,7 @@ dependency or principals of its own, extend ``composed`` and ``CREDENTIALS``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from api.compose import compose, discover
 from quartier.settings import Settings
+from tests.accounts.principals import ZONE
 from tests.api.matrix import PRINCIPALS, Probe, Row, mismatches, statuses
 from tests.api.surface import TestAuthenticator, bearer, surface
 
@@ -26,9 +28,12 @@ from tests.api.surface import TestAuthenticator, bearer, surface
 CREDENTIALS = {p: ({} if p == "anonymous" else bearer(p)) for p in PRINCIPALS}
 
 # --- market (marketplace.surface) ---
-# The market participant is household C (tests/accounts/principals.py), registered as a producer of
-# zone "matrix" (``_set_up_market``); the other households hold no market role, support has none in
-# the market. Its id is made by the run, so the rows that name it are made with it.
+# The market participant is household C (tests/accounts/principals.py): its owner granted it the
+# producer role through accounts, and once the operator opened its zone's market (``_set_up_market``)
+# the market's accounts feed made it a participant; no operator step registers it, and it trades with
+# its own access token. The other households hold no market role, support has none in the market. Its
+# id is made by the run, so the rows that name it are made with it. With its role revoked, it gets 403
+# on every market operation but health (``test_a_household_whose_market_role_was_revoked_...``).
 FUTURE_SLOT = (int(time.time() * 1000) // 900_000 + 96) * 900_000
 ONLY_OPERATOR = statuses(403, anonymous=401, operator=200)
 PARTICIPANT_OR_OPERATOR = statuses(403, anonymous=401, market_participant=200, operator=200)
@@ -40,14 +45,14 @@ def market_rows(participant: str) -> dict[str, Row]:
         "health": Row(statuses(200)),
         "configure_zone": Row(ONLY_OPERATOR, Probe(path={"zone": "matrix-2"}, json={"mechanism": "pay_as_bid"})),
         "register_participant": Row(statuses(403, anonymous=401, operator=201), Probe(json={
-            "participant": "matrix-new", "zone": "matrix", "meter": "000000000777", "roles": ["consumer"]})),
+            "participant": "matrix-new", "zone": ZONE, "meter": "000000000777", "roles": ["consumer"]})),
         "list_participants": Row(ONLY_OPERATOR),
         "get_participant": Row(PARTICIPANT_OR_OPERATOR, Probe(path={"participant": participant})),
         "issue_token": Row(statuses(403, anonymous=401, operator=201), Probe(path={"participant": participant},
                                                                              json={"role": "producer"})),
         "market_me": Row(PARTICIPANT_OR_OPERATOR),
         "list_zones": Row(PARTICIPANT_OR_OPERATOR),
-        "get_zone": Row(PARTICIPANT_OR_OPERATOR, Probe(path={"zone": "matrix"})),
+        "get_zone": Row(PARTICIPANT_OR_OPERATOR, Probe(path={"zone": ZONE})),
         "list_offers": Row(statuses(403, anonymous=401, market_participant=201), Probe(json={
             "slot_start_ms": FUTURE_SLOT, "energy_wh_per_slot": 10, "price_cents_per_kwh": 10})),
         "browse_offers": Row(PARTICIPANT_OR_OPERATOR),
@@ -64,7 +69,7 @@ def market_rows(participant: str) -> dict[str, Row]:
         "list_trades": Row(PARTICIPANT_OR_OPERATOR),
         "list_slots": Row(PARTICIPANT_OR_OPERATOR),
         # The slot list_offers (probed before) opened.
-        "get_slot": Row(PARTICIPANT_OR_OPERATOR, Probe(path={"zone": "matrix", "slot_start_ms": str(FUTURE_SLOT)})),
+        "get_slot": Row(PARTICIPANT_OR_OPERATOR, Probe(path={"zone": ZONE, "slot_start_ms": str(FUTURE_SLOT)})),
         # The operator names whose balance: without ?participant= it is a 422 naming the field.
         "balance": Row(statuses(403, anonymous=401, market_participant=200, operator=422)),
     }
@@ -173,11 +178,16 @@ MATRIX.update({
 })
 
 
-async def _set_up_market(client: httpx.AsyncClient, operator: dict[str, str], participant: str, meter: str) -> None:
-    assert (await client.put("/v1/zones/matrix", json={"mechanism": "bilateral"}, headers=operator)).status_code == 200
-    registered = await client.post("/v1/participants", headers=operator, json={
-        "participant": participant, "zone": "matrix", "meter": meter, "roles": ["producer"], "capacity_w": 10_000})
-    assert registered.status_code == 201, registered.text
+async def _set_up_market(client: httpx.AsyncClient, credentials: Any, participant: str) -> None:
+    """The operator opens the market of the households' zone; household C, a producer in its accounts,
+    becomes a participant by itself (the market's accounts feed)."""
+    assert (await client.put(f"/v1/zones/{ZONE}", json={"mechanism": "bilateral"},
+                             headers=credentials["operator"])).status_code == 200
+    async with asyncio.timeout(30):
+        while (await client.get("/v1/market/me", headers=credentials["market_participant"])).json().get("registered") is None:
+            await asyncio.sleep(0.1)
+    me = (await client.get("/v1/market/me", headers=credentials["market_participant"])).json()
+    assert (me["participant"], me["registered"]["roles"], me["registered"]["capacity_w"]) == (participant, ["producer"], 10_000)
 
 
 @pytest.fixture
@@ -197,7 +207,7 @@ async def composed(broker, smtp, influx, make_settings) -> AsyncIterator[tuple[h
         async with app.router.lifespan_context(app):
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api.test") as client:
                 participant = made.households["C"]
-                await _set_up_market(client, credentials["operator"], participant, made.meters["C"])
+                await _set_up_market(client, credentials, participant)
                 yield client, app.state.openapi(), {**market_rows(participant), **MATRIX}, credentials
     finally:
         credentials.close()
@@ -206,6 +216,21 @@ async def composed(broker, smtp, influx, make_settings) -> AsyncIterator[tuple[h
 async def test_every_composed_operation_answers_each_principal_as_the_matrix_says(composed) -> None:
     client, document, matrix, credentials = composed
     assert await mismatches(client, document, matrix, credentials) == []
+
+
+async def test_a_household_whose_market_role_was_revoked_gets_403_on_every_market_operation(composed) -> None:
+    client, document, matrix, credentials = composed
+    answer = await client.put("/v1/me/household/market-roles", json={"producer": False},
+                              headers=credentials["market_participant"])
+    assert answer.status_code == 200 and answer.json()["market_roles"] == []
+    market = set(market_rows("x"))
+    only_market = {"paths": {path: {m: op for m, op in methods.items() if op["operationId"] in market}
+                             for path, methods in document["paths"].items()}}
+    revoked = {op: Row({**row.expect, "market_participant": 200 if op == "health" else 403}, row.probe)
+               for op, row in matrix.items() if op in market}
+    # The participant could not list an offer this time: the probed slot was never opened.
+    revoked["get_slot"] = Row({**revoked["get_slot"].expect, "operator": 404}, revoked["get_slot"].probe)
+    assert await mismatches(client, only_market, revoked, credentials) == []
 
 
 NOTES_MATRIX = {

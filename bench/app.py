@@ -146,13 +146,18 @@ async def http_viewers(base: str, tokens: list[str], viewers: int, window_s: flo
         failed = [t for t in tasks if t.done() and t.exception()]
         if failed:
             raise failed[0].exception()  # type: ignore[misc]
+        process = psutil.Process()
+        before, started = process.cpu_times(), time.monotonic()
         measuring = True
         await asyncio.sleep(window_s)
         measuring = False
+        after, elapsed = process.cpu_times(), time.monotonic() - started
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return {"viewers": viewers, "events": events, "delays": [round(d, 4) for d in delays]}
+    # The client's own CPU over the window: a client near a whole core is what limits the figure.
+    cores = (after.user + after.system - before.user - before.system) / elapsed
+    return {"viewers": viewers, "events": events, "cores": round(cores, 3), "delays": [round(d, 4) for d in delays]}
 
 
 async def make_households(settings: Any, homes: list[dict[str, Any]]) -> list[str]:
@@ -316,6 +321,9 @@ def main() -> None:
     parser.add_argument("--surfaces", default="accounts,households",
                         help="surfaces the API process serves (comma-separated; empty: every one found)")
     parser.add_argument("--consumption-only", action="store_true", help="measure the consumption requests only")
+    parser.add_argument("--loop", default=None, choices=("asyncio", "uvloop"),
+                        help="the API process's event loop (uvicorn's --loop; default: uvicorn's choice)")
+    parser.add_argument("--logs", default=None, help="copy the API process's and the simulator's logs into this folder")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--viewer-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--full-decode", action="store_true", help=argparse.SUPPRESS)
@@ -374,7 +382,8 @@ def main() -> None:
         api_port = pick_port(0)
         api = subprocess.Popen(
             [sys.executable, "-m", "quartier.cli", "api", "serve", "--port", str(api_port), "--no-access-log",
-             *(f"--surface={name}" for name in args.surfaces.split(",") if name)],
+             *(f"--surface={name}" for name in args.surfaces.split(",") if name),
+             *(["--loop", args.loop] if args.loop else [])],
             env={**os.environ, **env, "QUARTIER_API__REQUESTS_PER_MINUTE": "100000"},
             stdout=(root / "api.log").open("wb"), stderr=subprocess.STDOUT,
         )
@@ -439,6 +448,7 @@ def main() -> None:
                     "p99_s": round(delays[int(len(delays) * 0.99)], 3) if delays else None,
                 }
                 step["api_process_cores"] = round((after.user + after.system - before.user - before.system) / elapsed, 3)
+                step["client_cores"] = [part["cores"] for part in parts]
                 step["load_average_1m"] = round(os.getloadavg()[0], 2)
                 print(f"  {viewers:,} HTTP viewers: {step}", file=sys.stderr, flush=True)
                 steps.append(step)
@@ -471,6 +481,12 @@ def main() -> None:
         result["households"] = args.households
     finally:
         stack.down()
+        if args.logs:
+            logs = Path(args.logs)
+            logs.mkdir(parents=True, exist_ok=True)
+            for name in ("api.log", "simulator.log"):
+                if (root / name).exists():
+                    shutil.copy(root / name, logs / name)
         shutil.rmtree(root, ignore_errors=True)
     print(f"live consumer: {result['live_consumer_cores']} cores at {feed_only['readings_per_s']:,} readings/s, "
           f"{result['live_consumer_us_per_reading']} us a reading (full contract decoding: "

@@ -47,9 +47,15 @@ def registers_of(row: dict[str, Any], home: Home, prefix: str = "r") -> tuple[in
     return ()
 
 
-def _select(aggregate: str, home: Home, registers: bool = True) -> str:
-    fields = [f'{aggregate}("withdrawn_wh") AS "wh"']
-    fields += [f'{aggregate}("withdrawn_wh_r{i}") AS "r{i}"' for i in range(1, _registers(home, registers) + 1)]
+def _select(selector: str, home: Home, registers: bool = True) -> str:
+    """``first`` or ``last`` of the total index, with the per-tariff indexes *of that same point*.
+
+    InfluxQL gives a selector's other fields from the point it selected, so InfluxDB runs one selector
+    per bucket and reads the registers alongside, instead of one aggregate per field (measured: a day
+    of 1 Hz Tempo readings in 90-second buckets, 49 ms against 114 ms for seven ``first()``; the same
+    rows). The registers are then one reading's, as the engine takes its baseline from one reading."""
+    fields = [f'{selector}("withdrawn_wh") AS "wh"']
+    fields += [f'"withdrawn_wh_r{i}" AS "r{i}"' for i in range(1, _registers(home, registers) + 1)]
     return ", ".join(fields)
 
 

@@ -10,6 +10,9 @@
                           ▼
                        GET /v1/me/live (Server-Sent Events, id = the reading's meter time)
 
+The event a viewer is sent is encoded once per reading and tariff (``LiveHub.encoded``): every viewer
+of that home gets the same bytes.
+
 A viewer always gets the *latest* reading, never a queue: one that falls behind skips to the newest,
 so a slow phone costs nothing to the others. A viewer that reconnects with ``Last-Event-ID`` (the
 meter time of the last reading it saw) gets the latest reading at once if it is newer.

@@ -20,7 +20,9 @@ def api() -> None:
 @click.option("--surface", "names", multiple=True,
               help="Serve only this surface (repeatable) [default: every one in entry-point group quartier.surfaces].")
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="Log every request.")
-def serve(host: str | None, port: int | None, names: tuple[str, ...], access_log: bool) -> None:
+@click.option("--loop", type=click.Choice(["auto", "asyncio", "uvloop"]), default="auto", show_default=True,
+              help="The event loop (uvicorn's; auto: uvloop when installed).")
+def serve(host: str | None, port: int | None, names: tuple[str, ...], access_log: bool, loop: str) -> None:
     """Serve the surfaces' operations, /v1/openapi.json, /v1/docs and /metrics in one uvicorn process."""
     import uvicorn
     from prometheus_client import CollectorRegistry
@@ -35,4 +37,4 @@ def serve(host: str | None, port: int | None, names: tuple[str, ...], access_log
         raise click.ClickException(str(exc)) from None
     app = compose(settings, CollectorRegistry(), factories)
     uvicorn.run(app, host=host or settings.api.host, port=settings.api.port if port is None else port,
-                log_level="info", access_log=access_log)
+                log_level="info", access_log=access_log, loop=loop)

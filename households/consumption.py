@@ -42,7 +42,7 @@ class DayFigure:
 class Bucket:
     start_ms: int
     energy_wh: int
-    eur: float | None
+    eur: float | None  # None in a kWh series too: only the euro series reads the per-tariff indexes
 
 
 @dataclass(frozen=True)
@@ -109,22 +109,27 @@ def series(
 ) -> Series:
     """Energy or euros per bucket over a named range (``24h``, ``7d``, ``30d``, ``12mo``) ending at ``at_ms``.
 
-    With ``cache``, the buckets sealed by an earlier request are not read again (same figures)."""
+    A kWh series reads only the total index (its buckets' ``eur`` are None); a euro series reads every
+    register the tariff has, and has the same buckets and energies. With ``cache``, the buckets sealed
+    by an earlier request are not read again (same figures)."""
     if unit not in UNITS:
         raise ValueError(f"unit: {unit!r} is not one of {', '.join(UNITS)}")
     at_ms = now_ms() if at_ms is None else at_ms
     plan = plan_chart(settings, home.meter, range_, end_ms=at_ms, now_ms=at_ms)
     interval_ms = plan.interval_s * 1000
-    window = dict(policy=plan.policy, start_ms=plan.start_ms, end_ms=plan.end_ms + interval_ms, interval_s=plan.interval_s)
+    # Euros need each register's index; energy only the total, which InfluxDB reads far faster.
+    registers = unit == "eur"
+    window = dict(policy=plan.policy, start_ms=plan.start_ms, end_ms=plan.end_ms + interval_ms, interval_s=plan.interval_s,
+                  registers=registers)
     if cache is None:
         samples = bucket_boundaries(settings, home, **window)  # type: ignore[arg-type]
     else:
         samples = cache.boundaries(settings, home, at_ms=at_ms, **window)  # type: ignore[arg-type]
     samples = [s for s in samples if s.time_ms <= plan.end_ms]
     # The newest reading of a live meter is in its last minutes: look there before the whole range.
-    newest = latest(settings, home, max(plan.start_ms, plan.end_ms - RECENT_MS), plan.end_ms + 1)
+    newest = latest(settings, home, max(plan.start_ms, plan.end_ms - RECENT_MS), plan.end_ms + 1, registers=registers)
     if newest is None:
-        newest = latest(settings, home, plan.start_ms, plan.end_ms + 1)
+        newest = latest(settings, home, plan.start_ms, plan.end_ms + 1, registers=registers)
     if newest is not None and (not samples or newest.time_ms > samples[-1].time_ms):
         samples.append(newest)
     buckets: list[Bucket] = []

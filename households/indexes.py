@@ -47,10 +47,21 @@ def registers_of(row: dict[str, Any], home: Home, prefix: str = "r") -> tuple[in
     return ()
 
 
-def _select(aggregate: str, home: Home) -> str:
-    fields = [f'{aggregate}("withdrawn_wh") AS "wh"']
-    fields += [f'{aggregate}("withdrawn_wh_r{i}") AS "r{i}"' for i in range(1, home.registers + 1)]
+def _select(selector: str, home: Home, registers: bool = True) -> str:
+    """``first`` or ``last`` of the total index, with the per-tariff indexes *of that same point*.
+
+    InfluxQL gives a selector's other fields from the point it selected, so InfluxDB runs one selector
+    per bucket and reads the registers alongside, instead of one aggregate per field (measured: a day
+    of 1 Hz Tempo readings in 90-second buckets, 49 ms against 114 ms for seven ``first()``; the same
+    rows). The registers are then one reading's, as the engine takes its baseline from one reading."""
+    fields = [f'{selector}("withdrawn_wh") AS "wh"']
+    fields += [f'"withdrawn_wh_r{i}" AS "r{i}"' for i in range(1, _registers(home, registers) + 1)]
     return ", ".join(fields)
+
+
+def _registers(home: Home, registers: bool) -> int:
+    """How many per-tariff indexes to read: the home's (to price), or none (energy only)."""
+    return home.registers if registers else 0
 
 
 def _source(settings: Settings, policy: str, measurement: str) -> str:
@@ -62,8 +73,9 @@ def _rows(settings: Settings, statement: str) -> list[dict[str, Any]]:
     return [row for row in influx_query(settings.influx, statement) if row.get("wh") is not None]
 
 
-def _sample(row: dict[str, Any], home: Home, time_ms: int | None = None) -> IndexSample:
-    return IndexSample(int(row["time"]) if time_ms is None else time_ms, int(row["wh"]), registers_of(row, home))
+def _sample(row: dict[str, Any], home: Home, time_ms: int | None = None, registers: bool = True) -> IndexSample:
+    return IndexSample(int(row["time"]) if time_ms is None else time_ms, int(row["wh"]),
+                       registers_of(row, home) if registers else ())
 
 
 def day_baselines(settings: Settings, home: Home, first: date, end: date) -> dict[date, IndexSample]:
@@ -77,10 +89,11 @@ def day_baselines(settings: Settings, home: Home, first: date, end: date) -> dic
     return {home.local_date(int(row["time"])): _sample(row, home) for row in _rows(settings, statement)}
 
 
-def latest(settings: Settings, home: Home, start_ms: int, end_ms: int) -> IndexSample | None:
-    """The last raw reading in [start, end), with its own time (one point, so one query)."""
+def latest(settings: Settings, home: Home, start_ms: int, end_ms: int, *, registers: bool = True) -> IndexSample | None:
+    """The last raw reading in [start, end), with its own time (one point, so one query); without
+    ``registers``, its total index only (``registers_wh`` empty)."""
     fields = ", ".join(
-        [f'"withdrawn_wh" AS "wh"'] + [f'"withdrawn_wh_r{i}" AS "r{i}"' for i in range(1, home.registers + 1)]
+        [f'"withdrawn_wh" AS "wh"'] + [f'"withdrawn_wh_r{i}" AS "r{i}"' for i in range(1, _registers(home, registers) + 1)]
     )
     statement = (
         f"SELECT {fields} FROM {_source(settings, RAW_POLICY, READING_MEASUREMENT)} "
@@ -88,28 +101,32 @@ def latest(settings: Settings, home: Home, start_ms: int, end_ms: int) -> IndexS
         f"ORDER BY time DESC LIMIT 1"
     )
     rows = _rows(settings, statement)
-    return _sample(rows[0], home) if rows else None
+    return _sample(rows[0], home, registers=registers) if rows else None
 
 
 def bucket_boundaries(
-    settings: Settings, home: Home, *, policy: str, start_ms: int, end_ms: int, interval_s: int
+    settings: Settings, home: Home, *, policy: str, start_ms: int, end_ms: int, interval_s: int, registers: bool = True
 ) -> list[IndexSample]:
-    """The indexes at each bucket start in [start, end) (``time_ms`` = the bucket start), oldest first."""
+    """The indexes at each bucket start in [start, end) (``time_ms`` = the bucket start), oldest first.
+
+    Without ``registers``, the total index only (``registers_wh`` empty): an energy chart needs no
+    per-tariff index, and InfluxDB then reads one field of each reading instead of up to seven (Tempo).
+    The buckets are the same either way (a bucket is kept when it has a total index)."""
     tz = f"tz({quote_string(home.time_zone)})"
     meter = f"\"meter\" = {quote_string(home.meter)}"
     if policy == RAW_POLICY:
         statement = (
-            f"SELECT {_select('first', home)} FROM {_source(settings, RAW_POLICY, READING_MEASUREMENT)} "
+            f"SELECT {_select('first', home, registers)} FROM {_source(settings, RAW_POLICY, READING_MEASUREMENT)} "
             f"WHERE {meter} AND time >= {start_ms}ms AND time < {end_ms}ms GROUP BY time({interval_s}s) fill(none) {tz}"
         )
-        return [_sample(row, home) for row in _rows(settings, statement)]
+        return [_sample(row, home, registers=registers) for row in _rows(settings, statement)]
     # The rollup's last index of a bucket is the index at the next bucket's start.
     statement = (
-        f"SELECT {_select('last', home)} FROM {_source(settings, ROLLUP_POLICY, ROLLUP_MEASUREMENT)} "
+        f"SELECT {_select('last', home, registers)} FROM {_source(settings, ROLLUP_POLICY, ROLLUP_MEASUREMENT)} "
         f"WHERE {meter} AND time >= {start_ms - interval_s * 1000}ms AND time < {end_ms - interval_s * 1000}ms "
         f"GROUP BY time({interval_s}s) fill(none) {tz}"
     )
-    return [_sample(row, home, int(row["time"]) + interval_s * 1000) for row in _rows(settings, statement)]
+    return [_sample(row, home, int(row["time"]) + interval_s * 1000, registers) for row in _rows(settings, statement)]
 
 
 #: How long after a bucket's end its indexes may still change: a meter's buffered readings arriving
@@ -141,10 +158,12 @@ class BoundaryCache:
         self._runs: LRUCache[tuple[object, ...], _SealedRun] = LRUCache(maxsize=grids)
 
     def boundaries(
-        self, settings: Settings, home: Home, *, policy: str, start_ms: int, end_ms: int, interval_s: int, at_ms: int
+        self, settings: Settings, home: Home, *, policy: str, start_ms: int, end_ms: int, interval_s: int, at_ms: int,
+        registers: bool = True,
     ) -> list[IndexSample]:
         """``bucket_boundaries`` for the same arguments, the sealed part from the cache."""
-        key = (home.household, home.meter, home.registers, home.time_zone, policy, interval_s)
+        # What was read is in the key: an energy chart's samples have no per-tariff index to price with.
+        key = (home.household, home.meter, _registers(home, registers), home.time_zone, policy, interval_s)
         interval_ms = interval_s * 1000
         run = self._runs.get(key)
         if run is not None and run.from_ms <= start_ms < run.through_ms <= end_ms:
@@ -155,7 +174,7 @@ class BoundaryCache:
         else:
             kept, query_from = [], start_ms
         fresh = bucket_boundaries(
-            settings, home, policy=policy, start_ms=query_from, end_ms=end_ms, interval_s=interval_s
+            settings, home, policy=policy, start_ms=query_from, end_ms=end_ms, interval_s=interval_s, registers=registers
         )
         # A bucket is complete when its data window was inside the query; sealed when it ended long enough ago.
         data_end = end_ms if policy == RAW_POLICY else end_ms - interval_ms

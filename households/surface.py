@@ -7,13 +7,13 @@ and operators use the console, market tokens the market. Blocking InfluxDB reads
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import Any, Callable
 
+from sse_starlette.event import JSONServerSentEvent
 from sse_starlette.sse import EventSourceResponse
 from starlette.responses import JSONResponse, StreamingResponse
 
@@ -22,7 +22,7 @@ from households import alert_history, bill, comparison, consumption, export, pow
 from households.directory import HomeDirectory
 from households.home import Home
 from households.indexes import BoundaryCache
-from households.live import figures
+from households.live import LiveReading, figures
 from households.service import HouseholdService
 from households.views import (
     AlertPath, BillView, ComparisonView, ConsumptionPoint, ConsumptionQuery, ConsumptionView, DayView, EpisodeView,
@@ -73,12 +73,30 @@ async def blocking(function: Callable[..., Any], *args: Any, **kwargs: Any) -> A
 # --- live -------------------------------------------------------------------------------------------
 
 
+def live_event(reading: LiveReading, option: tariffs.TariffOption, produced_ms: int) -> bytes:
+    """One ``reading`` event, framed for the stream (sse-starlette's own encoder, compact JSON)."""
+    live = figures(reading, option)
+    return JSONServerSentEvent(
+        {
+            "power_va": live.power_va, "eur_per_hour": live.eur_per_hour,
+            "fuse_headroom_pct": live.fuse_headroom_pct, "meter_time_ms": live.meter_time_ms,
+            "register_name": live.register_name, "injected_va": live.injected_va, "produced_ms": produced_ms,
+        },
+        event="reading", id=str(reading.time_ms),
+    ).encode()
+
+
 async def live_events(
     service: HouseholdService, home: Home, last_seen_ms: int, for_s: float | None = None
-) -> AsyncIterator[dict[str, str]]:
+) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     deadline = None if for_s is None else loop.time() + for_s
-    follow = service.hub.follow(home.meter, last_seen_ms)
+    hub = service.hub
+    follow = hub.follow(home.meter, last_seen_ms)
+
+    def encode(reading: LiveReading) -> bytes:
+        return live_event(reading, home.tariff, hub.produced_ms(home.meter))
+
     while True:
         try:
             if deadline is None:
@@ -88,17 +106,8 @@ async def live_events(
         except (TimeoutError, StopAsyncIteration):
             await follow.aclose()
             return
-        live = figures(reading, home.tariff)
-        yield {
-            "id": str(reading.time_ms),
-            "event": "reading",
-            "data": json.dumps({
-                "power_va": live.power_va, "eur_per_hour": live.eur_per_hour,
-                "fuse_headroom_pct": live.fuse_headroom_pct, "meter_time_ms": live.meter_time_ms,
-                "register_name": live.register_name, "injected_va": live.injected_va,
-                "produced_ms": service.hub.produced_ms(home.meter),
-            }),
-        }
+        # Every viewer of this meter at this tariff gets the same bytes: encoded once per reading.
+        yield hub.encoded(home.meter, reading, home.tariff, encode)
 
 
 @operation("GET", "/v1/me/live", allow=MEMBERS, query=LiveQuery, response=LiveEventView, summary="Live power, euros per hour and fuse headroom",

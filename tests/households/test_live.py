@@ -33,6 +33,32 @@ def test_a_batch_decodes_to_its_readings_and_garbage_to_none() -> None:
     assert decode_live(b'{"type": "batch", "readings": [{"meter": 1}]}') == []
 
 
+def test_the_viewers_of_one_reading_share_one_encoding_per_tariff() -> None:
+    # Forty viewers of one home: the reading is encoded once per tariff, and again only when a newer one comes.
+    hub = LiveHub()
+    meter = "200000000001"
+    first = decode_live(events.encode(reading(meter, local_ms(2025, 2, 10, 11), 4500, register=2)))[0]
+    hub.publish([first])
+    encoded: list[tuple[int, str]] = []
+
+    def encode(option: str):  # type: ignore[no-untyped-def]
+        def run(r: LiveReading) -> str:
+            encoded.append((r.time_ms, option))
+            return f"{option}:{figures(r, option).eur_per_hour}"
+        return run
+
+    answers = [hub.encoded(meter, first, option, encode(option)) for option in ["peak_offpeak"] * 40 + ["base"] * 2]
+    # 4.5 kW x 0.2146 EUR/kWh at peak; the base option has no register 2 to price it with.
+    assert set(answers) == {"peak_offpeak:0.9657", "base:None"}
+    assert encoded == [(first.time_ms, "peak_offpeak"), (first.time_ms, "base")]
+    newer = decode_live(events.encode(reading(meter, first.time_ms + 1000, 1000, register=2)))[0]
+    hub.publish([newer])
+    assert hub.encoded(meter, newer, "peak_offpeak", encode("peak_offpeak")) == "peak_offpeak:0.2146"
+    # A viewer still holding the older reading gets it encoded anew, never the newer one's bytes.
+    assert hub.encoded(meter, first, "peak_offpeak", encode("peak_offpeak")) == "peak_offpeak:0.9657"
+    assert len(encoded) == 4
+
+
 async def test_a_viewer_gets_each_newer_reading_and_a_reconnecting_one_the_latest_at_once(
     broker: dict[str, Any], make_settings: Any
 ) -> None:

@@ -103,6 +103,23 @@ async def test_charts_over_the_night_the_clocks_go_back_count_every_real_hour(to
     assert round(sum(b.eur for b in on_the_day), 2) == 6.41
 
 
+@pytest.mark.parametrize("range_", ["24h", "7d", "30d", "12mo"])
+async def test_an_energy_chart_reads_only_the_total_index_and_has_the_euro_charts_buckets(told: Told, range_: str) -> None:
+    # A kWh chart asks InfluxDB for the total index alone (no per-tariff index: nothing to price); its
+    # buckets and their energies are the euro chart's, bucket for bucket, read whole and through the cache.
+    home = METERS["fall_back_day"].home
+    at = local_ms(2025, 10, 27)
+    kwh = series(told.settings, home, range_, "kwh", at_ms=at)
+    eur = series(told.settings, home, range_, "eur", at_ms=at)
+    assert [(b.start_ms, b.energy_wh) for b in kwh.buckets] == [(b.start_ms, b.energy_wh) for b in eur.buckets]
+    assert {b.eur for b in kwh.buckets} == {None} and None not in {b.eur for b in eur.buckets}
+    if range_ == "24h":  # the 24 real hours before midnight of the 27th (see above)
+        assert sum(b.energy_wh for b in kwh.buckets) == 33_600
+    cache = BoundaryCache()
+    for unit, whole in (("kwh", kwh), ("eur", eur), ("kwh", kwh)):
+        assert series(told.settings, home, range_, unit, at_ms=at, cache=cache) == whole
+
+
 async def test_a_billing_period_from_the_15th_prorates_the_subscription_across_the_price_change(told: Told) -> None:
     home = METERS["billing_from_15th"].home
     bill = current_bill(told.settings, home, at_ms=local_ms(2025, 2, 10, 12))

@@ -196,7 +196,8 @@ async def test_the_stream_worker_killed_while_influxdb_is_away_loses_no_reading(
     the default bound, or beyond a bound of 100 points spilled to the spool, the rest in memory. Faust
     commits every second; on the old acknowledgement path (a message acknowledged as soon as it was
     handled) the offsets of the points still in memory were committed by the time of the kill, and
-    the restarted worker never read them again: 720 of 1,440 and 100 readings missing (main at 21bdaaf, with only the bound wired to the settings).
+    the restarted worker never read them again: 720 of 1,440 and 100 readings missing (main at 21bdaaf,
+    with only the writer's bound taken from the settings).
     """
     settings = isolated_settings(tmp_path / "state", drill_stack.overrides)
     env = {"QUARTIER_INFLUX__BATCH_POINTS": str(batch_points),

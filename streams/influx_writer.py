@@ -27,7 +27,9 @@ the writer's *mark*, the count of lines it has taken so far, and ``durable_mark`
 every line is durable: acknowledged (or refused, for good) by InfluxDB, or in a spool file, which is fsynced
 before it counts (a batch in the spool survives kill -9 of the process and a crash of the machine).
 ``on_durable`` is called each time ``durable_mark`` moves on. Per batch, not per line: a batch's lines are
-contiguous, so the mark moves when the oldest batch not yet durable becomes durable.
+contiguous, so the mark moves when the oldest batch not yet durable becomes durable. With ``spool_first``
+every batch goes to the spool as ``write()`` takes it, so lines are durable when it returns: for rare points
+whose writer must not go on before they are kept (the alert history, whose state is saved right after).
 """
 
 from __future__ import annotations
@@ -154,6 +156,8 @@ class InfluxWriter:
         concurrency: int = 2,
         policy: str = RAW_POLICY,
         on_durable: Callable[[], None] | None = None,
+        spool_first: bool = False,
+        name: str = "",
     ) -> None:
         # policy: the retention policy written to (v1 API; "raw" by default). The privacy gate's
         # 30-minute and daily points go to the rollup policy through a writer of their own.
@@ -170,7 +174,11 @@ class InfluxWriter:
         self.max_buffered_points = max_buffered_points
         self.concurrency = concurrency
         self.policy = policy
+        # name: a writer of its own on the same database and policy gets a spool of its own.
         spool_name = settings.influx.database if policy == RAW_POLICY else f"{settings.influx.database}.{policy}"
+        if name:
+            spool_name = f"{spool_name}.{name}"
+        self.spool_first = spool_first
         self.spool_dir = settings.state_dir / "influx-spool" / spool_name
         #: Points InfluxDB acknowledged.
         self.points_written = 0
@@ -241,6 +249,12 @@ class InfluxWriter:
         self.mark += len(lines)
         BUFFERED.inc(len(lines))
         self._idle.clear()
+        if self.spool_first:
+            while self._pending:
+                chunk = self._pending[: self.batch_points]
+                del self._pending[: self.batch_points]
+                self._seal(chunk, self.mark - len(self._pending))
+            return self.mark
         if len(self._pending) >= self.batch_points:
             while len(self._pending) >= self.batch_points:
                 chunk = self._pending[: self.batch_points]
@@ -262,7 +276,7 @@ class InfluxWriter:
         # batch, and after it returns at most batch_points - 1 of them stay pending.
         over = self._queued_points + self._in_flight_points + batch.points > self.max_buffered_points
         # While the spool has waiting batches, new ones join it, so batches leave in the order they came.
-        if over or self._spool.waiting:
+        if over or self._spool.waiting or self.spool_first:
             self._spill(batch, over)
         else:
             self._queue.append(batch)

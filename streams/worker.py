@@ -49,7 +49,8 @@ from streams.influx_writer import InfluxWriter
 from streams.ingest import Rejection, decode_message
 from streams.line_protocol import ReadingLines, alert_line, reading_line
 from streams.metrics import (
-    ALERT_EVENTS, CONSUMER_LAG, MESSAGES_UNACKED, READINGS_CONSUMED, READINGS_REJECTED, RULES_APPLIED, RULES_REJECTED, SLOTS_PUBLISHED,
+    ALERT_EVENTS, CONSUMER_LAG, MESSAGES_UNACKED, READINGS_CONSUMED, READINGS_REJECTED, RULES_APPLIED, RULES_REJECTED,
+    SLOTS_PUBLISHED,
 )
 from streams.physics import IndexGuard
 from streams.resolution import COARSE_POLICY, ResolutionGate
@@ -145,6 +146,11 @@ class StreamWorker:
         self.coarse_writer = InfluxWriter(
             settings, policy=COARSE_POLICY, batch_points=1000, concurrency=1, on_durable=self.on_durable
         )
+        # The alert history: spooled as it is written, so that a state saved as "raised" (right after
+        # the event is published) never survives a crash that lost the event's point, which the
+        # replay would not write again (the state says it is raised already).
+        self.alert_writer = InfluxWriter(settings, batch_points=1000, concurrency=1, spool_first=True, name="alerts")
+        app.add_dependency(InfluxSink(self.alert_writer))
         # Handled messages wait here for their outputs to be durable before Faust may commit them.
         self.acks: DurableAcks[Message] = DurableAcks(
             (lambda: self.writer.durable_mark, lambda: self.coarse_writer.durable_mark),
@@ -248,7 +254,7 @@ class StreamWorker:
         """
         await self.between_messages.wait()
         if stopping:
-            await asyncio.gather(self.writer.stop(), self.coarse_writer.stop())
+            await asyncio.gather(self.writer.stop(), self.coarse_writer.stop(), self.alert_writer.stop())
         else:
             self.acks.forget()
         MESSAGES_UNACKED.set(len(self.acks))
@@ -334,7 +340,7 @@ class StreamWorker:
                 lines.append(alert_line(alert))
             except ValueError as error:  # a non-finite value: the event is published, the point is not
                 log.error("alert %s not written to InfluxDB: %s", alert.id, error)
-        self.writer.write(lines)
+        self.alert_writer.write(lines)
         await asyncio.gather(*acks)
 
     # --- the durable state -------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from quartier.stack.broker import Broker
 from quartier.stack.component import pick_port, pid_alive, wait_until
 from quartier.stack.influx import Influx, count_points, query
 from quartier.stack.s3 import S3Store
+from streams.influx_spool import Spool
 from tests.streams.worker_support import WorkerProcess, batches, quiet_rules, readings, scrape, send
 from tests.support import isolated_settings
 
@@ -197,15 +198,16 @@ async def test_the_stream_worker_killed_while_influxdb_is_away_loses_no_reading(
     commits every second; on the old acknowledgement path (a message acknowledged as soon as it was
     handled) the offsets of the points still in memory were committed by the time of the kill, and
     the restarted worker never read them again: 720 of 1,440 and 100 readings missing (main at 21bdaaf,
-    with only the writer's bound taken from the settings).
+    with only the writer's bound taken from the settings). And the episode raised in the first half
+    lost its "raised" point in InfluxDB's history (the first case): the state table said raised, so the
+    replay did not raise it again; alert points are spooled as they are written now.
     """
     settings = isolated_settings(tmp_path / "state", drill_stack.overrides)
     env = {"QUARTIER_INFLUX__BATCH_POINTS": str(batch_points),
            "QUARTIER_INFLUX__MAX_BUFFERED_POINTS": str(max_buffered_points)}
     await ensure_topics(settings)
-    # Rules that never raise: their arrival says the worker is ready.
     await send(settings, topics.ALERTS_RULES.name,
-               [(ALERTED.encode(), events.encode(quiet_rules(ALERTED, power_max_w=100_000, for_s=5)))])
+               [(ALERTED.encode(), events.encode(quiet_rules(ALERTED, power_max_w=LIMIT_W, for_s=5)))])
     port = pick_port(0)
     argv = ["-m", "quartier.cli", "streams", "worker", "--app-id", settings.topic("worker"),
             "--metrics-port", str(port), "--deadman-interval", "0"]
@@ -222,8 +224,11 @@ async def test_the_stream_worker_killed_while_influxdb_is_away_loses_no_reading(
         )
         # Three of Faust's commit intervals (1 s): what the worker acknowledged is committed by now.
         await asyncio.sleep(3)
-        spooled = scrape(port)["quartier_influx_spooled_points"]
+        spools = settings.state_dir / "influx-spool"
+        spooled = Spool(spools / settings.influx.database).points
         assert (spooled > 0) == spills, spooled
+        # The alert raised in the first half: its point is on disk before its state says "raised".
+        assert Spool(spools / f"{settings.influx.database}.alerts").points == 1
         worker.kill()
         drill_stack.influx.up()
         worker = WorkerProcess(argv, settings, tmp_path / "worker-2.log", env)
@@ -232,7 +237,8 @@ async def test_the_stream_worker_killed_while_influxdb_is_away_loses_no_reading(
         # Until every reading is in, or long enough after InfluxDB is back that the missing ones are
         # not coming (the count is then asserted below, naming what is missing).
         deadline = time.monotonic() + 120
-        while count_points(settings, "reading") < produced and time.monotonic() < deadline:
+        while (count_points(settings, "reading") < produced or count_points(settings, "alert") < 2) \
+                and time.monotonic() < deadline:
             assert worker.alive(), worker.log()
             await asyncio.sleep(0.5)
         assert worker.terminate() == 0
@@ -242,3 +248,7 @@ async def test_the_stream_worker_killed_while_influxdb_is_away_loses_no_reading(
     assert count_points(settings, "reading") == produced  # nothing was rejected
     for meter in METERS:
         assert count_points(settings, "reading", f"meter = '{meter}'") == 2 * HALF_S, meter
+    # The episode raised in the first half, while InfluxDB was away, is in its history once.
+    history = query(settings, f"SELECT id, state FROM alert WHERE meter = '{ALERTED}'")
+    episode = alert_id(ALERTED, "power_above", start_ms + 30_000)
+    assert [(row["id"], row["state"]) for row in history] == [(episode, "raised"), (episode, "resolved")]

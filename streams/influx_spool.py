@@ -55,6 +55,12 @@ class Spool:
         return len(self._waiting)
 
     def put(self, batch: Batch) -> None:
+        self.enqueue(self.write_file(batch), batch.points)
+
+    def write_file(self, batch: Batch) -> Path:
+        """Writes the batch's file (durable when this returns), without handing it out yet.
+
+        Only files and names: safe in another thread, while the event loop's ``take`` goes on."""
         name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._seq):08d}-{batch.points}.lp"
         path = self.directory / name
         tmp = path.with_suffix(".tmp")
@@ -70,8 +76,12 @@ class Spool:
             os.fsync(directory)
         finally:
             os.close(directory)
-        self._waiting.append((path, batch.points))
-        self.points += batch.points
+        return path
+
+    def enqueue(self, path: Path, points: int) -> None:
+        """A written file joins the line, to be sent after those before it."""
+        self._waiting.append((path, points))
+        self.points += points
 
     def take(self) -> Batch | None:
         """The oldest waiting batch; it stays on disk until ``done``."""

@@ -27,9 +27,12 @@ the writer's *mark*, the count of lines it has taken so far, and ``durable_mark`
 every line is durable: acknowledged (or refused, for good) by InfluxDB, or in a spool file, which is fsynced
 before it counts (a batch in the spool survives kill -9 of the process and a crash of the machine).
 ``on_durable`` is called each time ``durable_mark`` moves on. Per batch, not per line: a batch's lines are
-contiguous, so the mark moves when the oldest batch not yet durable becomes durable. With ``spool_first``
-every batch goes to the spool as ``write()`` takes it, so lines are durable when it returns: for rare points
-whose writer must not go on before they are kept (the alert history, whose state is saved right after).
+contiguous, so the mark moves when the oldest batch not yet durable becomes durable.
+
+``await write_kept(lines)`` returns only once the lines are in a spool file (written and fsynced in a
+thread, so the event loop goes on meanwhile), for rare points whose writer must not go on before they
+are kept: the alert history, whose state is saved right after (streams/worker.py). Senders then write
+them like any spooled batch. They take no part in the marks.
 """
 
 from __future__ import annotations
@@ -156,7 +159,6 @@ class InfluxWriter:
         concurrency: int = 2,
         policy: str = RAW_POLICY,
         on_durable: Callable[[], None] | None = None,
-        spool_first: bool = False,
         name: str = "",
     ) -> None:
         # policy: the retention policy written to (v1 API; "raw" by default). The privacy gate's
@@ -178,7 +180,6 @@ class InfluxWriter:
         spool_name = settings.influx.database if policy == RAW_POLICY else f"{settings.influx.database}.{policy}"
         if name:
             spool_name = f"{spool_name}.{name}"
-        self.spool_first = spool_first
         self.spool_dir = settings.state_dir / "influx-spool" / spool_name
         #: Points InfluxDB acknowledged.
         self.points_written = 0
@@ -249,12 +250,6 @@ class InfluxWriter:
         self.mark += len(lines)
         BUFFERED.inc(len(lines))
         self._idle.clear()
-        if self.spool_first:
-            while self._pending:
-                chunk = self._pending[: self.batch_points]
-                del self._pending[: self.batch_points]
-                self._seal(chunk, self.mark - len(self._pending))
-            return self.mark
         if len(self._pending) >= self.batch_points:
             while len(self._pending) >= self.batch_points:
                 chunk = self._pending[: self.batch_points]
@@ -263,6 +258,20 @@ class InfluxWriter:
             # What remains came with this call.
             self._pending_since = time.monotonic()
         return self.mark
+
+    async def write_kept(self, lines: list[str]) -> None:
+        """Puts the lines in the spool and returns once they are on disk (see the module docstring)."""
+        if not lines:
+            return
+        batch = Batch("\n".join(lines).encode(), len(lines))
+        path = await asyncio.to_thread(self._spool.write_file, batch)
+        self._spool.enqueue(path, batch.points)
+        if self._stopping:
+            return  # for the next writer, as what stop() spooled (not counted in this one's gauges)
+        BUFFERED.inc(batch.points)
+        SPOOLED.inc(batch.points)
+        self._idle.clear()
+        self._work.set()
 
     def _seal_pending(self) -> None:
         if self._pending:
@@ -276,7 +285,7 @@ class InfluxWriter:
         # batch, and after it returns at most batch_points - 1 of them stay pending.
         over = self._queued_points + self._in_flight_points + batch.points > self.max_buffered_points
         # While the spool has waiting batches, new ones join it, so batches leave in the order they came.
-        if over or self._spool.waiting or self.spool_first:
+        if over or self._spool.waiting:
             self._spill(batch, over)
         else:
             self._queue.append(batch)

@@ -149,7 +149,7 @@ class StreamWorker:
         # The alert history: spooled as it is written, so that a state saved as "raised" (right after
         # the event is published) never survives a crash that lost the event's point, which the
         # replay would not write again (the state says it is raised already).
-        self.alert_writer = InfluxWriter(settings, batch_points=1000, concurrency=1, spool_first=True, name="alerts")
+        self.alert_writer = InfluxWriter(settings, batch_points=1000, concurrency=1, name="alerts")
         app.add_dependency(InfluxSink(self.alert_writer))
         # Handled messages wait here for their outputs to be durable before Faust may commit them.
         self.acks: DurableAcks[Message] = DurableAcks(
@@ -340,8 +340,8 @@ class StreamWorker:
                 lines.append(alert_line(alert))
             except ValueError as error:  # a non-finite value: the event is published, the point is not
                 log.error("alert %s not written to InfluxDB: %s", alert.id, error)
-        self.alert_writer.write(lines)
-        await asyncio.gather(*acks)
+        # The point's fsync (in a thread) and the broker's acknowledgements are awaited together.
+        await asyncio.gather(self.alert_writer.write_kept(lines), *acks)
 
     # --- the durable state -------------------------------------------------------------------------
 

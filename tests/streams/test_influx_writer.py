@@ -233,15 +233,17 @@ async def test_the_durable_mark_follows_influxdb_acknowledgements_and_the_spool_
     assert count_points(settings, "reading") == 2_703
 
 
-async def test_a_spool_first_writer_keeps_its_lines_on_disk_before_write_returns(
+async def test_lines_written_kept_are_on_disk_when_the_write_returns_then_sent(
     influx: dict[str, Any], make_settings: Callable[..., Settings]
 ) -> None:
     settings = make_settings(influx)
     ensure_database(settings)
-    writer = InfluxWriter(settings, batch_points=2, concurrency=1, spool_first=True, name="alerts")
+    writer = InfluxWriter(settings, concurrency=1, name="alerts")
+    lines = readings(3)
+    await writer.write_kept(lines[:1])  # before start: no sender could have taken it yet
+    assert [path.read_text() for path in writer.spool_dir.glob("*.lp")] == lines[:1]
     await writer.start()
-    assert writer.write(readings(3)) == 3 == writer.durable_mark  # before any sender ran
-    assert sorted(path.name.rsplit("-", 1)[1] for path in writer.spool_dir.glob("*.lp")) == ["1.lp", "2.lp"]
+    await writer.write_kept(lines[1:])
     assert writer.spool_dir.name == f"{settings.influx.database}.alerts"
     await asyncio.wait_for(writer.flush(), 30)
     assert writer.points_written == 3 and not any(writer.spool_dir.glob("*.lp"))

@@ -63,6 +63,10 @@ class InfluxSettings(BaseModel):
     # raw point's fields at its own time (households/indexes.py's latest and raw bucket starts,
     # households/export.py's raw rows): they must read the latest value at or before it first.
     reading_points: Literal["changed", "full"] = "full"
+    # The stream worker's writer of readings: points per request, and how many may wait in memory
+    # (while InfluxDB is slow or away) before batches spill to the spool on disk (streams/influx_writer.py).
+    batch_points: int = 5000
+    max_buffered_points: int = 2_000_000
 
 
 class SmtpSettings(BaseModel):

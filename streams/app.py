@@ -13,13 +13,14 @@ What the embedded broker (Tansu) needs from Faust, and why (docs/operations.md h
   which table recovery stops short after a restart.
 
 And two corrections for Faust itself, whatever the broker: :class:`SteadyFlowControl` and
-:class:`SeekFirstRecovery`.
+:class:`SeekFirstRecovery`; and :attr:`QuartierApp.settle`, for an agent that acknowledges its
+messages later than Faust would (the stream worker, once their points are durable).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,12 @@ class QuartierTableManager(TableManager):
 class QuartierApp(faust.App):
     """A Faust app that knows Quartier's settings, creates its topics first and picks the transport."""
 
+    #: What a rebalance (False) or a stop (True) waits for, in place of Faust's wait until every
+    #: message taken is acknowledged (``stream_wait_empty``). Set by an agent that acknowledges
+    #: messages only once their outputs are durable (:mod:`streams.acks`): on a rebalance Faust's
+    #: wait would last as long as InfluxDB is away, and hold up the group's rebalance with it.
+    settle: Callable[[bool], Awaitable[None]] | None = None
+
     def __init__(
         self, app_id: str, *, settings: Settings, extra_topics: Mapping[str, int] | None = None, **options: Any
     ) -> None:
@@ -159,6 +166,14 @@ class QuartierApp(faust.App):
     @cached_property
     def flow_control(self) -> FlowControlEvent:
         return SteadyFlowControl(loop=self.loop)
+
+    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
+        if self.settle is None:
+            await super()._consumer_wait_empty(consumer, logger)
+            return
+        logger.info("Settle the streams...")
+        # The app's own stop sets should_stop before it stops the consumer; a rebalance does not.
+        await self.settle(self.should_stop)
 
     def _new_transport(self) -> TransportT:
         if self.quartier_settings.kafka.flavour == "tansu":

@@ -19,7 +19,20 @@ so ingest keeps going and nothing is lost; the writer signals it (``buffer_full`
 ``quartier_influx_buffer_full_total`` once per episode) and writes the spool back, oldest first, once the
 memory queue has drained. New batches keep going to the spool while it has waiting files, so the order
 stays first-in first-out. ``stop()`` flushes for up to ``stop_timeout_s``; what InfluxDB still has not
-acknowledged then is spooled too, and the next writer started on the same state directory writes it.
+acknowledged then is spooled too, and the next writer started on the same state directory writes it. Lines
+written after ``stop()`` (a timer's alert point during the process's shutdown) go straight to the spool.
+
+Durability, for the stream worker's acknowledgements (docs/pipeline.md, "Delivery"): ``write()`` returns
+the writer's *mark*, the count of lines it has taken so far, and ``durable_mark`` is the mark up to which
+every line is durable: acknowledged (or refused, for good) by InfluxDB, or in a spool file, which is fsynced
+before it counts (a batch in the spool survives kill -9 of the process and a crash of the machine).
+``on_durable`` is called each time ``durable_mark`` moves on. Per batch, not per line: a batch's lines are
+contiguous, so the mark moves when the oldest batch not yet durable becomes durable.
+
+``await write_kept(lines)`` returns only once the lines are in a spool file (written and fsynced in a
+thread, so the event loop goes on meanwhile), for rare points whose writer must not go on before they
+are kept: the alert history, whose state is saved right after (streams/worker.py). Senders then write
+them like any spooled batch. They take no part in the marks.
 """
 
 from __future__ import annotations
@@ -29,6 +42,7 @@ import logging
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 import httpx
@@ -144,6 +158,8 @@ class InfluxWriter:
         max_buffered_points: int = 2_000_000,
         concurrency: int = 2,
         policy: str = RAW_POLICY,
+        on_durable: Callable[[], None] | None = None,
+        name: str = "",
     ) -> None:
         # policy: the retention policy written to (v1 API; "raw" by default). The privacy gate's
         # 30-minute and daily points go to the rollup policy through a writer of their own.
@@ -160,7 +176,10 @@ class InfluxWriter:
         self.max_buffered_points = max_buffered_points
         self.concurrency = concurrency
         self.policy = policy
+        # name: a writer of its own on the same database and policy gets a spool of its own.
         spool_name = settings.influx.database if policy == RAW_POLICY else f"{settings.influx.database}.{policy}"
+        if name:
+            spool_name = f"{spool_name}.{name}"
         self.spool_dir = settings.state_dir / "influx-spool" / spool_name
         #: Points InfluxDB acknowledged.
         self.points_written = 0
@@ -169,6 +188,15 @@ class InfluxWriter:
         self.last_rejection: str | None = None
         #: True while batches spill to disk because the memory bound was reached.
         self.buffer_full = False
+        #: Lines taken by ``write`` so far: the mark of the last one.
+        self.mark = 0
+        #: Every line up to this mark is acknowledged or refused by InfluxDB, or in the spool.
+        self.durable_mark = 0
+        self.on_durable = on_durable
+        # The end marks of sealed batches not yet durable, in the order they were sealed, and those
+        # that became durable while an older one was still on its way (concurrent senders, the spool).
+        self._undurable: deque[int] = deque()
+        self._durable_ahead: set[int] = set()
         self._pending: list[str] = []
         self._pending_since = 0.0
         self._queue: deque[Batch] = deque()
@@ -205,34 +233,54 @@ class InfluxWriter:
 
     # --- the producer side ------------------------------------------------------------------------
 
-    def write(self, lines: list[str]) -> None:
-        """Enqueues line-protocol lines; never blocks and never drops (see the module docstring)."""
+    def write(self, lines: list[str]) -> int:
+        """Enqueues line-protocol lines; never blocks and never drops (see the module docstring).
+
+        Returns the writer's mark after them: they are durable once ``durable_mark`` reaches it.
+        """
         if not lines:
-            return
+            return self.mark
         if self._stopping:
-            raise RuntimeError("InfluxWriter.write after stop(): these points would not be written")
+            return self._spool_after_stop(lines)
         if not self._pending:
             self._pending_since = time.monotonic()
             # Wake a sender so that it times the linger of this new partial batch.
             self._work.set()
         self._pending.extend(lines)
+        self.mark += len(lines)
         BUFFERED.inc(len(lines))
         self._idle.clear()
         if len(self._pending) >= self.batch_points:
             while len(self._pending) >= self.batch_points:
                 chunk = self._pending[: self.batch_points]
                 del self._pending[: self.batch_points]
-                self._seal(chunk)
+                self._seal(chunk, self.mark - len(self._pending))
             # What remains came with this call.
             self._pending_since = time.monotonic()
+        return self.mark
+
+    async def write_kept(self, lines: list[str]) -> None:
+        """Puts the lines in the spool and returns once they are on disk (see the module docstring)."""
+        if not lines:
+            return
+        batch = Batch("\n".join(lines).encode(), len(lines))
+        path = await asyncio.to_thread(self._spool.write_file, batch)
+        self._spool.enqueue(path, batch.points)
+        if self._stopping:
+            return  # for the next writer, as what stop() spooled (not counted in this one's gauges)
+        BUFFERED.inc(batch.points)
+        SPOOLED.inc(batch.points)
+        self._idle.clear()
+        self._work.set()
 
     def _seal_pending(self) -> None:
         if self._pending:
             chunk, self._pending = self._pending, []
-            self._seal(chunk)
+            self._seal(chunk, self.mark)
 
-    def _seal(self, lines: list[str]) -> None:
-        batch = Batch("\n".join(lines).encode(), len(lines))
+    def _seal(self, lines: list[str], end: int) -> None:
+        batch = Batch("\n".join(lines).encode(), len(lines), end=end)
+        self._undurable.append(end)
         # Lines still pending are not counted: a single write() larger than the bound is sealed batch by
         # batch, and after it returns at most batch_points - 1 of them stay pending.
         over = self._queued_points + self._in_flight_points + batch.points > self.max_buffered_points
@@ -263,6 +311,32 @@ class InfluxWriter:
             self._queued_points += batch.points
             return
         SPOOLED.inc(batch.points)
+        self._became_durable(batch.end)
+
+    def _spool_after_stop(self, lines: list[str]) -> int:
+        """Lines written after ``stop()``: straight to the spool, for the next writer (not counted
+        in this writer's gauges, as what ``stop()`` spooled is not)."""
+        self.mark += len(lines)
+        self._undurable.append(self.mark)
+        self._spool.put(Batch("\n".join(lines).encode(), len(lines)))
+        self._became_durable(self.mark)
+        return self.mark
+
+    def _became_durable(self, end: int | None) -> None:
+        """A sealed batch is acknowledged, refused or spooled: moves ``durable_mark`` as far as it can."""
+        if end is None:  # read back from the spool: durable since it was written there
+            return
+        undurable = self._undurable
+        if not undurable or undurable[0] != end:
+            self._durable_ahead.add(end)
+            return
+        undurable.popleft()
+        ahead = self._durable_ahead
+        while undurable and undurable[0] in ahead:
+            ahead.discard(end := undurable.popleft())
+        self.durable_mark = end
+        if self.on_durable is not None:
+            self.on_durable()
 
     def _open_spool(self) -> Spool:
         """The spool directory, with what an earlier writer left there counted as this one's buffer."""
@@ -321,11 +395,13 @@ class InfluxWriter:
         self._queue.clear()
         self._queued_points = 0
         if self._pending:
-            leftovers.append(Batch("\n".join(self._pending).encode(), len(self._pending)))
+            self._undurable.append(self.mark)
+            leftovers.append(Batch("\n".join(self._pending).encode(), len(self._pending), end=self.mark))
             self._pending = []
         for batch in leftovers:
             spool.put(batch)
             SPOOLED.inc(batch.points)
+            self._became_durable(batch.end)
         if spool.points:
             log.warning(
                 "%d points InfluxDB has not acknowledged are kept in %s; the next writer on this state "
@@ -388,6 +464,8 @@ class InfluxWriter:
             if self.buffer_full and not self._spool.points:
                 self.buffer_full = False
                 log.info("InfluxDB caught up: the spool in %s is empty", self._spool.directory)
+        else:
+            self._became_durable(batch.end)
         self._settled(batch.points)
 
     async def _deliver(self, batch: Batch) -> None:

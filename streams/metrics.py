@@ -27,6 +27,11 @@ CONSUMER_LAG = Gauge(
     "the offset after the last message handled); updated at each deadman run.",
     ["partition"],
 )
+MESSAGES_UNACKED = Gauge(
+    "quartier_messages_unacked",
+    "meter.readings messages handled and not yet acknowledged: their points are not all in InfluxDB or the "
+    "spool yet, or a record they sent is not acknowledged by the broker (streams/acks.py).",
+)
 RULES_APPLIED = Counter("quartier_alert_rules_applied_total", "AlertRules records read from alerts.rules and applied.")
 RULES_REJECTED = Counter(
     "quartier_alert_rules_rejected_total", "AlertRules records that could not be decoded or applied (logged)."

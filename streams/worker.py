@@ -17,6 +17,12 @@ The engine's durable state is a changelog-backed table keyed by meter, co-partit
 ``meter.readings`` (a meter's readings always come on its shard's partition, and its state is written
 to the same partition of the changelog), so a restarted worker gets back exactly the state of the
 meters it is given. The rules come from ``alerts.rules`` (:mod:`streams.rules_feed`).
+
+A message is acknowledged to Faust (so its offset may be committed) only once everything it produced
+is durable: its points acknowledged by InfluxDB or in the writer's spool, its rejected readings, slots
+and state records acknowledged by the broker, its alert events too (those are awaited as they are
+published). :mod:`streams.acks` holds the messages in between; docs/pipeline.md, "Delivery", says what
+a crash replays.
 """
 
 from __future__ import annotations
@@ -28,13 +34,14 @@ import time
 from collections.abc import Iterable
 
 from aiokafka import TopicPartition
-from faust.types import TP, EventT, StreamT
+from faust.types import TP, EventT, Message, StreamT
 from mode import Service
 
 from quartier import events, topics
 from quartier.events import AlertEvent, AlertRules, RejectedReading, SlotEnergy
 from quartier.kafka import latest_offsets
 from quartier.settings import Settings
+from streams.acks import DurableAcks
 from streams.alerting import AlertEngine, RuleError, decode_fleet, decode_meter, encode_state
 from streams.alerting.engine import Outcome
 from streams.app import QuartierApp, create_app
@@ -42,7 +49,8 @@ from streams.influx_writer import InfluxWriter
 from streams.ingest import Rejection, decode_message
 from streams.line_protocol import ReadingLines, alert_line, reading_line
 from streams.metrics import (
-    ALERT_EVENTS, CONSUMER_LAG, READINGS_CONSUMED, READINGS_REJECTED, RULES_APPLIED, RULES_REJECTED, SLOTS_PUBLISHED,
+    ALERT_EVENTS, CONSUMER_LAG, MESSAGES_UNACKED, READINGS_CONSUMED, READINGS_REJECTED, RULES_APPLIED, RULES_REJECTED,
+    SLOTS_PUBLISHED,
 )
 from streams.physics import IndexGuard
 from streams.resolution import COARSE_POLICY, ResolutionGate
@@ -104,7 +112,11 @@ class StreamWorker:
         self.state = app.Table(
             "alert_state", partitions=topics.METER_READINGS.partitions, key_type=bytes, value_type=bytes
         )
-        self.writer = InfluxWriter(settings)
+        influx = settings.influx
+        self.writer = InfluxWriter(
+            settings, batch_points=influx.batch_points, max_buffered_points=influx.max_buffered_points,
+            on_durable=self.on_durable,
+        )
         self.changed_lines = ReadingLines()
         self.reading_lines = (
             self.changed_lines.lines if settings.influx.reading_points == "changed"
@@ -131,7 +143,25 @@ class StreamWorker:
         self._pending: set[asyncio.Task[None]] = set()
         # privacy: what is stored of each meter's readings, at its household's chosen resolution.
         self.resolutions = ResolutionGate(settings.privacy.default_resolution, self.reading_lines)
-        self.coarse_writer = InfluxWriter(settings, policy=COARSE_POLICY, batch_points=1000, concurrency=1)
+        self.coarse_writer = InfluxWriter(
+            settings, policy=COARSE_POLICY, batch_points=1000, concurrency=1, on_durable=self.on_durable
+        )
+        # The alert history: spooled as it is written, so that a state saved as "raised" (right after
+        # the event is published) never survives a crash that lost the event's point, which the
+        # replay would not write again (the state says it is raised already).
+        self.alert_writer = InfluxWriter(settings, batch_points=1000, concurrency=1, name="alerts")
+        app.add_dependency(InfluxSink(self.alert_writer))
+        # Handled messages wait here for their outputs to be durable before Faust may commit them.
+        self.acks: DurableAcks[Message] = DurableAcks(
+            (lambda: self.writer.durable_mark, lambda: self.coarse_writer.durable_mark),
+            ack=self.ack, failed=self.send_failed,
+        )
+        # The broker's acknowledgements of what the message being handled sent (None between messages).
+        self._sends: list[asyncio.Future[object]] | None = None
+        # Set while the agent is between two messages: a rebalance or a stop waits for it.
+        self.between_messages = asyncio.Event()
+        self.between_messages.set()
+        app.settle = self.settle
         app.add_dependency(InfluxSink(self.coarse_writer))
         self.resolution_feed = RulesFeed(
             settings,
@@ -164,17 +194,70 @@ class StreamWorker:
     async def consume(self, stream: StreamT) -> None:
         ready = self.feed.ready
         resolutions_ready = self.resolution_feed.ready
+        between_messages = self.between_messages
         # Wait inside the loop, not before it: Faust registers the agent's channel with its
-        # conductor only once the stream is iterated.
-        async for event in stream.events():
+        # conductor only once the stream is iterated. noack: each message is acknowledged by
+        # self.acks once what it produced is durable, not when this loop moves on.
+        async for event in stream.noack().events():
             if not ready.is_set():
                 await ready.wait()  # judge no reading before the households' rules are known
             if not resolutions_ready.is_set():
                 await resolutions_ready.wait()  # store no reading before the households' consent is known
-            await self.on_message(event)
+            between_messages.clear()
+            sends = self._sends = []
+            try:
+                await self.on_message(event)
+            finally:
+                self._sends = None
+                between_messages.set()
             message = event.message
             self.next_offset[message.partition] = message.offset + 1
             self.handled += 1
+            # Held until acknowledged, a message need not keep its payload: without this, the held
+            # messages would double the memory of the writer's buffer while InfluxDB is away.
+            event.value = message.value = None
+            self.acks.hold(message, (self.writer.mark, self.coarse_writer.mark), sends)
+            MESSAGES_UNACKED.set(len(self.acks))
+
+    # --- acknowledgements --------------------------------------------------------------------------
+
+    def on_durable(self) -> None:
+        """A writer's durable mark moved: acknowledge the messages whose points are all durable now."""
+        self.acks.release()
+        MESSAGES_UNACKED.set(len(self.acks))
+
+    def ack(self, message: Message) -> None:
+        if message.generation_id != self.app.consumer_generation_id:
+            return  # handled before a rebalance: Faust reads it again from the committed offset
+        if message.ack(self.app.consumer):
+            self.app.sensors.on_message_out(message.tp, message.offset, message)
+
+    def send_failed(self, error: BaseException) -> None:
+        # The message that sent it is never acknowledged, so its partition's commits stop there:
+        # stop, and let the supervisor's restart replay from the committed offset.
+        log.error("the broker did not take a record the worker sent (%s): stopping for a replay", error)
+        self._spawn(self.app.crash(error if isinstance(error, Exception) else RuntimeError(str(error))))
+
+    def _track(self, send: asyncio.Future[object]) -> None:
+        """A record sent while handling a message: the message is acknowledged once the broker has it."""
+        if self._sends is not None:
+            self._sends.append(send)
+
+    async def settle(self, stopping: bool) -> None:
+        """Before a rebalance or a stop goes on (in place of Faust's wait for every message to be acked).
+
+        The message being handled is finished first. On a rebalance, the held messages are dropped:
+        Faust reads every partition again from its committed offset, and waiting for InfluxDB here
+        would hold up the whole group. On a stop, the writers are stopped (flushed for up to their
+        ``stop_timeout_s``, the rest spooled, so every point is durable), which acknowledges every
+        held message before the consumer's last commit.
+        """
+        await self.between_messages.wait()
+        if stopping:
+            await asyncio.gather(self.writer.stop(), self.coarse_writer.stop(), self.alert_writer.stop())
+        else:
+            self.acks.forget()
+        MESSAGES_UNACKED.set(len(self.acks))
 
     async def on_message(self, event: EventT) -> None:
         message = event.message
@@ -215,7 +298,7 @@ class StreamWorker:
 
     async def publish_slots(self, slots: list[SlotEnergy]) -> None:
         for slot in slots:
-            await self.slots_topic.send(key=slot.meter.encode(), value=events.encode(slot))
+            self._track(await self.slots_topic.send(key=slot.meter.encode(), value=events.encode(slot)))
         SLOTS_PUBLISHED.inc(len(slots))
 
     async def reject(self, rejections: Iterable[Rejection], topic: str, partition: int, offset: int) -> None:
@@ -226,7 +309,7 @@ class StreamWorker:
                 source_partition=partition, source_offset=offset, rejected_at_ms=now,
             )
             key = rejection.meter.encode() if rejection.meter else None
-            await self.rejected_topic.send(key=key, value=events.encode(record))
+            self._track(await self.rejected_topic.send(key=key, value=events.encode(record)))
             READINGS_REJECTED.inc()
             # The rejected topic is the record (and the counter the alarm); the log only helps debugging.
             log.debug("rejected a reading from %s[%d]@%d: %s", topic, partition, offset, rejection.reason)
@@ -257,8 +340,8 @@ class StreamWorker:
                 lines.append(alert_line(alert))
             except ValueError as error:  # a non-finite value: the event is published, the point is not
                 log.error("alert %s not written to InfluxDB: %s", alert.id, error)
-        self.writer.write(lines)
-        await asyncio.gather(*acks)
+        # The point's fsync (in a thread) and the broker's acknowledgements are awaited together.
+        await asyncio.gather(self.alert_writer.write_kept(lines), *acks)
 
     # --- the durable state -------------------------------------------------------------------------
 
@@ -289,7 +372,7 @@ class StreamWorker:
         before every commit.
         """
         self.state.data[key] = value
-        await self.state.changelog_topic.send(key=key, value=value, partition=partition)
+        self._track(await self.state.changelog_topic.send(key=key, value=value, partition=partition))
 
     async def rebuild_engine(self) -> None:
         """After each rebalance and recovery: an engine for exactly the meters of this worker's partitions."""

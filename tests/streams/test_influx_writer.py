@@ -177,21 +177,78 @@ async def test_points_influxdb_has_not_taken_at_stop_are_written_by_the_next_wri
     writer = fast_retries(InfluxWriter(settings, batch_points=1_000))
     writer.stop_timeout_s = 1.0
     await writer.start()
-    writer.write(readings(4_500))
+    lines = readings(4_501)
+    writer.write(lines[:4_500])
     await writer.stop()
     assert writer.points_written == 0 and writer.spooled == 4_500
-    with pytest.raises(RuntimeError, match="after stop"):
-        writer.write(readings(1))
+    # A point written after stop() (a timer's alert point while the process shuts down) is spooled too.
+    assert writer.write(lines[4_500:]) == 4_501 == writer.durable_mark
+    assert writer.spooled == 4_501
 
     await asyncio.to_thread(own_influx.restart)
     successor = InfluxWriter(settings)
-    assert successor.buffered == 4_500
+    assert successor.buffered == 4_501
     await successor.start()
     await asyncio.wait_for(successor.flush(), 60)
-    assert successor.points_written == 4_500
-    assert count_points(settings, "reading") == 4_500
+    assert successor.points_written == 4_501
+    assert count_points(settings, "reading") == 4_501
     await successor.stop()
     assert successor.spooled == 0
+
+
+async def test_the_durable_mark_follows_influxdb_acknowledgements_and_the_spool_in_order(
+    own_influx: OwnInflux, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings({"influx": {"url": own_influx.url}})
+    ensure_database(settings)
+    moves: list[int] = []
+    writer = fast_retries(InfluxWriter(settings, batch_points=500, max_buffered_points=1_000))
+    writer.on_durable = lambda: moves.append(writer.durable_mark)
+    writer.stop_timeout_s = 1.0
+    await writer.start()
+    lines = readings(2_703)
+    assert writer.write(lines[:700]) == 700  # a batch of 500 and 200 pending
+    await asyncio.wait_for(writer.flush(), 30)
+    assert writer.durable_mark == 700 and moves[-1] == 700
+
+    await asyncio.to_thread(own_influx.kill)
+    assert writer.write(lines[700:1_700]) == 1_700  # two batches in memory, within the bound
+    # Past the bound: two batches spooled, durable, but behind the two in memory.
+    assert writer.write(lines[1_700:2_700]) == 2_700
+    await eventually(lambda: metric("quartier_influx_write_errors_total", reason="no_answer") > 0)
+    assert writer.spooled == 1_000
+    assert writer.durable_mark == 700
+
+    await writer.stop()  # InfluxDB is still away: the two batches in memory are spooled
+    assert writer.durable_mark == 2_700 and writer.spooled == 2_000
+    assert writer.write(lines[2_700:]) == 2_703 == writer.durable_mark
+    assert moves == sorted(moves) and moves[-1] == 2_703
+
+    await asyncio.to_thread(own_influx.restart)
+    successor = InfluxWriter(settings)
+    assert successor.buffered == 2_003
+    await successor.start()
+    await asyncio.wait_for(successor.flush(), 60)
+    await successor.stop()
+    assert count_points(settings, "reading") == 2_703
+
+
+async def test_lines_written_kept_are_on_disk_when_the_write_returns_then_sent(
+    influx: dict[str, Any], make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(influx)
+    ensure_database(settings)
+    writer = InfluxWriter(settings, concurrency=1, name="alerts")
+    lines = readings(3)
+    await writer.write_kept(lines[:1])  # before start: no sender could have taken it yet
+    assert [path.read_text() for path in writer.spool_dir.glob("*.lp")] == lines[:1]
+    await writer.start()
+    await writer.write_kept(lines[1:])
+    assert writer.spool_dir.name == f"{settings.influx.database}.alerts"
+    await asyncio.wait_for(writer.flush(), 30)
+    assert writer.points_written == 3 and not any(writer.spool_dir.glob("*.lp"))
+    assert count_points(settings, "reading") == 3
+    await writer.stop()
 
 
 async def test_the_v2_path_writes_through_influxdb_client_to_victoriametrics(

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 from quartier.events import MeterReading
 from quartier.settings import Settings
 from quartier.stack import Stack
-from quartier.stack.component import pid_alive
+from quartier.stack.component import pid_alive, pick_port
 from quartier.stack.influx import Influx, count_points, ensure_database
 from quartier.stack.victoria import export_samples
 from streams.influx_writer import InfluxWriter
@@ -54,7 +54,9 @@ class OwnInflux:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.stack = Stack(root, [Influx()])
+        # A port the kernel hands out, not 8086: another stack on this machine may take the well-known
+        # port while this one is down, and the restart must come back where the writer points.
+        self.stack = Stack(root, [Influx(default_port=pick_port(0))])
         self.url = self.stack.up()["influx"]["url"]
         self.port = int(self.url.rsplit(":", 1)[1])
 

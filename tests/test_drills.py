@@ -8,7 +8,8 @@ cause is in InfluxDB's history once, raised and resolved under its one id.
 
 The notifier's drill (kill -9 mid-batch, every notification once beyond the documented in-flight
 window) is tests/notifier/test_service.py::test_killed_mid_batch_and_restarted_every_notification_arrives_once;
-the worker's restart with its table state, tests/streams/test_worker_restart.py.
+the worker's restart with its table state, tests/streams/test_worker_restart.py; the market API's
+(kill -9 while orders arrive and while slots settle on chain), tests/marketplace/test_kill_drill.py.
 """
 
 from __future__ import annotations

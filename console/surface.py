@@ -42,7 +42,7 @@ from console.projection import FleetFigures
 from console.listing import SORT_KEYS, ListError, ModuleFilter, Query, export_csv, export_xlsx, ordered_rows, page
 from console.service import ConsoleService, build
 from quartier import events as ev
-from quartier.access_log import EXPORT_REFERENCE, STAFF_REASONS, AccessLog
+from quartier.access_log import EXPORT_REFERENCE, STAFF_REASONS, AccessLog, StaffRead
 
 log = logging.getLogger(__name__)
 STAFF = allow("operator", "support")
@@ -351,18 +351,8 @@ class CampaignList(BaseModel):
     items: list[CampaignView]
 
 
-class StaffReadView(BaseModel):
+class StaffReadView(view_of(StaffRead)):  # type: ignore[misc]
     """A read of personal data by staff, from the access log: an export's entries are one item."""
-
-    seq: int
-    at_ms: int
-    actor: str
-    actor_role: str
-    what: str
-    why: str
-    reference: str
-    households: int
-    household: str | None
 
 
 class CommandView(BaseModel):

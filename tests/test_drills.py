@@ -95,6 +95,18 @@ def half(settings: Settings, start_ms: int, which: int) -> list[tuple[bytes, byt
     return out
 
 
+def assert_every_reading_once(settings: Settings, start_ms: int) -> None:
+    """Exactly once, counted from InfluxDB: every reading of both halves (nothing was rejected), 120
+    per meter (one point per series and time: a replayed reading rewrites its own), and the power
+    episode once in the alert history, raised and resolved under its one id."""
+    assert count_points(settings, "reading") == len(METERS) * 2 * HALF_S
+    for meter in METERS:
+        assert count_points(settings, "reading", f"meter = '{meter}'") == 2 * HALF_S, meter
+    history = query(settings, f"SELECT id, state FROM alert WHERE meter = '{ALERTED}'")
+    episode = alert_id(ALERTED, "power_above", start_ms + 30_000)
+    assert [(row["id"], row["state"]) for row in history] == [(episode, "raised"), (episode, "resolved")]
+
+
 async def run_drill(
     drill_stack: DrillStack, tmp_path: Path, disrupt: Callable[[WorkerProcess, list[str], Settings], Awaitable[WorkerProcess]]
 ) -> None:
@@ -132,13 +144,7 @@ async def run_drill(
     finally:
         worker.kill()
 
-    # Exactly once: InfluxDB keeps one point per series and time, a replayed reading rewrites its own.
-    assert count_points(settings, "reading") == produced  # nothing was rejected
-    for meter in METERS:
-        assert count_points(settings, "reading", f"meter = '{meter}'") == 2 * HALF_S, meter
-    history = query(settings, f"SELECT id, state FROM alert WHERE meter = '{ALERTED}'")
-    episode = alert_id(ALERTED, "power_above", start_ms + 30_000)
-    assert [(row["id"], row["state"]) for row in history] == [(episode, "raised"), (episode, "resolved")]
+    assert_every_reading_once(settings, start_ms)
 
 
 async def test_the_stream_worker_killed_mid_work_loses_and_duplicates_nothing(
@@ -246,10 +252,5 @@ async def test_the_stream_worker_killed_while_influxdb_is_away_loses_no_reading(
     finally:
         worker.kill()
 
-    assert count_points(settings, "reading") == produced  # nothing was rejected
-    for meter in METERS:
-        assert count_points(settings, "reading", f"meter = '{meter}'") == 2 * HALF_S, meter
-    # The episode raised in the first half, while InfluxDB was away, is in its history once.
-    history = query(settings, f"SELECT id, state FROM alert WHERE meter = '{ALERTED}'")
-    episode = alert_id(ALERTED, "power_above", start_ms + 30_000)
-    assert [(row["id"], row["state"]) for row in history] == [(episode, "raised"), (episode, "resolved")]
+    # The episode raised in the first half (while InfluxDB was away) is in its history once.
+    assert_every_reading_once(settings, start_ms)

@@ -8,7 +8,9 @@ import json
 import os
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
+import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from quartier import events, topics
@@ -16,11 +18,13 @@ from quartier.events import AlertRules, OfferListed, ReadingBatch
 from quartier.kafka import ensure_topics, latest_offsets, read_records
 from quartier.settings import KafkaSettings, Settings
 from quartier.stack import Stack, durable_broker
-from quartier.stack.retention import sweep
+from quartier.stack.retention import CONSUMED_KEPT_S, sweep
+from quartier.stack.s3 import delete_object
 from tests.streams.worker_support import readings
 from tests.test_stack_and_demo import quartier
 
 ACCOUNTS_EVENTS = topics.ACCOUNTS_EVENTS.name
+S3_XML = "{http://doc.s3.amazonaws.com/2006-03-01/}"
 
 def bootstrap_of(state_dir: Path) -> str:
     return json.loads((state_dir / "stack.json").read_text())["settings"]["kafka"]["bootstrap"]
@@ -85,28 +89,33 @@ def test_stack_down_and_up_keeps_the_market_the_accounts_and_the_rules(tmp_path:
         quartier(state, "stack", "down")
 
 
-async def test_retention_drops_old_consumed_reading_batches_and_nothing_else(tmp_path: Path) -> None:
+async def test_retention_drops_consumed_reading_batches_soon_unclaimed_ones_after_the_retention_and_nothing_else(
+    tmp_path: Path,
+) -> None:
     components = durable_broker()
     store = components[0]
     stack = Stack(tmp_path / "stack", components[:2])  # the store and the broker; the sweep is run here
     overrides = stack.up()
+    client = httpx.Client(timeout=10)
+    delete = lambda key: delete_object(client, store.url(store.port), key)  # noqa: E731
     try:
         settings = Settings(kafka=KafkaSettings(**overrides["kafka"]))
         await ensure_topics(settings)
         readings_topic = topics.METER_READINGS.name
         tp = TopicPartition(readings_topic, 0)
-        rs = readings("200000000001", 1_700_000_000_000, [1000] * 40)
-        # Ten batches of four readings, each its own request (and so its own stored batch).
-        for i in range(10):
+        rs = readings("200000000001", 1_700_000_000_000, [1000] * 52)
+        # Ten batches of four readings on partition 0 and three on partition 1, each its own request
+        # (and so its own stored batch).
+        for i in range(13):
             batch = ReadingBatch(shard=0, readings=rs[4 * i : 4 * i + 4])
             producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap)
             await producer.start()
             try:
-                await producer.send_and_wait(readings_topic, events.encode(batch), key=b"0", partition=0)
+                await producer.send_and_wait(readings_topic, events.encode(batch), key=b"0", partition=0 if i < 10 else 1)
             finally:
                 await producer.stop()
         await produce(settings.kafka.bootstrap, {topics.MARKET_EVENTS.name: [(b"z", b"kept")] * 3})
-        # A worker's group has handled the first six messages.
+        # A worker's group has handled the first six messages of partition 0; nobody reads partition 1.
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id="worker", enable_auto_commit=False)
         await consumer.start()
         try:
@@ -116,17 +125,15 @@ async def test_retention_drops_old_consumed_reading_batches_and_nothing_else(tmp
             await consumer.stop()
 
         bucket = store.bucket_dir()
-        assert sweep(bucket, now_s=time.time()).batches_deleted == 0  # nothing is old yet
-        later = time.time() + topics.RETAINED_MS[readings_topic] / 1000 + 60
-        # The group committed "now": within the retention seen from "later", so it still counts.
-        for path in bucket.glob("clusters/*/groups/consumers/worker/offsets/*/partitions/*"):
-            os.utime(path, (later - 10, later - 10))
-        done = sweep(bucket, now_s=later)
-        assert done.batches_deleted == 6
+        now = time.time()
+        assert sweep(bucket, delete, now_s=now).batches_deleted == 0  # nothing is old yet
+        soon = now + CONSUMED_KEPT_S + 5
+        done = sweep(bucket, delete, now_s=soon)
+        assert done.batches_deleted == 6  # consumed and older than CONSUMED_KEPT_S; partition 1 waits
         assert done.batches_kept_unconsumed == 1  # the first one the group has not handled stops it
 
         records = await read_records(settings, readings_topic)
-        assert [(r.partition, r.offset) for r in records if r.partition == 0] == [(0, o) for o in range(6, 10)]
+        assert [(r.partition, r.offset) for r in records] == [(0, o) for o in range(6, 10)] + [(1, 0), (1, 1), (1, 2)]
         assert (await latest_offsets(settings, [tp]))[tp] == 10
         kept = await read_records(settings, topics.MARKET_EVENTS.name)
         assert [r.value for r in kept] == [b"kept"] * 3
@@ -139,9 +146,64 @@ async def test_retention_drops_old_consumed_reading_batches_and_nothing_else(tmp
             await consumer.commit({tp: 10})
         finally:
             await consumer.stop()
+        assert sweep(bucket, delete, now_s=soon).batches_deleted == 3
+        # Past the retention, a partition no group reads loses all but its newest batch too.
+        later = now + topics.RETAINED_MS[readings_topic] / 1000 + 60
         for path in bucket.glob("clusters/*/groups/consumers/worker/offsets/*/partitions/*"):
-            os.utime(path, (later - 10, later - 10))
-        assert sweep(bucket, now_s=later).batches_deleted == 3
-        assert [r.offset for r in await read_records(settings, readings_topic) if r.partition == 0] == [9]
+            os.utime(path, (later - 10, later - 10))  # the group still counts as active then
+        assert sweep(bucket, delete, now_s=later).batches_deleted == 2
+        records = await read_records(settings, readings_topic)
+        assert [(r.partition, r.offset) for r in records] == [(0, 9), (1, 2)]
+        assert [r.value for r in await read_records(settings, topics.MARKET_EVENTS.name)] == [b"kept"] * 3
+    finally:
+        client.close()
+        stack.down()
+
+
+def test_the_store_lists_a_partition_of_thousands_of_batches_page_by_page_in_order_and_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """The broker lists a partition's batch objects on every fetch: past 1,000 the listing needs pages
+    (s3rver's continuation tokens, DES: 500 without OpenSSL's legacy provider), and it must stay exact
+    as the retention deletes and across a restart of the store."""
+    store = durable_broker()[0]
+    stack = Stack(tmp_path / "stack", [store])
+    stack.up()
+    prefix = "clusters/c/topics/meter.readings/partitions/0000000000/records/"
+    keys = [f"{prefix}{offset:020d}.batch" for offset in range(0, 250_000, 100)]  # 2,500 batches
+
+    def listing(client: httpx.Client, prefix: str, delimiter: str = "") -> tuple[list[str], list[str], int]:
+        found, common, pages, token = [], [], 0, None
+        while True:
+            params = {"list-type": "2", "prefix": prefix, **({"delimiter": delimiter} if delimiter else {})}
+            if token:
+                params["continuation-token"] = token
+            response = client.get(store.url(store.port), params=params)
+            assert response.status_code == 200, response.text
+            pages += 1
+            body = ElementTree.fromstring(response.content)
+            found += [e.text for e in body.iter(f"{S3_XML}Key")]
+            common += [e.text for e in body.iter(f"{S3_XML}Prefix") if e.text != prefix]
+            token = body.findtext(f"{S3_XML}NextContinuationToken")
+            if not token:
+                return found, common, pages
+
+    try:
+        with httpx.Client(timeout=10) as client:
+            for key in reversed(keys):  # written out of order: the listing sorts
+                assert client.put(f"{store.url(store.port)}/{key}", content=b"batch").status_code == 200
+            client.put(f"{store.url(store.port)}/clusters/c/topics/market.events/partitions/0000000000/records/"
+                       f"{0:020d}.batch", content=b"other")
+            assert listing(client, prefix) == (keys, [], 3)
+            for key in keys[:700]:
+                delete_object(client, store.url(store.port), key)
+            assert listing(client, prefix) == (keys[700:], [], 2)
+            topics_prefix = "clusters/c/topics/"
+            assert listing(client, topics_prefix, "/") == (
+                [], [f"{topics_prefix}market.events/", f"{topics_prefix}meter.readings/"], 1)
+        stack.down()
+        stack.up()  # a new store process reads its keys from the disk
+        with httpx.Client(timeout=10) as client:
+            assert listing(client, prefix) == (keys[700:], [], 2)
     finally:
         stack.down()

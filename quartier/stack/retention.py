@@ -1,21 +1,30 @@
-"""Time retention for the embedded broker's durable log: what Apache Kafka's ``retention.ms`` does.
+"""Time retention for the embedded broker's durable log: what Apache Kafka's ``retention.ms`` does, and less.
 
 The broker (Tansu 0.6 on its S3 engine) applies no retention, and its DeleteRecords panics, so the
 readings would fill the disk at about 8 GB an hour at the reference load (docs/operations.md). It
 keeps each partition as one object per record batch, ``topics/<topic>/partitions/<p>/records/
 <base offset>.batch``, and answers from what is there: with the oldest batches gone, a fetch from
 offset 0 starts at the first batch left and ListOffsets' earliest is that batch's offset (measured:
-docs/operations.md). So this process drops, every ``--every`` seconds, the record batches of the
-topics in :data:`quartier.topics.RETAINED_MS` that are
+docs/operations.md). So this process asks the store, every ``--every`` seconds, to delete the record
+batches of the topics in :data:`quartier.topics.RETAINED_MS` that are either
 
-- older than the topic's retention (the object's write time), and
-- consumed: below the committed offset of every consumer group that committed on that partition
+- consumed by every consumer group that committed on that partition within the retention, and older
+  than :data:`CONSUMED_KEPT_S`; or
+- older than the topic's retention (the object's write time), on a partition no group committed on
   within the retention (a group silent for longer is taken for gone, as Kafka expires offsets);
 
-never a partition's newest batch. Every other topic, the records of truth, is never touched.
+never a partition's newest batch, never a batch some active group has not consumed. Every other
+topic, the records of truth, is never touched.
 
-Run by the local stack as a component (``python -m quartier.stack.retention``); it answers
-``GET /health`` with the last sweep's counts.
+Why consumed batches go so soon here, when Kafka keeps them for the whole retention: the broker lists
+every batch object of a partition on every fetch (tansu-storage 0.6.0, ``dynostore.rs``), so a fetch
+costs the batches kept: about 28 µs a batch through the indexed store, with three or four batches a
+second and partition at the reference load. Two hours kept would make each fetch list some 28,000
+(0.8 s); 30 s keeps it near 150. What is consumed is in InfluxDB, the readings' store of record.
+
+Deletions go through the store's S3 API, so the store's index of keys stays exact. Run by the local
+stack as a component (``python -m quartier.stack.retention``); it answers ``GET /health`` with the
+counts of its sweeps.
 """
 
 from __future__ import annotations
@@ -29,16 +38,18 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 
 from quartier.stack.component import Component
-from quartier.stack.s3 import OBJECT_FILES, OBJECT_SUFFIX, S3Store
+from quartier.stack.s3 import OBJECT_SUFFIX, S3Store, delete_object
 from quartier.topics import RETAINED_MS
 
 BATCH_SUFFIX = ".batch" + OBJECT_SUFFIX
 OFFSET_SUFFIX = ".json" + OBJECT_SUFFIX
+#: How long a batch every active group has consumed is kept (see the module's docstring).
+CONSUMED_KEPT_S = 30.0
 
 
 @dataclass
@@ -74,8 +85,14 @@ def committed_offsets(cluster_dir: Path, active_since_s: float) -> dict[tuple[st
     return out
 
 
-def sweep(bucket_dir: Path, retained: dict[str, int] = RETAINED_MS, now_s: float | None = None) -> Sweep:
-    """Drops the old, consumed record batches of the retained topics; returns what it did."""
+def sweep(
+    bucket_dir: Path,
+    delete: Callable[[str], None],
+    retained: dict[str, int] = RETAINED_MS,
+    now_s: float | None = None,
+    consumed_kept_s: float = CONSUMED_KEPT_S,
+) -> Sweep:
+    """Deletes (``delete(key)``) the old, consumed record batches of the retained topics."""
     now_s = time.time() if now_s is None else now_s
     result = Sweep(at_s=now_s)
     for cluster_dir in (bucket_dir / "clusters").glob("*"):
@@ -85,15 +102,22 @@ def sweep(bucket_dir: Path, retained: dict[str, int] = RETAINED_MS, now_s: float
             retention_ms = retained_for_ms(topic_dir.name, retained)
             if retention_ms is None:
                 continue
-            cutoff_s = now_s - retention_ms / 1000
             for partition_dir in (topic_dir / "partitions").glob("*"):
-                partition = int(partition_dir.name)
-                groups = committed.get((topic_dir.name, partition), [])
-                _sweep_partition(partition_dir / "records", cutoff_s, min(groups, default=None), result)
+                groups = committed.get((topic_dir.name, int(partition_dir.name)), [])
+                consumed_to = min(groups, default=None)
+                cutoff_s = now_s - (retention_ms / 1000 if consumed_to is None else min(consumed_kept_s, retention_ms / 1000))
+                _sweep_partition(bucket_dir, partition_dir / "records", cutoff_s, consumed_to, delete, result)
     return result
 
 
-def _sweep_partition(records: Path, cutoff_s: float, consumed_to: int | None, result: Sweep) -> None:
+def _sweep_partition(
+    bucket_dir: Path,
+    records: Path,
+    cutoff_s: float,
+    consumed_to: int | None,
+    delete: Callable[[str], None],
+    result: Sweep,
+) -> None:
     try:
         names = [e.name for e in os.scandir(records) if e.name.endswith(BATCH_SUFFIX)]
     except FileNotFoundError:
@@ -105,14 +129,12 @@ def _sweep_partition(records: Path, cutoff_s: float, consumed_to: int | None, re
             stat = path.stat()
         except FileNotFoundError:
             continue
-        if stat.st_mtime >= cutoff_s:
-            return  # offsets grow with time: the rest is younger
         if consumed_to is not None and consumed_to < next_base:
             result.batches_kept_unconsumed += 1
             return
-        stem = str(path)[: -len(OBJECT_SUFFIX)]
-        for suffix in OBJECT_FILES:
-            Path(stem + suffix).unlink(missing_ok=True)
+        if stat.st_mtime >= cutoff_s:
+            return  # offsets grow with time: the rest is younger
+        delete(str(path.relative_to(bucket_dir))[: -len(OBJECT_SUFFIX)])
         result.batches_deleted += 1
         result.bytes_deleted += stat.st_size
 
@@ -124,7 +146,7 @@ class Retention(Component):
     default_port = 9493
     start_timeout_s = 20.0
 
-    def __init__(self, store: S3Store, every_s: float = 60.0) -> None:
+    def __init__(self, store: S3Store, every_s: float = 10.0) -> None:
         self.store = store
         self.every_s = every_s
 
@@ -132,7 +154,7 @@ class Retention(Component):
         import sys
 
         return [sys.executable, "-m", "quartier.stack.retention", "--bucket-dir", str(self.store.bucket_dir()),
-                "--port", str(port), "--every", str(self.every_s)]
+                "--store-url", self.store.url(self.store.port), "--port", str(port), "--every", str(self.every_s)]
 
     def healthy(self, port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
@@ -144,7 +166,7 @@ class Retention(Component):
         return f"http://127.0.0.1:{port}/health"
 
 
-def serve(bucket_dir: Path, port: int, every_s: float) -> None:
+def serve(bucket_dir: Path, store_url: str, port: int, every_s: float) -> None:
     totals = {"sweeps": 0, "batches_deleted": 0, "bytes_deleted": 0, "last": asdict(Sweep())}
     lock = threading.Lock()
 
@@ -166,8 +188,14 @@ def serve(bucket_dir: Path, port: int, every_s: float) -> None:
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Health)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = httpx.Client(timeout=30)
     while True:
-        done = sweep(bucket_dir)
+        try:
+            done = sweep(bucket_dir, lambda key: delete_object(client, store_url, key))
+        except httpx.HTTPError as error:  # the store restarting: what is left is swept next time
+            print(f"retention: sweep stopped: {error}", flush=True)
+            time.sleep(every_s)
+            continue
         with lock:
             totals["sweeps"] += 1
             totals["batches_deleted"] += done.batches_deleted
@@ -181,10 +209,11 @@ def serve(bucket_dir: Path, port: int, every_s: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bucket-dir", type=Path, required=True)
+    parser.add_argument("--store-url", required=True, help="the bucket's URL, http://HOST:PORT/BUCKET")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--every", type=float, default=60.0, help="seconds between sweeps")
+    parser.add_argument("--every", type=float, default=10.0, help="seconds between sweeps")
     args = parser.parse_args()
-    serve(args.bucket_dir, args.port, args.every)
+    serve(args.bucket_dir, args.store_url, args.port, args.every)
 
 
 if __name__ == "__main__":

@@ -2,14 +2,17 @@
 
 ``s3rver`` (pinned in package.json) stores each object as files in a directory, so whatever the
 broker wrote survives ``quartier stack down``, a reboot and kill -9 of either process. It runs
-through ``s3rver_conditional.js``, which adds S3's conditional writes (If-Match, If-None-Match) that
-s3rver lacks and the broker's consumer groups rely on. It is the
+through ``s3rver_for_tansu.js``, which adds S3's conditional writes (If-Match, If-None-Match) that
+s3rver lacks and the broker's consumer groups rely on, and answers listings from a sorted index of the
+keys (s3rver's own walk costs the whole bucket per page, and the broker lists a partition on every
+fetch). It is the
 storage the embedded broker's ``s3://`` engine writes to (docs/operations.md has the measurements
 that chose it over the memory engine and PyPI's ``moto[server]``, which keeps objects in memory).
 
 ``s3rver`` keeps object ``KEY`` of bucket ``B`` at ``<data dir>/B/KEY._S3rver_object`` (with an
 ``.md5`` and a ``_S3rver_metadata.json`` beside it): :mod:`quartier.stack.retention` relies on that to
-drop old record batches of the bulky topics, which neither the broker nor s3rver would ever delete.
+find the record batches of the bulky topics that it asks the store to delete (neither the broker nor
+s3rver would ever delete one).
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ OBJECT_FILES = (OBJECT_SUFFIX, OBJECT_SUFFIX + ".md5", "._S3rver_metadata.json")
 _ROOT = Path(__file__).resolve().parents[2]
 
 
-#: s3rver started with S3's conditional writes added (the broker's consumer groups need them).
-CONDITIONAL_SCRIPT = Path(__file__).with_name("s3rver_conditional.js")
+#: s3rver with S3's conditional writes and indexed listings; node needs OpenSSL's legacy provider for
+#: s3rver's continuation tokens (DES): without it every listing of more than 1,000 keys answers 500.
+SCRIPT = Path(__file__).with_name("s3rver_for_tansu.js")
 
 
 def s3rver_path() -> Path | None:
@@ -68,7 +72,7 @@ class S3Store(Component):
     def command(self, port: int, workdir: Path) -> list[str]:
         (workdir / DATA_DIR).mkdir(parents=True, exist_ok=True)
         return [
-            str(shutil.which("node")), str(CONDITIONAL_SCRIPT), "--directory", str(workdir / DATA_DIR),
+            str(shutil.which("node")), "--openssl-legacy-provider", str(SCRIPT), "--directory", str(workdir / DATA_DIR),
             "--address", "127.0.0.1", "--port", str(port), "--configure-bucket", BUCKET,
         ]
 
@@ -99,3 +103,13 @@ class S3Store(Component):
         if self.data_dir is None:
             raise RuntimeError("s3: the store has not been started or found yet")
         return self.data_dir / BUCKET
+
+
+def delete_object(client: httpx.Client, bucket_url: str, key: str) -> None:
+    """Deletes one object through the store's S3 API (so s3rver's index of keys stays exact).
+
+    s3rver accepts unsigned requests from loopback; an object already gone is not an error.
+    """
+    response = client.delete(f"{bucket_url}/{key}")
+    if response.status_code not in (200, 204, 404):
+        response.raise_for_status()

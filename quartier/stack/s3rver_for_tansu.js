@@ -1,0 +1,235 @@
+// s3rver as Tansu's S3 engine needs it: S3's conditional writes, and listings that cost the page, not
+// the bucket. Run with `node --openssl-legacy-provider` (below).
+//
+// Conditional writes: a PUT with If-Match or If-None-Match is refused with 412 PreconditionFailed when
+// the object's current ETag does not satisfy it, as S3 does. Tansu's S3 engine keeps each consumer
+// group's state in one object and updates it with conditional PUTs (optimistic concurrency). s3rver
+// 3.7.1 ignores the conditions, so when two members of a group wrote at once, the last write won and
+// the other member was forgotten: two idle consumers in one group were assigned partitions 6 and 7
+// times in 90 s, against once each on the memory engine and on moto, which honours the conditions
+// (python -m bench.brokers --groups-only). PUTs of one key are serialised here so that the check and
+// the write are one step.
+//
+// Listings: Tansu lists a partition's record objects on every fetch (tansu-storage 0.6.0,
+// dynostore.rs `fetch`). s3rver 3.7.1 answers a listing by walking the bucket's directories with a
+// stat of every file, again for every page of 1,000 keys: a full listing of 12,000 objects took 3.0 s
+// here, so the cost grew with the square of a partition's batches. The store below keeps the bucket's
+// keys in one sorted array (loaded once at start, kept by the store's own put, copy and delete) and
+// their metadata in a bounded cache, so a page costs a binary search and its own keys.
+// And s3rver signs its continuation tokens with DES, which Node 20's OpenSSL 3 has only in its legacy
+// provider: without `--openssl-legacy-provider` every listing longer than one page answers 500, which
+// is how the broker stopped serving fetches once a partition held 1,000 batches (docs/operations.md).
+//
+// Usage: node --openssl-legacy-provider s3rver_for_tansu.js --directory DIR --address 127.0.0.1 --port PORT --configure-bucket NAME
+'use strict';
+
+const S3rver = require('s3rver');
+
+function option(name) {
+  const at = process.argv.indexOf(`--${name}`);
+  if (at < 0 || at + 1 >= process.argv.length) {
+    console.error(`s3rver_for_tansu: --${name} is required`);
+    process.exit(2);
+  }
+  return process.argv[at + 1];
+}
+
+function bare(etag) {
+  return etag.trim().replace(/^W\//, '').replace(/^"|"$/g, '');
+}
+
+const server = new S3rver({
+  directory: option('directory'),
+  address: option('address'),
+  port: Number(option('port')),
+  silent: true,
+  configureBuckets: [{ name: option('configure-bucket'), configs: [] }],
+});
+
+const tails = new Map(); // key -> the promise the next PUT of that key waits for
+
+async function conditionalPut(ctx, next) {
+  const ifMatch = ctx.get('if-match');
+  const ifNoneMatch = ctx.get('if-none-match');
+  if (ctx.method !== 'PUT' || (!ifMatch && !ifNoneMatch)) return next();
+  const path = decodeURIComponent(ctx.path).replace(/^\/+/, '');
+  const slash = path.indexOf('/');
+  if (slash < 0) return next();
+  const bucket = path.slice(0, slash);
+  const key = path.slice(slash + 1);
+
+  const before = tails.get(path) || Promise.resolve();
+  let release;
+  const done = new Promise(resolve => (release = resolve));
+  const tail = before.then(() => done);
+  tails.set(path, tail);
+  await before;
+  try {
+    let current = null;
+    if (await server.store.existsObject(bucket, key)) {
+      current = bare((await server.store.getMetadata(bucket, key)).etag);
+    }
+    const refused =
+      (ifNoneMatch && ifNoneMatch.trim() === '*' && current !== null) ||
+      (ifMatch && ifMatch.trim() === '*' && current === null) ||
+      (ifMatch && ifMatch.trim() !== '*' && current !== bare(ifMatch));
+    if (refused) {
+      ctx.status = 412;
+      ctx.type = 'application/xml';
+      ctx.body =
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>PreconditionFailed</Code>' +
+        '<Message>At least one of the pre-conditions you specified did not hold</Message>' +
+        `<Condition>${ifMatch ? 'If-Match' : 'If-None-Match'}</Condition></Error>`;
+      return;
+    }
+    await next();
+  } finally {
+    release();
+    if (tails.get(path) === tail) tails.delete(path);
+  }
+}
+
+server.middleware.unshift(conditionalPut);
+
+// --- listings from a sorted index of keys --------------------------------------------------------
+
+const S3Object = require('s3rver/lib/models/object');
+const { walk } = require('s3rver/lib/utils');
+
+const OBJECT_SUFFIX = '._S3rver_object';
+const METADATA_CACHED = 200000; // about 60 MB of metadata; older entries are read again from disk
+
+const store = server.store;
+const keysOf = new Map(); // bucket -> its object keys, sorted
+const metadataOf = new Map(); // `${bucket}/${key}` -> metadata, oldest use first
+
+function lowerBound(keys, key) {
+  let lo = 0;
+  let hi = keys.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (keys[mid] < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+function bucketKeys(bucket) {
+  let keys = keysOf.get(bucket);
+  if (!keys) {
+    const root = store.getBucketPath(bucket);
+    keys = [];
+    for (const file of walk(root)) {
+      if (file.endsWith(OBJECT_SUFFIX)) keys.push(file.slice(root.length + 1, -OBJECT_SUFFIX.length));
+    }
+    keys.sort();
+    keysOf.set(bucket, keys);
+  }
+  return keys;
+}
+
+function indexed(bucket, key) {
+  const keys = bucketKeys(bucket);
+  const at = lowerBound(keys, key);
+  if (keys[at] !== key) keys.splice(at, 0, key);
+  metadataOf.delete(`${bucket}/${key}`);
+}
+
+function unindexed(bucket, key) {
+  const keys = bucketKeys(bucket);
+  const at = lowerBound(keys, key);
+  if (keys[at] === key) keys.splice(at, 1);
+  metadataOf.delete(`${bucket}/${key}`);
+}
+
+const diskMetadata = store.getMetadata.bind(store);
+store.getMetadata = async (bucket, key) => {
+  const id = `${bucket}/${key}`;
+  let metadata = metadataOf.get(id);
+  if (metadata) {
+    metadataOf.delete(id); // to the back: most recently used
+  } else {
+    metadata = await diskMetadata(bucket, key);
+  }
+  metadataOf.set(id, metadata);
+  if (metadataOf.size > METADATA_CACHED) metadataOf.delete(metadataOf.keys().next().value);
+  return metadata;
+};
+
+const put = store.putObject.bind(store);
+store.putObject = async object => {
+  const done = await put(object);
+  indexed(object.bucket, object.key);
+  return done;
+};
+const copy = store.copyObject.bind(store);
+store.copyObject = async (srcBucket, srcKey, destBucket, destKey, replacementMetadata) => {
+  metadataOf.delete(`${destBucket}/${destKey}`);
+  const done = await copy(srcBucket, srcKey, destBucket, destKey, replacementMetadata);
+  indexed(destBucket, destKey);
+  return done;
+};
+// putObjectMultipart and s3rver's own writes go through this.putObject, the wrapper above.
+const remove = store.deleteObject.bind(store);
+store.deleteObject = async (bucket, key) => {
+  await remove(bucket, key);
+  unindexed(bucket, key);
+};
+const removeBucket = store.deleteBucket.bind(store);
+store.deleteBucket = async bucket => {
+  await removeBucket(bucket);
+  keysOf.delete(bucket);
+};
+
+// The same answer as s3rver's own listObjects (keys in order, after startAfter, under prefix, common
+// prefixes rolled up at the delimiter, at most maxKeys), found by binary search in the index.
+store.listObjects = async (bucket, { delimiter = '', startAfter = '', prefix = '', maxKeys = Infinity }) => {
+  const keys = bucketKeys(bucket);
+  const commonPrefixes = new Set();
+  const listed = [];
+  let isTruncated = false;
+  let at = lowerBound(keys, prefix > startAfter ? prefix : startAfter);
+  while (at < keys.length) {
+    const key = keys[at];
+    if (!key.startsWith(prefix)) break;
+    if (key <= startAfter) {
+      at += 1;
+      continue;
+    }
+    const cut = delimiter ? key.indexOf(delimiter, prefix.length) : -1;
+    if (cut !== -1) {
+      const common = key.slice(0, cut + delimiter.length);
+      commonPrefixes.add(common);
+      at = lowerBound(keys, common + '\uffff'); // past every key under that common prefix
+      continue;
+    }
+    if (listed.length === maxKeys) {
+      isTruncated = true;
+      break;
+    }
+    listed.push(key);
+    at += 1;
+  }
+  const metadata = await Promise.all(
+    listed.map(key =>
+      store.getMetadata(bucket, key).catch(err => {
+        if (err.code === 'ENOENT') return undefined; // removed behind the store's back
+        throw err;
+      }),
+    ),
+  );
+  return {
+    objects: listed
+      .map((key, i) => [key, metadata[i]])
+      .filter(([, m]) => m !== undefined)
+      .map(([key, m]) => new S3Object(bucket, key, null, m)),
+    commonPrefixes: [...commonPrefixes].sort(),
+    isTruncated,
+  };
+};
+
+server.run().catch(err => {
+  console.error(err);
+  process.exit(1);
+});
+for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => server.close(() => process.exit(0)));

@@ -12,7 +12,7 @@ from tests.test_bench_lifetime import running, start, stop, wait_for
 def test_bench_soak_stopped_by_sigterm_mid_run_stops_everything_it_started(tmp_path: Path) -> None:
     bench = start("bench.soak", "--meters", "200", "--hours", "0.05", "--workers", "2", "--contacts", "5",
                   "--sample-s", "5", tmp=tmp_path)
-    started = wait_for(bench, {"s3rver_conditional", "tansu", "quartier.stack.retention", "influxd", "streams worker",
+    started = wait_for(bench, {"s3rver_for_tansu", "tansu", "quartier.stack.retention", "influxd", "streams worker",
                                "notifier run", "simulate"}, tmp_path, timeout_s=300)
     assert stop(bench, signal.SIGTERM) == 128 + signal.SIGTERM
     assert running(started) == []

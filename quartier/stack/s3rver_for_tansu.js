@@ -97,7 +97,7 @@ const S3Object = require('s3rver/lib/models/object');
 const { walk } = require('s3rver/lib/utils');
 
 const OBJECT_SUFFIX = '._S3rver_object';
-const METADATA_CACHED = 200000; // about 60 MB of metadata; older entries are read again from disk
+const METADATA_CACHED = 50000; // about 15 MB; older entries are read again from disk
 
 const store = server.store;
 const keysOf = new Map(); // bucket -> its object keys, sorted

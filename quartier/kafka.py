@@ -65,7 +65,15 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "heartbeat_interval_ms": max(100, session_ms // 3),
         "auto_offset_reset": "earliest",
         "enable_auto_commit": False,
+        **fetch_wait_config(settings),
     }
+
+
+def fetch_wait_config(settings: Settings) -> dict[str, Any]:
+    """The consumer's fetch max wait: Tansu delays every fetch by it (``KafkaSettings.fetch_max_wait_ms``)."""
+    if settings.kafka.flavour != "tansu":
+        return {}
+    return {"fetch_max_wait_ms": settings.kafka.fetch_max_wait_ms}
 
 
 def producer_config(settings: Settings) -> dict[str, Any]:

@@ -41,6 +41,11 @@ class KafkaSettings(BaseModel):
     topic_prefix: str = ""
     # Tansu completes the first group join after half the session timeout: keep it short locally.
     session_timeout_s: float = 6.0
+    # Tansu answers a Fetch that found records only after sleeping half the request's remaining
+    # max wait (all of it below 250 ms; tansu-storage 0.6.0, service/fetch.rs), so the max wait is a
+    # delay on every fetch there, not a bound for an idle one as on Kafka: Faust's 1,500 ms made each
+    # fetch of the stream workers take 750 ms. Applied to every consumer when the flavour is "tansu".
+    fetch_max_wait_ms: int = 200
     reading_shards: int = 32
 
 

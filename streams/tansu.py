@@ -6,7 +6,11 @@ answers that request with the first offset of the last record batch plus one ins
 offset plus one, so a restarted worker stopped recovery short and silently lost its newest table
 updates. Here the highwater is read from a Fetch response instead, which Tansu gets right.
 
-The correction is a subclass used only when ``settings.kafka.flavour == "tansu"`` (see
+And Tansu answers a Fetch that found records only after sleeping half its remaining max wait, so
+Faust's fixed 1,500 ms made every fetch of the stream workers take 750 ms: the worker's consumer
+gets ``settings.kafka.fetch_max_wait_ms`` instead.
+
+The corrections are subclasses used only when ``settings.kafka.flavour == "tansu"`` (see
 ``streams.app.QuartierApp._new_transport``): against Apache Kafka Faust runs unchanged.
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
+import aiokafka
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport
 from faust.types import TP, ConsumerT
 
@@ -22,6 +27,14 @@ from quartier.kafka import fetch_high_watermarks
 
 
 class TansuConsumerThread(AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Transport) -> aiokafka.AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        # Faust passes fetch_max_wait_ms=1500 and offers no setting; Tansu delays each fetch by half
+        # of it (quartier.settings.KafkaSettings.fetch_max_wait_ms). The consumer hands it to its
+        # fetcher at start, which comes later.
+        consumer._fetch_max_wait_ms = self.app.quartier_settings.kafka.fetch_max_wait_ms
+        return consumer
+
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:  # type: ignore[override]
         if self.consumer.in_transaction:  # exactly-once cannot start on Tansu; keep Faust's path
             return await super()._highwaters(partitions)

@@ -164,7 +164,9 @@ async def measure(settings: Settings, args: argparse.Namespace) -> dict[str, Any
     if args.export_days >= 365:
         result["export_year_s"] = result["export_s"]
     else:
-        # The JSON part does not grow with the range; the CSV part does, linearly (a day per query).
+        # The JSON part does not grow with the range; the CSV part does, about linearly. Only an estimate:
+        # the raw policy here lasts N + 30 days, so under 150 days its shard groups are a day long and a
+        # year's are a week (privacy.export.query_windows); --export-days 365 measures the year's shape.
         assert csv_s is not None
         result["export_year_s_extrapolated"] = round(export_s - csv_s + csv_s * 365 / args.export_days, 1)
     return result

@@ -26,7 +26,8 @@ still says which meter and which accounts were the household's):
    process's accounts service, ``accounts/followers.py``) has applied it, so after ``erasure_completed``
    no process authenticates the erased accounts.
 
-The saga's own reads are in the access log (actor ``erasure``, why ``erasure``).
+The saga's own reads are in the access log (actor ``erasure``, why ``erasure``): one entry per
+erasure (its reference is the erasure id), however many times the saga is resumed or retried.
 """
 
 from __future__ import annotations
@@ -396,7 +397,10 @@ class ErasureSaga:
             return None
         target = await self.target(saga.household)
         if any(step not in saga.done for step in STEPS[:-1]):
-            self._log_read(saga.household)
+            # Every run (the first, a resumed one after a crash, each retry of the API's background
+            # task) reads the household, but the log says once that this erasure read it: the entry
+            # is keyed by the erasure id. Appending per run put two entries for one erasure.
+            self._log_read(saga.household, erasure)
         for step in STEPS:
             if step in saga.done:
                 continue
@@ -415,12 +419,15 @@ class ErasureSaga:
         await self._publish(completed, saga.household)
         return completed
 
-    def _log_read(self, household: str) -> None:
+    def _log_read(self, household: str, erasure: str) -> None:
         from quartier.access_log import AccessLog
 
         access = AccessLog.open(self.settings)
-        access.append(actor="erasure", actor_role="system", household=household, what="profile", why="erasure")
-        access.engine.dispose()
+        try:
+            access.append_once(actor="erasure", actor_role="system", household=household, what="profile",
+                               why="erasure", reference=erasure)
+        finally:
+            access.engine.dispose()
 
     async def run_pending(self) -> list[ev.ErasureCompleted]:
         """Finishes every erasure requested and not completed (at start, after a crash)."""

@@ -183,8 +183,18 @@ class AccessLog:
     def append(self, *, actor: str, actor_role: str, household: str, what: str, why: str, reference: str = "") -> AccessEntry:
         return AccessEntry(**self._append(actor, actor_role, [household], what, why, reference)[0])
 
+    def append_once(self, *, actor: str, actor_role: str, household: str, what: str, why: str, reference: str) -> AccessEntry:
+        """Like :meth:`append`, but a job that may run its read again (a resumed or retried saga) names
+        it by ``reference``: when an entry of that actor, household, what, why and reference is in the
+        log, that entry is returned and nothing is appended. The check is in the append's own
+        transaction (the head's lock), so two runs at once still write one entry."""
+        if not reference:
+            raise AccessLogError("reference: append_once needs the id of the read it must not repeat")
+        return AccessEntry(**self._append(actor, actor_role, [household], what, why, reference, once=True)[0])
+
     def _append(
-        self, actor: str, actor_role: str, households: list[str], what: str, why: str, reference: str
+        self, actor: str, actor_role: str, households: list[str], what: str, why: str, reference: str,
+        *, once: bool = False,
     ) -> list[dict[str, object]]:
         if what not in CATEGORIES:
             raise AccessLogError(f"what: must be one of the data map's categories {sorted(CATEGORIES)}, got {what!r}")
@@ -198,6 +208,13 @@ class AccessLog:
         at_ms = self.clock()
         with Session(self.engine) as session, session.begin():
             head = session.get(AccessLogHead, 1, with_for_update=True)
+            if once:
+                e = AccessEntry
+                found = session.exec(select(e).where(
+                    e.actor == actor, e.household == households[0], e.what == what, e.why == why,
+                    e.reference == reference).order_by(col(e.seq)).limit(1)).first()
+                if found is not None:
+                    return [found.model_dump()]
             seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
             # Plain rows and one multi-row INSERT: an export writes thousands, and building an ORM
             # object per entry cost more than the export itself (bench.console: export_access_log_s).

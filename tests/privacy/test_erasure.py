@@ -3,6 +3,7 @@ erased once even across a crash, nothing of the household left in its files, the
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 import msgspec
+import pytest
 from sqlmodel import Session
 
 from accounts import commands, readmodel
@@ -20,7 +22,7 @@ from accounts.operations import AccountOperations
 from accounts.service import AccountsService, fold
 from notifier.contacts import DeviceToken, MeterOwner, User
 from notifier.database import notifier_engine
-from privacy.erasure import STEPS, ErasureSaga
+from privacy.erasure import STEPS, ErasureSaga, Stores, Target
 from quartier import events as ev
 from quartier.access_log import AccessLog
 from quartier import pairing, topics
@@ -194,9 +196,72 @@ async def test_a_household_is_erased_from_every_store_once_even_across_a_crash_a
     finally:
         await service.stop()
     access = AccessLog.open(settings)
-    # Each run of the saga read the household (the first, and the one that resumed it).
-    assert [(e.actor, e.why) for e in access.entries(household=household)] == [("erasure", "erasure")] * 2
+    # Two runs of the saga read the household (the first, and the one that resumed it): one entry.
+    assert [(e.actor, e.why, e.reference) for e in access.entries(household=household)] == [
+        ("erasure", "erasure", erasure)]
     assert access.verify().ok
+
+
+class CrashingStores(Stores):
+    """The real stores; ``hang_after`` erases its store and then never returns (the process is killed
+    there, before the step's ``erasure_step_done``), ``fail`` raises as a store that is down does."""
+
+    def __init__(self, settings: Settings, *, hang_after: str | None = None, fail: str | None = None) -> None:
+        super().__init__(settings)
+        self.hang_after, self.fail = hang_after, fail
+
+    async def run(self, step: str, target: Target) -> dict[str, int]:
+        if step == self.fail:
+            raise ConnectionError(f"{step}: store down")
+        erased = await super().run(step, target)
+        if step == self.hang_after:
+            await asyncio.Event().wait()
+        return erased
+
+
+async def test_a_saga_killed_in_a_step_resumed_and_retried_logs_its_read_of_the_household_once(
+    broker: dict[str, Any], influx: dict[str, Any], smtp: dict[str, Any], make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(broker, influx, smtp)
+    await ensure_topics(settings)
+    ensure_database(settings)
+    service = AccountsService(settings, follow_interval_s=0)
+    await service.start()
+    ops = AccountOperations(settings, service)
+    try:
+        await ops.sign_up(email="once@example.test", name="Once", password=PASSWORD)
+        account = service.state.account_by_email("once@example.test").account  # type: ignore[union-attr]
+        household = await ops.create_household(account, "Chez Once")
+        await ops.pair(account, meter=METER, zone=ZONE, code=pairing.pairing_code(METER, ZONE))
+    finally:
+        await service.stop()
+    erasure = await ErasureSaga(settings).request(household)
+
+    # The first run logs its read, erases the notifier's rows and is killed before the step is recorded.
+    first = asyncio.create_task(ErasureSaga(settings, CrashingStores(settings, hang_after="notifier")).run(erasure))
+    while not (entries := AccessLog.open(settings).entries(household=household)):
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    # The process that resumes it fails at the market's step (the API's background task retries it) ...
+    with pytest.raises(ConnectionError):
+        await ErasureSaga(settings, CrashingStores(settings, fail="market")).run(erasure)
+    # ... and the retry completes it.
+    [completed] = await ErasureSaga(settings).run_pending()
+
+    assert completed.erasure == erasure and [s.store for s in completed.stores] == list(STEPS)
+    records = await read_all(settings, settings.topic(topics.PRIVACY_ERASURES.name), msgspec.json.Decoder(ev.PrivacyEvent).decode)
+    assert [r.step.store for r in records if isinstance(r, ev.ErasureStepDone)] == list(STEPS)
+    access = AccessLog.open(settings)
+    assert [(e.seq, e.actor, e.actor_role, e.what, e.why, e.reference) for e in access.entries(household=household)] == [
+        (entries[0].seq, "erasure", "system", "profile", "erasure", erasure)]
+    assert access.verify().ok and access.verify().entries == 1
+    # Three runs of the saga, one read logged; a second erasure of the household is its own read.
+    again = await ErasureSaga(settings).request(household)
+    await ErasureSaga(settings).run(again)
+    assert [e.reference for e in access.entries(household=household)] == [erasure, again]
 
 
 async def test_the_export_has_every_category_of_the_data_map_and_as_many_readings_as_influxdb(

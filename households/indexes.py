@@ -7,7 +7,8 @@ used, matching the alert engine exactly where the raw readings are kept:
 - ``day_baselines``: the first reading at or after each local midnight, as the engine takes its
   day's baseline (and closes the day with the next day's first reading);
 - ``bucket_boundaries``: the index at the start of each chart bucket: the bucket's first raw
-  reading, or, from the 10-minute rollup, the last index of the 10 minutes before it.
+  reading, or, from the 10-minute rollup, the last index of the 10 minutes before it. A Tempo chart
+  reads per bucket only the registers that moved over its window (``moving_registers``): same samples.
 
 Buckets are aligned on the home's local midnight (InfluxQL ``tz()``), so no bucket straddles two
 days and each is priced with one day's tables.
@@ -104,6 +105,11 @@ def latest(settings: Settings, home: Home, start_ms: int, end_ms: int, *, regist
     return _sample(rows[0], home, registers=registers) if rows else None
 
 
+#: A window this long holds a whole Tempo season (white and red days fall from November to March), so
+#: every register of a Tempo home moves in it.
+EVERY_REGISTER_MOVES_MS = 300 * 86_400_000
+
+
 def bucket_boundaries(
     settings: Settings, home: Home, *, policy: str, start_ms: int, end_ms: int, interval_s: int, registers: bool = True
 ) -> list[IndexSample]:
@@ -115,8 +121,9 @@ def bucket_boundaries(
 
     With ``registers`` and more than two of them (Tempo's six), only the registers that moved over the
     window are read per bucket (``moving_registers``); the others are the same at every bucket start."""
-    if not registers or home.registers <= 2:
-        # Peak/off-peak's two registers both move every day: nothing to leave out, so no edge query.
+    if not registers or home.registers <= 2 or end_ms - start_ms >= EVERY_REGISTER_MOVES_MS:
+        # Peak/off-peak's two registers both move every day, and Tempo's six over a year: nothing to
+        # leave out, so no edge query.
         return _boundaries(settings, home, policy, start_ms, end_ms, interval_s, registers, None)
     moving = moving_registers(settings, home, policy, start_ms, end_ms, interval_s)
     if moving is None:

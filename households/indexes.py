@@ -7,8 +7,7 @@ used, matching the alert engine exactly where the raw readings are kept:
 - ``day_baselines``: the first reading at or after each local midnight, as the engine takes its
   day's baseline (and closes the day with the next day's first reading);
 - ``bucket_boundaries``: the index at the start of each chart bucket: the bucket's first raw
-  reading, or, from the 10-minute rollup, the last index of the 10 minutes before it. A Tempo chart
-  reads per bucket only the registers that moved over its window (``moving_registers``): same samples.
+  reading, or, from the 10-minute rollup, the last index of the 10 minutes before it.
 
 Buckets are aligned on the home's local midnight (InfluxQL ``tz()``), so no bucket straddles two
 days and each is priced with one day's tables.
@@ -105,11 +104,6 @@ def latest(settings: Settings, home: Home, start_ms: int, end_ms: int, *, regist
     return _sample(rows[0], home, registers=registers) if rows else None
 
 
-#: A window this long holds a whole Tempo season (white and red days fall from November to March), so
-#: every register of a Tempo home moves in it.
-EVERY_REGISTER_MOVES_MS = 300 * 86_400_000
-
-
 def bucket_boundaries(
     settings: Settings, home: Home, *, policy: str, start_ms: int, end_ms: int, interval_s: int, registers: bool = True
 ) -> list[IndexSample]:
@@ -117,97 +111,22 @@ def bucket_boundaries(
 
     Without ``registers``, the total index only (``registers_wh`` empty): an energy chart needs no
     per-tariff index, and InfluxDB then reads one field of each reading instead of up to seven (Tempo).
-    The buckets are the same either way (a bucket is kept when it has a total index).
-
-    With ``registers`` and more than two of them (Tempo's six), only the registers that moved over the
-    window are read per bucket (``moving_registers``); the others are the same at every bucket start."""
-    if not registers or home.registers <= 2 or end_ms - start_ms >= EVERY_REGISTER_MOVES_MS:
-        # Peak/off-peak's two registers both move every day, and Tempo's six over a year: nothing to
-        # leave out, so no edge query.
-        return _boundaries(settings, home, policy, start_ms, end_ms, interval_s, registers, None)
-    moving = moving_registers(settings, home, policy, start_ms, end_ms, interval_s)
-    if moving is None:
-        return _boundaries(settings, home, policy, start_ms, end_ms, interval_s, True, None)
-    samples = _boundaries(settings, home, policy, start_ms, end_ms, interval_s, True, moving)
-    if any(b.withdrawn_wh < a.withdrawn_wh for a, b in zip(samples, samples[1:])):
-        # A replaced meter (its indexes restarted): registers are no longer monotonic over the window,
-        # so equal edges prove nothing; read every register, as before.
-        return _boundaries(settings, home, policy, start_ms, end_ms, interval_s, True, None)
-    return samples
-
-
-@dataclass(frozen=True)
-class MovingRegisters:
-    """Which per-tariff indexes changed over a window, and the value of the ones that did not."""
-
-    moved: tuple[int, ...]  # 1-based register numbers, as in ``withdrawn_wh_rN``
-    edge: tuple[int, ...]  # every register's index at the window's first point
-
-
-def moving_registers(
-    settings: Settings, home: Home, policy: str, start_ms: int, end_ms: int, interval_s: int
-) -> MovingRegisters | None:
-    """The registers whose index differs between the first and the last point of the window that
-    ``_boundaries`` reads (two selectors in one request), or None when a point lacks them.
-
-    Why it is exact: every bucket-start sample is one point of that same window, so its time lies
-    between the two; an index never goes down (except on a replaced meter, which the caller checks by
-    the total), so a register equal at both ends holds that value at every sample between. A Tempo day
-    moves two of the six registers (its colour's peak and off-peak), so a day's chart reads three
-    fields of each reading instead of seven: InfluxDB's cost is per field value read."""
-    source, lo, hi = _window(settings, policy, start_ms, end_ms, interval_s)
-    where = f"WHERE \"meter\" = {quote_string(home.meter)} AND time >= {lo}ms AND time < {hi}ms"
-    # Selectors without GROUP BY, not ORDER BY ... LIMIT 1: over a day of readings still in InfluxDB's
-    # cache, LIMIT 1 took 36-228 ms at load 10, first() with the registers alongside 9 ms.
-    statement = f"SELECT {_select('first', home)} FROM {source} {where}; SELECT {_select('last', home)} FROM {source} {where}"
-    rows = _rows(settings, statement)
-    if len(rows) != 2:
-        return None
-    first, last = (registers_of(row, home) for row in rows)
-    if len(first) != home.registers or len(last) != home.registers or int(rows[1]["wh"]) < int(rows[0]["wh"]):
-        return None  # a point without its registers (nothing to price with), or a replaced meter
-    moved = tuple(i for i in range(1, home.registers + 1) if first[i - 1] != last[i - 1])
-    return MovingRegisters(moved, first)
-
-
-def _window(settings: Settings, policy: str, start_ms: int, end_ms: int, interval_s: int) -> tuple[str, int, int]:
-    """The source and the time window [lo, hi) whose points give the bucket starts in [start, end)."""
+    The buckets are the same either way (a bucket is kept when it has a total index)."""
+    tz = f"tz({quote_string(home.time_zone)})"
+    meter = f"\"meter\" = {quote_string(home.meter)}"
     if policy == RAW_POLICY:
-        return _source(settings, RAW_POLICY, READING_MEASUREMENT), start_ms, end_ms
+        statement = (
+            f"SELECT {_select('first', home, registers)} FROM {_source(settings, RAW_POLICY, READING_MEASUREMENT)} "
+            f"WHERE {meter} AND time >= {start_ms}ms AND time < {end_ms}ms GROUP BY time({interval_s}s) fill(none) {tz}"
+        )
+        return [_sample(row, home, registers=registers) for row in _rows(settings, statement)]
     # The rollup's last index of a bucket is the index at the next bucket's start.
-    return _source(settings, ROLLUP_POLICY, ROLLUP_MEASUREMENT), start_ms - interval_s * 1000, end_ms - interval_s * 1000
-
-
-def _boundaries(
-    settings: Settings, home: Home, policy: str, start_ms: int, end_ms: int, interval_s: int, registers: bool,
-    moving: MovingRegisters | None,
-) -> list[IndexSample]:
-    """The bucket-start samples: every register (``moving`` None), none, or the moving ones read and
-    the others taken from ``moving.edge``."""
-    source, lo, hi = _window(settings, policy, start_ms, end_ms, interval_s)
-    selector = "first" if policy == RAW_POLICY else "last"
-    shift_ms = 0 if policy == RAW_POLICY else interval_s * 1000
-    if moving is None:
-        fields = _select(selector, home, registers)
-    else:
-        fields = ", ".join([f'{selector}("withdrawn_wh") AS "wh"'] + [f'"withdrawn_wh_r{i}" AS "r{i}"' for i in moving.moved])
     statement = (
-        f"SELECT {fields} FROM {source} WHERE \"meter\" = {quote_string(home.meter)} AND time >= {lo}ms AND time < {hi}ms "
-        f"GROUP BY time({interval_s}s) fill(none) tz({quote_string(home.time_zone)})"
+        f"SELECT {_select('last', home, registers)} FROM {_source(settings, ROLLUP_POLICY, ROLLUP_MEASUREMENT)} "
+        f"WHERE {meter} AND time >= {start_ms - interval_s * 1000}ms AND time < {end_ms - interval_s * 1000}ms "
+        f"GROUP BY time({interval_s}s) fill(none) {tz}"
     )
-    rows = _rows(settings, statement)
-    if moving is None:
-        return [_sample(row, home, int(row["time"]) + shift_ms, registers) for row in rows]
-    samples = []
-    for row in rows:
-        values = list(moving.edge)
-        for i in moving.moved:
-            value = row.get(f"r{i}")
-            if value is None:
-                return _boundaries(settings, home, policy, start_ms, end_ms, interval_s, True, None)
-            values[i - 1] = int(value)
-        samples.append(IndexSample(int(row["time"]) + shift_ms, int(row["wh"]), tuple(values)))
-    return samples
+    return [_sample(row, home, int(row["time"]) + interval_s * 1000, registers) for row in _rows(settings, statement)]
 
 
 #: How long after a bucket's end its indexes may still change: a meter's buffered readings arriving

@@ -8,10 +8,9 @@ import pytest
 
 from households.bill import current_bill
 from households.consumption import daily, series
-from households.indexes import BoundaryCache, _boundaries, bucket_boundaries, moving_registers
+from households.indexes import BoundaryCache
 from quartier import tariffs
 from tests.households.meters import local_ms
-from streams.charts import plan_chart
 from tests.households.scenarios import METERS, Told
 
 
@@ -119,26 +118,6 @@ async def test_an_energy_chart_reads_only_the_total_index_and_has_the_euro_chart
     cache = BoundaryCache()
     for unit, whole in (("kwh", kwh), ("eur", eur), ("kwh", kwh)):
         assert series(told.settings, home, range_, unit, at_ms=at, cache=cache) == whole
-
-
-async def test_a_tempo_chart_reads_only_the_registers_that_moved_and_gets_the_samples_of_all_six(told: Told) -> None:
-    # The red Monday's 24 hours at 1,200 W: until 06:00 still Sunday's blue Tempo day (register 1, blue
-    # off-peak), then red peak (6) and from 22:00 red off-peak (5). The white registers (3, 4) and blue
-    # peak (2) stand still, so InfluxDB reads the total and three registers of each reading, not seven.
-    home = METERS["tempo_red_day"].home
-    at = local_ms(2025, 1, 21)
-    plan = plan_chart(told.settings, home.meter, "24h", end_ms=at, now_ms=at)
-    window = dict(policy=plan.policy, start_ms=plan.start_ms, end_ms=plan.end_ms + plan.interval_s * 1000,
-                  interval_s=plan.interval_s)
-    moving = moving_registers(told.settings, home, plan.policy, window["start_ms"], window["end_ms"], plan.interval_s)
-    assert moving is not None and moving.moved == (1, 5, 6)
-    samples = bucket_boundaries(told.settings, home, **window)  # type: ignore[arg-type]
-    every_register = _boundaries(told.settings, home, plan.policy, window["start_ms"], window["end_ms"], plan.interval_s,
-                                 True, None)
-    assert len(samples) == 24 * 6 + 1 and samples == every_register  # a reading every 10 minutes, 00:00 to 00:00
-    chart = series(told.settings, home, "24h", "eur", at_ms=at)
-    assert sum(b.energy_wh for b in chart.buckets) == 28_800
-    assert round(sum(b.eur for b in chart.buckets), 2) == 15.83  # the day's hand figure (and the engine's)
 
 
 async def test_a_billing_period_from_the_15th_prorates_the_subscription_across_the_price_change(told: Told) -> None:

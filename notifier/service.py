@@ -148,9 +148,11 @@ class Notifier:
             self._alerts_topic,
             group_id=group_id(self.settings, self.channel_names),
             max_poll_records=MAX_WINDOW_RECORDS,
-            # aiokafka's default lets a fetch wait 500 ms for more data: half the latency budget.
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-            **consumer_config(self.settings),
+            **{
+                **consumer_config(self.settings),
+                # aiokafka's default lets a fetch wait 500 ms for more data: half the latency budget.
+                "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
+            },
         )
         producer = AIOKafkaProducer(**producer_config(self.settings))
         await producer.start()

@@ -223,11 +223,22 @@ async def test_a_household_whose_market_role_was_revoked_gets_403_on_every_marke
     answer = await client.put("/v1/me/household/market-roles", json={"producer": False},
                               headers=credentials["market_participant"])
     assert answer.status_code == 200 and answer.json()["market_roles"] == []
+    # The market learns of it from accounts.events: once it has, the participant has left, and the
+    # operator can no longer issue it a token.
+    issue = matrix["issue_token"].probe
+    [(method, template)] = [(m, path) for path, methods in document["paths"].items()
+                            for m, op in methods.items() if op["operationId"] == "issue_token"]
+    issue_path = template.replace("{participant}", issue.path["participant"])
+    async with asyncio.timeout(30):
+        while (await client.request(method, issue_path, json=issue.json,
+                                    headers=credentials["operator"])).status_code != 409:
+            await asyncio.sleep(0.2)
     market = set(market_rows("x"))
     only_market = {"paths": {path: {m: op for m, op in methods.items() if op["operationId"] in market}
                              for path, methods in document["paths"].items()}}
     revoked = {op: Row({**row.expect, "market_participant": 200 if op == "health" else 403}, row.probe)
                for op, row in matrix.items() if op in market}
+    revoked["issue_token"] = Row({**revoked["issue_token"].expect, "operator": 409}, revoked["issue_token"].probe)
     # The participant could not list an offer this time: the probed slot was never opened.
     revoked["get_slot"] = Row({**revoked["get_slot"].expect, "operator": 404}, revoked["get_slot"].probe)
     assert await mismatches(client, only_market, revoked, credentials) == []

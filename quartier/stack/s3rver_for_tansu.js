@@ -128,33 +128,45 @@ function bucketKeys(bucket) {
   return keys;
 }
 
+function changed(bucket, key) {
+  const id = `${bucket}/${key}`;
+  metadataOf.delete(id);
+  written.set(id, (written.get(id) || 0) + 1);
+  if (written.size > METADATA_CACHED) written.delete(written.keys().next().value);
+}
+
 function indexed(bucket, key) {
   const keys = bucketKeys(bucket);
   const at = lowerBound(keys, key);
   if (keys[at] !== key) keys.splice(at, 0, key);
-  metadataOf.delete(`${bucket}/${key}`);
+  changed(bucket, key);
 }
 
 function unindexed(bucket, key) {
   const keys = bucketKeys(bucket);
   const at = lowerBound(keys, key);
   if (keys[at] === key) keys.splice(at, 1);
-  metadataOf.delete(`${bucket}/${key}`);
+  changed(bucket, key);
 }
 
-const diskMetadata = store.getMetadata.bind(store);
-store.getMetadata = async (bucket, key) => {
+// Only listings read the cache: GET, HEAD and the conditional PUTs above read the metadata from the
+// disk, so an ETag they compare is never a cached one.
+const written = new Map(); // `${bucket}/${key}` -> how many times it was written or deleted
+
+async function listedMetadata(bucket, key) {
   const id = `${bucket}/${key}`;
   let metadata = metadataOf.get(id);
   if (metadata) {
     metadataOf.delete(id); // to the back: most recently used
   } else {
-    metadata = await diskMetadata(bucket, key);
+    const before = written.get(id);
+    metadata = await store.getMetadata(bucket, key);
+    if (written.get(id) !== before) return metadata; // written meanwhile: maybe read half old, not kept
   }
   metadataOf.set(id, metadata);
   if (metadataOf.size > METADATA_CACHED) metadataOf.delete(metadataOf.keys().next().value);
   return metadata;
-};
+}
 
 const put = store.putObject.bind(store);
 store.putObject = async object => {
@@ -164,7 +176,7 @@ store.putObject = async object => {
 };
 const copy = store.copyObject.bind(store);
 store.copyObject = async (srcBucket, srcKey, destBucket, destKey, replacementMetadata) => {
-  metadataOf.delete(`${destBucket}/${destKey}`);
+  changed(destBucket, destKey);
   const done = await copy(srcBucket, srcKey, destBucket, destKey, replacementMetadata);
   indexed(destBucket, destKey);
   return done;
@@ -212,7 +224,7 @@ store.listObjects = async (bucket, { delimiter = '', startAfter = '', prefix = '
   }
   const metadata = await Promise.all(
     listed.map(key =>
-      store.getMetadata(bucket, key).catch(err => {
+      listedMetadata(bucket, key).catch(err => {
         if (err.code === 'ENOENT') return undefined; // removed behind the store's back
         throw err;
       }),

@@ -76,7 +76,7 @@ from bench import lifetime
 from quartier import events, topics
 from quartier.kafka import end_offsets, ensure_topics, producer_config, read_all
 from quartier.settings import Settings
-from quartier.stack import Stack
+from quartier.stack import Stack, durable_broker
 from quartier.stack.broker import Broker
 from quartier.stack.component import pick_port, wait_until
 from quartier.stack.influx import Influx, InfluxError, ensure_database, influx_query
@@ -379,6 +379,7 @@ class PipelineRun:
             "duration_s": args.duration,
             "workers": args.workers,
             "reading_points": args.reading_points,
+            "durable_log": args.durable_log,
             "gc_freeze": args.gc_freeze,
             "alerted_households": households,
             "readings_produced": int(produced["readings_produced"]),
@@ -490,6 +491,7 @@ class PipelineRun:
             "backlog_minutes": args.backlog_minutes,
             "workers": args.workers,
             "reading_points": args.reading_points,
+            "durable_log": args.durable_log,
             "gc_freeze": args.gc_freeze,
             "alerted_households": households,
             "backlog_readings": readings,
@@ -821,6 +823,9 @@ def main() -> None:
                         help="what the workers' reading points carry (settings.influx.reading_points)")
     parser.add_argument("--gc-freeze", action=argparse.BooleanOptionalAction, default=True,
                         help="the workers' --gc-freeze (or --no-gc-freeze)")
+    parser.add_argument("--durable-log", action="store_true",
+                        help="the broker on its durable log (S3 store and retention), as the local stack runs it; "
+                             "default: the memory engine")
     parser.add_argument("--keep", action="store_true", help="keep the run's directory (logs, raw profile, data)")
     parser.add_argument("--json", action="store_true", help="also print one JSON object on the last line")
     args = parser.parse_args()
@@ -835,7 +840,7 @@ def main() -> None:
         parser.error("--alerted-share must be between 0 and 1")
 
     root = Path(tempfile.mkdtemp(prefix="quartier-bench-pipeline-"))
-    stack = Stack(root / "stack", [Broker(), Influx()])
+    stack = Stack(root / "stack", [*(durable_broker() if args.durable_log else [Broker()]), Influx()])
     bench = PipelineRun(root, args)
     try:
         stack.up()

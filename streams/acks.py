@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -88,3 +88,77 @@ class DurableAcks(Generic[M]):
         held.sends -= 1
         if held.sends == 0:
             self.release()
+
+
+class SendsAfter:
+    """Records sent to the broker in the order they were asked for, each once what it depends on is done.
+
+    The alert state's changelog needs it. A state saved as "raised" must not reach the broker before
+    the event that raised it is acknowledged and its history point spooled: after a crash that lost
+    the event, a replay would find the state raised and never raise it again. The agent used to await
+    those acknowledgements before handling the next message, and on the durable log (an S3 round trip,
+    about 100 ms a produce) that stalled every worker several times a second at the fleet's rate, each
+    reading queued behind it. Here the agent goes on at once; the record waits for its dependencies
+    instead, and the message that caused it waits for the record (``DurableAcks``), so what is committed
+    is unchanged.
+
+    Order: a record asked for while an earlier one still waits goes after it, even with nothing of its
+    own to wait for, so each key's last record in the changelog is its latest state.
+    """
+
+    def __init__(self, failed: Callable[[BaseException], None]) -> None:
+        self._failed = failed
+        self._queue: deque[tuple[Sequence[asyncio.Future[object]], Callable[[], Awaitable[asyncio.Future[object]]],
+                                 asyncio.Future[object]]] = deque()
+        self._task: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        """Records asked for and not yet handed to the producer."""
+        return len(self._queue)
+
+    def send(
+        self, after: Sequence[asyncio.Future[object]], send: Callable[[], Awaitable[asyncio.Future[object]]]
+    ) -> asyncio.Future[object]:
+        """Queues ``send()`` (which hands a record to the producer and returns its acknowledgement) to run once
+        every future of ``after`` is done; returns a future done when the broker acknowledged the record."""
+        acked: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._queue.append((after, send, acked))
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+        return acked
+
+    async def drained(self) -> None:
+        """Returns once every record asked for so far is handed to the producer (or the queue failed)."""
+        while self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def _run(self) -> None:
+        try:
+            while self._queue:
+                after, send, acked = self._queue[0]
+                try:
+                    for dependency in after:
+                        await dependency
+                    ack = await send()
+                except Exception as error:
+                    # Nothing queued can go out in order any more: the worker stops and replays.
+                    for _, _, waiting in self._queue:
+                        waiting.set_exception(error)
+                    self._queue.clear()
+                    self._failed(error)
+                    return
+                ack.add_done_callback(lambda done, acked=acked: _copy(done, acked))  # type: ignore[misc]
+                self._queue.popleft()
+        finally:
+            self._task = None
+
+
+def _copy(done: asyncio.Future[object], into: asyncio.Future[object]) -> None:
+    if into.done():
+        return
+    if done.cancelled():
+        into.cancel()
+    elif (error := done.exception()) is not None:
+        into.set_exception(error)
+    else:
+        into.set_result(done.result())

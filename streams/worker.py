@@ -20,9 +20,10 @@ meters it is given. The rules come from ``alerts.rules`` (:mod:`streams.rules_fe
 
 A message is acknowledged to Faust (so its offset may be committed) only once everything it produced
 is durable: its points acknowledged by InfluxDB or in the writer's spool, its rejected readings, slots
-and state records acknowledged by the broker, its alert events too (those are awaited as they are
-published). :mod:`streams.acks` holds the messages in between; docs/pipeline.md, "Delivery", says what
-a crash replays.
+and state records acknowledged by the broker, its alert events too. The agent does not wait for any of
+it: :mod:`streams.acks` holds the messages in between, and sends a state record only after the alert
+events it depends on are acknowledged (``SendsAfter``); docs/pipeline.md, "Delivery", says what a crash
+replays.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 
 from aiokafka import TopicPartition
 from faust.types import TP, EventT, Message, StreamT
@@ -41,7 +42,7 @@ from quartier import events, topics
 from quartier.events import AlertEvent, AlertRules, RejectedReading, SlotEnergy
 from quartier.kafka import latest_offsets
 from quartier.settings import Settings
-from streams.acks import DurableAcks
+from streams.acks import DurableAcks, SendsAfter
 from streams.alerting import AlertEngine, RuleError, decode_fleet, decode_meter, encode_state
 from streams.alerting.engine import Outcome
 from streams.app import QuartierApp, create_app
@@ -156,6 +157,9 @@ class StreamWorker:
             (lambda: self.writer.durable_mark, lambda: self.coarse_writer.durable_mark),
             ack=self.ack, failed=self.send_failed,
         )
+        # State records that wait for the alert events they depend on, sent in order (streams.acks).
+        self.state_sends = SendsAfter(failed=self.send_failed)
+        self._failing = False
         # The broker's acknowledgements of what the message being handled sent (None between messages).
         self._sends: list[asyncio.Future[object]] | None = None
         # Set while the agent is between two messages: a rebalance or a stop waits for it.
@@ -235,6 +239,9 @@ class StreamWorker:
     def send_failed(self, error: BaseException) -> None:
         # The message that sent it is never acknowledged, so its partition's commits stop there:
         # stop, and let the supervisor's restart replay from the committed offset.
+        if self._failing:
+            return  # one failure stops the worker; the others it caused say nothing new
+        self._failing = True
         log.error("the broker did not take a record the worker sent (%s): stopping for a replay", error)
         self._spawn(self.app.crash(error if isinstance(error, Exception) else RuntimeError(str(error))))
 
@@ -254,6 +261,13 @@ class StreamWorker:
         """
         await self.between_messages.wait()
         if stopping:
+            # State records still waiting for their alert events: sent if the broker answers in time;
+            # otherwise their messages stay uncommitted and the next worker handles them again.
+            try:
+                await asyncio.wait_for(self.state_sends.drained(), STATE_SENDS_STOP_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                log.warning("%d state records not sent at stop: their readings will be handled again",
+                            len(self.state_sends))
             await asyncio.gather(self.writer.stop(), self.coarse_writer.stop(), self.alert_writer.stop())
         else:
             self.acks.forget()
@@ -315,20 +329,19 @@ class StreamWorker:
             log.debug("rejected a reading from %s[%d]@%d: %s", topic, partition, offset, rejection.reason)
 
     async def handle(self, results: list[tuple[str, Outcome]]) -> None:
-        """Publishes the events, then writes the states that changed (in that order: see below)."""
+        """Publishes the events, then writes the states that changed, each sent once the events are durable."""
         published = [event for _, outcome in results for event in outcome.events]
-        if published:
-            await self.publish(published)
+        after = [await self.publish(published)] if published else []
         for meter, outcome in results:
             if outcome.problem:
                 log.warning("meter %s: %s", meter, outcome.problem)
             if outcome.changed:
-                await self.write_state(meter)
+                await self.write_state(meter, after)
 
-    async def publish(self, alerts: list[AlertEvent]) -> None:
-        # Awaiting the broker's acknowledgement before the state is written: a state that says
-        # "raised" never survives a crash that lost the event (a replay would not raise it again).
-        # Transitions are rare, so waiting here costs nothing on the per-reading path.
+    async def publish(self, alerts: list[AlertEvent]) -> asyncio.Future[object]:
+        """Hands the events to the producer and their history points to the spool; returns a future done
+        once the broker acknowledged every event and the points are on disk (not awaited here: a state
+        record waits for it instead, see ``SendsAfter``; so does the message being handled)."""
         acks = [
             await self.alerts_topic.send(key=a.meter.encode() if a.meter else None, value=events.encode(a))
             for a in alerts
@@ -340,12 +353,20 @@ class StreamWorker:
                 lines.append(alert_line(alert))
             except ValueError as error:  # a non-finite value: the event is published, the point is not
                 log.error("alert %s not written to InfluxDB: %s", alert.id, error)
-        # The point's fsync (in a thread) and the broker's acknowledgements are awaited together.
-        await asyncio.gather(self.alert_writer.write_kept(lines), *acks)
+        # The point's fsync (in a thread) and the broker's acknowledgements, together.
+        durable: asyncio.Future[object] = asyncio.gather(self.alert_writer.write_kept(lines), *acks)  # type: ignore[assignment]
+        durable.add_done_callback(self._stop_if_failed)
+        self._track(durable)
+        return durable
+
+    def _stop_if_failed(self, done: asyncio.Future[object]) -> None:
+        if not done.cancelled() and (error := done.exception()) is not None:
+            self.send_failed(error)
 
     # --- the durable state -------------------------------------------------------------------------
 
-    async def write_state(self, meter: str) -> None:
+    async def write_state(self, meter: str, after: list[asyncio.Future[object]] | None = None) -> None:
+        """Saves the meter's durable alert state; its record is sent once every future of ``after`` is done."""
         durable = self.engine.durable(meter)
         partition = self.partition_of.get(meter)
         if durable is None:
@@ -355,13 +376,15 @@ class StreamWorker:
             # between, it comes back anyway: a restarted worker applies every rule again.)
             self.unsaved.add(meter)
             return
-        await self._put(meter.encode(), encode_state(durable), partition)
+        await self._put(meter.encode(), encode_state(durable), partition, after)
 
-    async def write_fleet(self) -> None:
+    async def write_fleet(self, after: list[asyncio.Future[object]] | None = None) -> None:
         if self.assigned:
-            await self._put(FLEET_KEY, encode_state(self.engine.fleet), min(self.assigned))
+            await self._put(FLEET_KEY, encode_state(self.engine.fleet), min(self.assigned), after)
 
-    async def _put(self, key: bytes, value: bytes, partition: int) -> None:
+    async def _put(
+        self, key: bytes, value: bytes, partition: int, after: list[asyncio.Future[object]] | None = None
+    ) -> None:
         """Sets a table key and sends its changelog record, to the given partition.
 
         Not ``table[key] = value``: that takes the partition from the event being processed, and the
@@ -370,9 +393,19 @@ class StreamWorker:
         commit's flush of that buffer gives up after 0.1 s per message: a state write still in it could
         be lost in a crash after its source offset was committed. The producer itself is flushed
         before every commit.
+
+        With ``after`` (the events the state records), or while an earlier record waits for its own, the
+        record goes through ``state_sends``, after them and in order.
         """
         self.state.data[key] = value
-        self._track(await self.state.changelog_topic.send(key=key, value=value, partition=partition))
+
+        def send() -> Awaitable[asyncio.Future[object]]:
+            return self.state.changelog_topic.send(key=key, value=value, partition=partition)  # type: ignore[return-value]
+
+        if not after and not self.state_sends:
+            self._track(await send())  # nothing to wait for and nothing queued ahead of it
+        else:
+            self._track(self.state_sends.send(after or [], send))
 
     async def rebuild_engine(self) -> None:
         """After each rebalance and recovery: an engine for exactly the meters of this worker's partitions."""
@@ -554,18 +587,20 @@ class StreamWorker:
         for partition, lag in lags.items():
             if lag is not None:
                 CONSUMER_LAG.labels(str(partition)).set(lag)
-        if outcome.events:
-            await self.publish(outcome.events)
+        after = [await self.publish(outcome.events)] if outcome.events else []
         for meter in outcome.changed_meters:
-            await self.write_state(meter)
+            await self.write_state(meter, after)
         if outcome.fleet_changed:
-            await self.write_fleet()
+            await self.write_fleet(after)
         # The same runs close the slots of meters that went quiet after their slot ended, on the
         # least advanced partition's time: a slot whose next reading is still queued stays open.
         times = engine.stream_times(now, self.caught_up)
         if times and (closed := self.slots.close_due(min(at for at, _ in times.values()))):
             await self.publish_slots(closed)
 
+
+#: How long a stopping worker waits for the broker to take the state records still queued.
+STATE_SENDS_STOP_TIMEOUT_S = 10.0
 
 #: Net new container objects between two young collections (CPython's default is 700). The ingest
 #: path allocates a few objects per reading and frees them at once; at 700 it collected about 30

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from streams.acks import DurableAcks
+from streams.acks import DurableAcks, SendsAfter
 
 
 class Marks:
@@ -75,3 +75,56 @@ async def test_after_a_rebalance_the_held_messages_are_dropped_unacknowledged() 
     marks.detail = 10
     acks.release()
     assert acked == [] and len(acks) == 0
+
+
+class Producer:
+    """Records handed to the producer, in order, each with the acknowledgement the test gives it."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.acks: dict[str, asyncio.Future[object]] = {}
+
+    def send(self, record: str):  # type: ignore[no-untyped-def]
+        async def hand_over() -> asyncio.Future[object]:
+            self.sent.append(record)
+            self.acks[record] = asyncio.get_running_loop().create_future()
+            return self.acks[record]
+
+        return hand_over
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_state_record_waits_for_its_alert_event_and_later_records_wait_behind_it() -> None:
+    producer, failures = Producer(), []
+    sends = SendsAfter(failed=failures.append)
+    event_acked = asyncio.get_running_loop().create_future()  # the "raised" event's acknowledgement
+    raised = sends.send([event_acked], producer.send("m1 raised"))
+    other = sends.send([], producer.send("m2 changed"))  # nothing to wait for, but queued behind m1
+    await settle()
+    assert producer.sent == [] and len(sends) == 2  # the agent went on; nothing reached the broker
+    event_acked.set_result(None)
+    await settle()
+    assert producer.sent == ["m1 raised", "m2 changed"] and len(sends) == 0
+    assert not raised.done()  # handed over, not yet acknowledged: its message still waits
+    producer.acks["m1 raised"].set_result("offset 7")
+    producer.acks["m2 changed"].set_result("offset 8")
+    await settle()
+    assert raised.result() == "offset 7" and other.result() == "offset 8" and not failures
+    await sends.drained()
+
+
+async def test_a_state_record_is_never_sent_when_its_alert_event_was_refused() -> None:
+    producer, failures = Producer(), []
+    sends = SendsAfter(failed=failures.append)
+    event_acked = asyncio.get_running_loop().create_future()
+    raised = sends.send([event_acked], producer.send("m1 raised"))
+    behind = sends.send([], producer.send("m1 resolved"))
+    event_acked.set_exception(RuntimeError("broker refused the event"))
+    await sends.drained()
+    assert producer.sent == []  # a replay raises the episode again: the state must not say raised
+    assert [str(f) for f in failures] == ["broker refused the event"]
+    assert str(raised.exception()) == str(behind.exception()) == "broker refused the event"

@@ -253,21 +253,22 @@ class StreamWorker:
     async def settle(self, stopping: bool) -> None:
         """Before a rebalance or a stop goes on (in place of Faust's wait for every message to be acked).
 
-        The message being handled is finished first. On a rebalance, the held messages are dropped:
-        Faust reads every partition again from its committed offset, and waiting for InfluxDB here
-        would hold up the whole group. On a stop, the writers are stopped (flushed for up to their
-        ``stop_timeout_s``, the rest spooled, so every point is durable), which acknowledges every
-        held message before the consumer's last commit.
+        The message being handled is finished first, and the state records queued behind their alert
+        events are handed to the producer (for up to ``STATE_SENDS_TIMEOUT_S``), so none lands in the
+        changelog after the partition's next owner has started from it. On a rebalance, the held
+        messages are then dropped: Faust reads every partition again from its committed offset, and
+        waiting for InfluxDB here would hold up the whole group. On a stop, the writers are stopped
+        (flushed for up to their ``stop_timeout_s``, the rest spooled, so every point is durable), which
+        acknowledges every held message before the consumer's last commit.
         """
         await self.between_messages.wait()
+        try:
+            await asyncio.wait_for(self.state_sends.drained(), STATE_SENDS_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            # Their messages stay unacknowledged, so uncommitted: the next owner handles them again.
+            log.warning("%d state records not sent in %.0f s (the broker is slow or away): their readings "
+                        "will be handled again", len(self.state_sends), STATE_SENDS_TIMEOUT_S)
         if stopping:
-            # State records still waiting for their alert events: sent if the broker answers in time;
-            # otherwise their messages stay uncommitted and the next worker handles them again.
-            try:
-                await asyncio.wait_for(self.state_sends.drained(), STATE_SENDS_STOP_TIMEOUT_S)
-            except asyncio.TimeoutError:
-                log.warning("%d state records not sent at stop: their readings will be handled again",
-                            len(self.state_sends))
             await asyncio.gather(self.writer.stop(), self.coarse_writer.stop(), self.alert_writer.stop())
         else:
             self.acks.forget()
@@ -599,8 +600,8 @@ class StreamWorker:
             await self.publish_slots(closed)
 
 
-#: How long a stopping worker waits for the broker to take the state records still queued.
-STATE_SENDS_STOP_TIMEOUT_S = 10.0
+#: How long a rebalance or a stop waits for the state records still queued behind their alert events.
+STATE_SENDS_TIMEOUT_S = 10.0
 
 #: Net new container objects between two young collections (CPython's default is 700). The ingest
 #: path allocates a few objects per reading and frees them at once; at 700 it collected about 30

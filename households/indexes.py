@@ -15,9 +15,13 @@ days and each is priced with one day's tables.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
+
+from cachetools import LRUCache, TTLCache
 
 from households.home import Home
 from quartier.settings import Settings
@@ -131,8 +135,18 @@ def bucket_boundaries(
 
 #: How long after a bucket's end its indexes may still change: a meter's buffered readings arriving
 #: late, and the rollup's continuous query writing its 10 minutes after they end. Past that, a
-#: bucket's first reading (raw) or last rolled-up index (rollup) is a fact of the database.
+#: bucket's first reading (raw) or last rolled-up index (rollup) is a fact of the database, unless a
+#: reading older than that reaches the log (``BoundaryCache.reopen``).
 SEALED_AFTER_MS = 3_600_000
+
+#: How long a sealed run is trusted at most, whatever the live feed saw: the bound on a stale chart
+#: when a late point reaches InfluxDB without passing the feed late (the worker's spool writing back
+#: after an InfluxDB outage of more than an hour). A chart then reads its whole range once in 15 min.
+RUN_TRUSTED_S = 900.0
+
+#: How long a meter stays open after its last late reading: the time the worker may take to write
+#: that reading into InfluxDB (seconds normally; minutes while it catches up a backlog).
+REOPENED_FOR_S = 3_600.0
 
 
 @dataclass
@@ -140,6 +154,20 @@ class _SealedRun:
     from_ms: int  # every bucket start in [from_ms, through_ms) is here (or had no reading)
     through_ms: int  # a bucket boundary of the grid
     samples: list[IndexSample]
+    read_at_s: float  # when its oldest part was read from InfluxDB (the cache's clock)
+
+    def before(self, time_ms: int, interval_ms: int) -> _SealedRun | None:
+        """The part of the run that a reading at ``time_ms`` cannot change, or None.
+
+        A bucket whose start is at most ``time_ms - interval`` ended before the reading (raw), and a
+        rolled-up sample at most that far back stands for a bucket that ended before it too. The last
+        such sample's bucket start is a boundary of the grid: the run ends there, and that bucket is
+        read again."""
+        unchanged = [s for s in self.samples if s.time_ms <= time_ms - interval_ms]
+        if not unchanged or unchanged[-1].time_ms <= self.from_ms:
+            return None
+        through = unchanged[-1].time_ms
+        return _SealedRun(self.from_ms, through, unchanged[:-1], self.read_at_s)
 
 
 class BoundaryCache:
@@ -150,12 +178,24 @@ class BoundaryCache:
     Only indexes are kept, never euros: each request prices them again with the day's tables, so a
     dated price change applies and the euros stay the engine's. The household is in the key, so a
     meter paired anew (or a household erased and created again) starts from the database.
+
+    A reading that reaches the log more than an hour after its time (a module's buffer sent after a
+    long loss, a history simulated into a charted meter) reopens its meter from that time
+    (``reopen``, called by the live feed); and no run is trusted longer than ``RUN_TRUSTED_S``, which
+    bounds what no feed sees (the worker's spool writing back after a long InfluxDB outage).
     """
 
-    def __init__(self, grids: int = 1_024) -> None:  # about 250 kB a grid of 1,000 buckets
-        from cachetools import LRUCache
-
+    def __init__(self, grids: int = 1_024, clock: Callable[[], float] = time.monotonic) -> None:
+        # about 250 kB a grid of 1,000 buckets
         self._runs: LRUCache[tuple[object, ...], _SealedRun] = LRUCache(maxsize=grids)
+        # meter -> the oldest late reading's time; an entry lives REOPENED_FOR_S after the last one.
+        self._reopened: TTLCache[str, int] = TTLCache(maxsize=1_000_000, ttl=REOPENED_FOR_S, timer=clock)
+        self._clock = clock
+
+    def reopen(self, meter: str, time_ms: int) -> None:
+        """A reading of ``meter`` at ``time_ms`` reached the log late: nothing at or after it stays sealed."""
+        held = self._reopened.get(meter)
+        self._reopened[meter] = time_ms if held is None else min(held, time_ms)
 
     def boundaries(
         self, settings: Settings, home: Home, *, policy: str, start_ms: int, end_ms: int, interval_s: int, at_ms: int,
@@ -165,25 +205,36 @@ class BoundaryCache:
         # What was read is in the key: an energy chart's samples have no per-tariff index to price with.
         key = (home.household, home.meter, _registers(home, registers), home.time_zone, policy, interval_s)
         interval_ms = interval_s * 1000
+        now_s = self._clock()
         run = self._runs.get(key)
+        if run is not None and now_s - run.read_at_s > RUN_TRUSTED_S:
+            run = None
+        reopened_ms = self._reopened.get(home.meter)
+        if run is not None and reopened_ms is not None and run.through_ms > reopened_ms - interval_ms:
+            run = run.before(reopened_ms, interval_ms)
         if run is not None and run.from_ms <= start_ms < run.through_ms <= end_ms:
             # The first bucket a query from start_ms gives starts after start_ms - interval (the rollup's
             # first group may begin before the window: its last index is still the one at its end).
             kept = [s for s in run.samples if s.time_ms > start_ms - interval_ms]
-            query_from = run.through_ms  # a boundary of the grid: the tail's first bucket is whole
+            query_from, read_at_s = run.through_ms, run.read_at_s  # a boundary of the grid: the tail's first bucket is whole
         else:
-            kept, query_from = [], start_ms
+            kept, query_from, read_at_s = [], start_ms, now_s
         fresh = bucket_boundaries(
             settings, home, policy=policy, start_ms=query_from, end_ms=end_ms, interval_s=interval_s, registers=registers
         )
-        # A bucket is complete when its data window was inside the query; sealed when it ended long enough ago.
+        # A bucket is complete when its data window was inside the query; sealed when it ended long enough
+        # ago, and before any late reading of the meter still being written.
         data_end = end_ms if policy == RAW_POLICY else end_ms - interval_ms
         limit = min(data_end, at_ms - SEALED_AFTER_MS)
+        if reopened_ms is not None:
+            limit = min(limit, reopened_ms)
         edges = [s.time_ms + interval_ms if policy == RAW_POLICY else s.time_ms for s in fresh]
         sealed_to = max((e for e in edges if e <= limit), default=None)
         if sealed_to is not None and sealed_to > query_from:
             sealed = [s for s in fresh if s.time_ms < sealed_to]
-            self._runs[key] = _SealedRun(start_ms, sealed_to, kept + sealed)
+            self._runs[key] = _SealedRun(start_ms, sealed_to, kept + sealed, read_at_s)
         elif kept:
-            self._runs[key] = _SealedRun(start_ms, query_from, kept)
+            self._runs[key] = _SealedRun(start_ms, query_from, kept, read_at_s)
+        else:
+            self._runs.pop(key, None)
         return kept + fresh

@@ -36,6 +36,7 @@ from typing import Any, TypeVar, Union
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from households.indexes import SEALED_AFTER_MS
 from quartier import tariffs, topics
 from quartier.kafka import consumer_config, ensure_topics
 from quartier.settings import Settings
@@ -114,6 +115,12 @@ def _instant(t_ms: int):  # type: ignore[no-untyped-def]
     return datetime.fromtimestamp(t_ms / 1000, timezone.utc)
 
 
+#: A reading produced this long after its meter time may fall in a chart bucket already sealed
+#: (``SEALED_AFTER_MS``, an hour), less a margin of 5 minutes for the time the worker takes to write it
+#: and for the producer's clock against the meter's.
+LATE_AFTER_MS = SEALED_AFTER_MS - 300_000
+
+
 class _Meter:
     __slots__ = ("encoded", "latest", "produced_ms", "waiters")
 
@@ -127,9 +134,12 @@ class _Meter:
 class LiveHub:
     """The latest reading of each meter, and the viewers waiting for that meter's next one."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_late: Callable[[str, int], None] | None = None) -> None:
         self._meters: dict[str, _Meter] = {}
         self.readings = 0  # readings taken in (for the bench and metrics)
+        # Told (meter, reading time) of each reading produced more than LATE_AFTER_MS after its time:
+        # the charts' cache reopens that meter's sealed buckets (BoundaryCache.reopen).
+        self._on_late = on_late
 
     def latest(self, meter: str) -> LiveReading | None:
         entry = self._meters.get(meter)
@@ -147,7 +157,11 @@ class LiveHub:
         """Take in readings (one message's); wakes the viewers of each meter that got a newer one."""
         meters = self._meters
         self.readings += len(readings)
+        on_late = self._on_late
+        late_before_ms = produced_ms - LATE_AFTER_MS if on_late is not None and produced_ms else -1
         for r in readings:
+            if r.time_ms < late_before_ms:
+                on_late(r.meter, r.time_ms)  # type: ignore[misc]
             entry = meters.get(r.meter)
             if entry is None:
                 meters[r.meter] = _Meter(r, produced_ms)

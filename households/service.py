@@ -1,6 +1,7 @@
 """The household app's running parts in one API process, composed in ``build_service``.
 
-- the live path (``households.live``): one feed of ``meter.readings`` into one hub;
+- the live path (``households.live``): one feed of ``meter.readings`` into one hub, which tells the
+  charts' cache of each reading that reached the log late;
 - the alert actions' fold, following ``households.alert_actions`` from its start (what members did);
 - the market sales' fold, following ``market.events`` from its start (``households.solar``);
 - a producer for the commands the app writes (acknowledge, snooze), applied to the fold at once
@@ -40,15 +41,18 @@ class HouseholdService:
     settings: Settings
     directory: HomeDirectory
     clock: Callable[[], int] = now_ms
-    hub: LiveHub = field(default_factory=LiveHub)
     actions: AlertActions = field(default_factory=AlertActions)
     sales: MarketSales = field(default_factory=MarketSales)
     charts: BoundaryCache = field(default_factory=BoundaryCache)  # the charts' sealed buckets
+    hub: LiveHub = field(init=False)  # tells the charts' cache of each reading that reached the log late
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _producer: AIOKafkaProducer | None = None
     _feed: LiveFeed | None = None
     actions_ready: asyncio.Event = field(default_factory=asyncio.Event)
     market_ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.hub = LiveHub(on_late=self.charts.reopen)
 
     async def start(self) -> None:
         self._feed = LiveFeed(self.settings, self.hub)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from datetime import date
 
+import httpx
 import pytest
 
 from households.bill import current_bill
 from households.consumption import daily, series
-from households.indexes import BoundaryCache
+from households.home import Home
+from households.indexes import REOPENED_FOR_S, RUN_TRUSTED_S, BoundaryCache
+from households.live import LiveHub, LiveReading
+from quartier.influx import RAW_POLICY
 from quartier import tariffs
 from tests.households.meters import local_ms
 from tests.households.scenarios import METERS, Told
@@ -163,3 +167,68 @@ async def test_charts_through_the_sealed_bucket_cache_equal_the_charts_read_whol
             assert series(told.settings, home, range_, unit, at_ms=at, cache=cache) == whole
             buckets += len(whole.buckets)
     assert buckets > 0, "the meter has readings in the ranges asked"
+
+
+LATE_METER = "200000000977"  # a meter of this test alone: its late readings change no other test's figures
+
+
+def write_readings(told: Told, readings: list[tuple[int, int]]) -> None:
+    """Raw readings (meter time, total index) as the worker writes them: one register, the base tariff's."""
+    lines = [f"reading,meter={LATE_METER},zone=late-test withdrawn_wh={wh}i,withdrawn_wh_r1={wh}i {t}" for t, wh in readings]
+    answer = httpx.post(f"{told.settings.influx.url}/write", params={"db": told.settings.influx.database, "rp": RAW_POLICY,
+                        "precision": "ms"}, content="\n".join(lines).encode(), timeout=30)
+    answer.raise_for_status()
+
+
+async def test_a_reading_that_reaches_the_log_late_reopens_its_meters_sealed_buckets(told: Told) -> None:
+    # 12 March 2025, a reading every 10 minutes from midnight to 13:00, 100 Wh apart; the 24-hour chart at
+    # 13:00 seals its buckets to noon. A reading of 05:05 then arrives (a module's buffer after a loss):
+    # 05:00-05:10's 100 Wh split 40 and 60 around it (90-s buckets from local midnight: 04:49:30, 05:00,
+    # 05:04:30, 05:09), which the chart read whole shows at once.
+    home = Home(household="late-household", meter=LATE_METER, zone="late-test")
+    day, at = local_ms(2025, 3, 12), local_ms(2025, 3, 12, 13)
+    write_readings(told, [(day + i * 600_000, 1_000_000 + 100 * i) for i in range(79)])
+    clock = [0.0]
+    cache = BoundaryCache(clock=lambda: clock[0])
+    before = series(told.settings, home, "24h", "kwh", at_ms=at, cache=cache)
+    assert sum(b.energy_wh for b in before.buckets) == 7_800
+    late_ms = local_ms(2025, 3, 12, 5, 5)
+    write_readings(told, [(late_ms, 1_000_000 + 100 * 30 + 40)])
+    after = series(told.settings, home, "24h", "kwh", at_ms=at)
+    split = [(b.start_ms, b.energy_wh) for b in after.buckets if local_ms(2025, 3, 12, 4, 45) <= b.start_ms < local_ms(2025, 3, 12, 5, 15)]
+    assert [wh for _, wh in split] == [100, 40, 60, 100]
+    # Untold, the warm cache still serves the chart as it was sealed...
+    assert series(told.settings, home, "24h", "kwh", at_ms=at, cache=cache) == before
+    # ...and once the live feed tells it, the chart is the one read whole, now and an hour later.
+    LiveHub(on_late=cache.reopen).publish([LiveReading(LATE_METER, late_ms, 500, 6)],
+                                          produced_ms=at)
+    assert series(told.settings, home, "24h", "kwh", at_ms=at, cache=cache) == after
+    assert series(told.settings, home, "24h", "kwh", at_ms=at + 3_600_000, cache=cache) == series(
+        told.settings, home, "24h", "kwh", at_ms=at + 3_600_000)
+    # The meter stays open an hour after its last late reading; then its buckets seal again, to 13:00.
+    clock[0] += REOPENED_FOR_S + 1
+    later = at + 3_600_000
+    sealed = series(told.settings, home, "24h", "kwh", at_ms=later, cache=cache)
+    # A late point no feed saw (the worker's spool writing back after a long outage) is in the chart
+    # once the sealed run is older than the cache trusts any run.
+    write_readings(told, [(local_ms(2025, 3, 12, 8, 5), 1_000_000 + 100 * 48 + 70)])
+    whole = series(told.settings, home, "24h", "kwh", at_ms=later)
+    assert whole != sealed
+    assert series(told.settings, home, "24h", "kwh", at_ms=later, cache=cache) == sealed
+    clock[0] += RUN_TRUSTED_S + 1
+    assert series(told.settings, home, "24h", "kwh", at_ms=later, cache=cache) == whole
+
+
+def test_the_hub_tells_only_of_readings_produced_more_than_55_minutes_after_their_time() -> None:
+    told_late: list[tuple[str, int]] = []
+    hub = LiveHub(on_late=lambda meter, t: told_late.append((meter, t)))
+    produced = local_ms(2025, 3, 12, 13)
+
+    def at(minutes_before: int, meter: str = LATE_METER) -> LiveReading:
+        return LiveReading(meter, produced - minutes_before * 60_000, 500, 6)
+
+    hub.publish([at(54), at(56), at(120, "200000000978"), at(0)], produced_ms=produced)
+    hub.publish([at(120)], produced_ms=0)  # no producer time (a record without one): nothing to judge by
+    assert told_late == [(LATE_METER, produced - 56 * 60_000), ("200000000978", produced - 120 * 60_000)]
+    # The live figure is still the newest reading, late ones notwithstanding.
+    assert hub.latest(LATE_METER).time_ms == produced  # type: ignore[union-attr]

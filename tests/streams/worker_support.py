@@ -50,10 +50,22 @@ class WorkerProcess:
         return "\n".join(text[-lines:])
 
     def terminate(self, timeout_s: float = 60.0) -> int:
-        """SIGTERM, as an operator or a supervisor stops it; returns the exit code."""
+        """SIGTERM, as an operator or a supervisor stops it; returns the exit code.
+
+        A worker still running after ``timeout_s`` fails the test with its log, after SIGUSR1 has
+        made it (mode's worker) write every task's stack there: what its stop was waiting for.
+        """
         if self.alive():
             os.killpg(self.proc.pid, signal.SIGTERM)
-        return self.proc.wait(timeout=timeout_s)
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGUSR1)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            raise AssertionError(f"the worker did not stop within {timeout_s:.0f} s of SIGTERM:\n{self.log(600)}") from None
 
     def kill(self) -> None:
         """SIGKILL: the process dies at once, whatever it was doing."""

@@ -49,7 +49,7 @@ import httpx
 import psutil
 
 from bench import lifetime
-from quartier.stack.component import pick_port
+from quartier.stack.component import pick_port, wait_until
 
 SEED = 7
 LATENCY_TARGET_S = 1.5
@@ -267,20 +267,17 @@ def wait_history_in_tsm(settings: Any, timeout_s: float = 180.0) -> float:
     chart about 4 ms a field. A fleet's history never sits there: at the fleet's rate the 256 MB cache
     is written out every few tens of seconds, so each meter's cache entry holds seconds of points.
     """
+    from quartier.influx import influx_query
+
+    def written_out() -> bool:
+        shards = [row for row in influx_query(settings.influx, "SHOW STATS FOR 'tsm1_cache'", database=False)
+                  if row.get("database") == settings.influx.database]
+        return bool(shards) and all(shard["memBytes"] == 0 for shard in shards)
+
     started = time.monotonic()
-    while True:
-        answer = httpx.get(f"{settings.influx.url}/query", params={"q": "SHOW STATS FOR 'tsm1_cache'"}, timeout=10)
-        answer.raise_for_status()
-        shards = [
-            dict(zip(series["columns"], series["values"][0]))
-            for result in answer.json()["results"] for series in result.get("series", [])
-            if series["tags"].get("database") == settings.influx.database
-        ]
-        if shards and all(shard["memBytes"] == 0 for shard in shards):
-            return round(time.monotonic() - started, 1)
-        if time.monotonic() - started > timeout_s:
-            raise RuntimeError(f"InfluxDB kept the backfilled history in its cache for {timeout_s:.0f} s")
-        time.sleep(1)
+    if not wait_until(written_out, timeout_s, interval_s=1.0):
+        raise RuntimeError(f"InfluxDB kept the backfilled history in its cache for {timeout_s:.0f} s")
+    return round(time.monotonic() - started, 1)
 
 
 def _p99_ms(times: list[float]) -> float:

@@ -96,25 +96,32 @@ def _iso_ms(value: str) -> int:
 
 
 def query_windows(settings: Settings, policy: str, start_ms: int, end_ms: int) -> list[tuple[int, int]]:
-    """``[start_ms, end_ms)`` cut where the policy's shard groups begin, so no shard is split between
-    two queries: InfluxDB 1.6 answers a query on a shard whose points are still in its cache (every
-    point written in the last ``cache-snapshot-write-cold-duration``, a whole backfilled year) by copying
-    the series' whole cached entry of that shard, so a day per query on 7-day shards (a policy over six
-    months) copied each week seven times (docs/privacy.md, Export). Windows shorter than a day (1-hour
-    shards) are joined up to a day, longer ones (a custom shard duration) cut at a week, which bounds
-    one answer (a week of 1 Hz readings: about 30 MB of CSV). Without the shards' list (``SHOW SHARDS``
-    refused: InfluxDB 2.x, 3.x, no admin right), a day per query."""
+    """``[start_ms, end_ms)`` cut where the policy's shard groups begin (:func:`windows_between`), so no
+    shard is split between two queries: InfluxDB 1.6 answers a query on a shard whose points are still
+    in its cache (every point written in the last ``cache-snapshot-write-cold-duration``, a whole
+    backfilled year) by copying the series' whole cached entry of that shard, so a day per query on
+    7-day shards (a policy over six months) copied each week seven times (docs/privacy.md, Export).
+    Without the shards' list (``SHOW SHARDS`` refused: InfluxDB 2.x, 3.x, no admin right), a day per
+    query."""
     try:
         shards = influx_query(settings.influx, "SHOW SHARDS", database=False)
         cuts = sorted({_iso_ms(row["start_time"]) for row in shards
                        if row.get("database") == settings.influx.database and row.get("retention_policy") == policy})
     except (InfluxError, KeyError, ValueError):
         cuts = list(range(start_ms, end_ms, DAY_MS))
+    return windows_between(cuts, start_ms, end_ms)
+
+
+def windows_between(cuts: list[int], start_ms: int, end_ms: int) -> list[tuple[int, int]]:
+    """``[start_ms, end_ms)`` cut at the sorted ``cuts`` (where shard groups begin). A cut closer than
+    a day to the last one joins the two windows (1-hour shards are read a day per query), unless the
+    joined window would be longer than a week; a window longer than a week (a custom shard duration)
+    is cut at a week, which bounds one answer (a week of 1 Hz readings: about 30 MB of CSV)."""
+    inner = [cut for cut in cuts if start_ms < cut < end_ms]
     edges = [start_ms]
-    for cut in cuts:
-        if cut >= end_ms:
-            break
-        if cut - edges[-1] >= DAY_MS:  # a cut closer than a day to the last one joins the windows
+    for cut, following in zip(inner, [*inner[1:], end_ms]):
+        # Joined past a week, the week's cap instead of the shard's start would split a shard.
+        if cut - edges[-1] >= DAY_MS or following - edges[-1] > WEEK_MS:
             edges.append(cut)
     windows: list[tuple[int, int]] = []
     for a, b in zip(edges, [*edges[1:], end_ms]):

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from privacy.export import query_windows, write_readings_csv
+from privacy.export import query_windows, windows_between, write_readings_csv
 from quartier.influx import count_points, ensure_database, influx_query
 from quartier.settings import Settings
 
@@ -40,9 +40,10 @@ def test_a_year_policy_is_read_a_shard_group_per_query_and_every_point_is_in_the
 
     end = start + 20 * DAY_MS
     windows = query_windows(settings, "raw", start, end)
-    # One window per shard group the range touches, cut where each group begins (one closer than a
-    # day to the range's start joins its neighbour), none longer than a week.
-    inner = [m for m in monday if start + DAY_MS <= m < end]
+    # One window per shard group the range touches, cut where each group begins, none longer than a
+    # week: a group beginning less than a day after the range's start is not joined to the range's
+    # first day, since that window would be longer than a week.
+    inner = [m for m in monday if start < m < end]
     assert [a for a, _ in windows] == [start, *inner] and windows[-1][1] == end
     assert all(b - a <= WEEK_MS for a, b in windows) and all(b == c for (_, b), (c, _) in zip(windows, windows[1:]))
 
@@ -53,3 +54,34 @@ def test_a_year_policy_is_read_a_shard_group_per_query_and_every_point_is_in_the
     assert csv[-1] == f"{start + 28_799 * 60_000},{28_799 % 4000},,{50_000 + 28_799},"
     times = [int(line.split(",", 1)[0]) for line in csv[1:]]
     assert times == [start + i * 60_000 for i in range(28_800)]  # in order, each once
+
+
+HOUR_MS = 3_600_000
+
+
+def test_hourly_shards_are_read_a_day_per_query() -> None:
+    start = 5 * DAY_MS + 30 * 60_000  # half past midnight
+    cuts = list(range(5 * DAY_MS, 8 * DAY_MS, HOUR_MS))
+    assert windows_between(cuts, start, start + 2 * DAY_MS + 5 * HOUR_MS) == [
+        (start, 6 * DAY_MS + HOUR_MS), (6 * DAY_MS + HOUR_MS, 7 * DAY_MS + HOUR_MS),
+        (7 * DAY_MS + HOUR_MS, start + 2 * DAY_MS + 5 * HOUR_MS),
+    ]
+
+
+def test_a_weekly_shard_beginning_hours_after_the_start_is_its_own_window_unless_the_range_is_short() -> None:
+    start, monday = 10 * DAY_MS, 10 * DAY_MS + 13 * HOUR_MS
+    cuts = [monday - WEEK_MS, monday, monday + WEEK_MS, monday + 2 * WEEK_MS]
+    # Joined, [start, monday + WEEK) would be cut at start + WEEK, splitting the second group.
+    assert windows_between(cuts, start, start + 20 * DAY_MS) == [
+        (start, monday), (monday, monday + WEEK_MS), (monday + WEEK_MS, monday + 2 * WEEK_MS),
+        (monday + 2 * WEEK_MS, start + 20 * DAY_MS),
+    ]
+    # Three days: one query, the group's start joined to the range's first hours.
+    assert windows_between(cuts, start, start + 3 * DAY_MS) == [(start, start + 3 * DAY_MS)]
+
+
+def test_a_shard_longer_than_a_week_is_read_a_week_per_query() -> None:
+    start = 3 * DAY_MS
+    assert windows_between([0, 30 * DAY_MS], start, start + 16 * DAY_MS) == [
+        (start, start + WEEK_MS), (start + WEEK_MS, start + 2 * WEEK_MS), (start + 2 * WEEK_MS, start + 16 * DAY_MS),
+    ]

@@ -28,7 +28,8 @@ Measured:
   continued; disk: the hourly growth until the readings' retention is reached, the records of truth's
   growth after).
 
-Every server it started is stopped on SIGTERM, SIGINT or a failure (``--keep`` keeps the directory).
+Every server it started is stopped on SIGTERM, SIGINT or a failure; a failed run keeps its directory
+(its logs), ``--keep`` keeps it in any case.
 """
 
 from __future__ import annotations
@@ -314,10 +315,13 @@ def main() -> None:
     soak = Soak(root, args)
     try:
         result = soak.run()
-    finally:
+    except BaseException:
         soak.shutdown()
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
+        print(f"the run failed: its directory {root} is kept for its logs", file=sys.stderr)
+        raise
+    soak.shutdown()
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
     print_summary(result)
     if args.json:
         print(json.dumps(result))

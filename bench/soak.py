@@ -29,7 +29,7 @@ Measured:
   growth after).
 
 Every server it started is stopped on SIGTERM, SIGINT or a failure; a failed run keeps its directory
-(its logs), ``--keep`` keeps it in any case.
+(its logs), an interrupted one does not, ``--keep`` keeps it in any case.
 """
 
 from __future__ import annotations
@@ -313,15 +313,18 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-soak-"))
     soak = Soak(root, args)
+    failed = False
     try:
         result = soak.run()
-    except BaseException:
-        soak.shutdown()
-        print(f"the run failed: its directory {root} is kept for its logs", file=sys.stderr)
+    except Exception:  # not an interruption (bench.lifetime.Interrupted): the logs say what failed
+        failed = True
         raise
-    soak.shutdown()
-    if not args.keep:
-        shutil.rmtree(root, ignore_errors=True)
+    finally:
+        soak.shutdown()
+        if failed:
+            print(f"the run failed: its directory {root} is kept for its logs", file=sys.stderr)
+        elif not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
     print_summary(result)
     if args.json:
         print(json.dumps(result))

@@ -16,7 +16,7 @@ from quartier.influx import count_points, ensure_database, influx_query
 from quartier.settings import Settings
 
 METER, ZONE = "031800000091", "zone-export"
-DAY_MS, WEEK_MS = 86_400_000, 7 * 86_400_000
+HOUR_MS, DAY_MS, WEEK_MS = 3_600_000, 86_400_000, 7 * 86_400_000
 
 
 def test_a_year_policy_is_read_a_shard_group_per_query_and_every_point_is_in_the_csv_once(
@@ -54,9 +54,6 @@ def test_a_year_policy_is_read_a_shard_group_per_query_and_every_point_is_in_the
     assert csv[-1] == f"{start + 28_799 * 60_000},{28_799 % 4000},,{50_000 + 28_799},"
     times = [int(line.split(",", 1)[0]) for line in csv[1:]]
     assert times == [start + i * 60_000 for i in range(28_800)]  # in order, each once
-
-
-HOUR_MS = 3_600_000
 
 
 def test_hourly_shards_are_read_a_day_per_query() -> None:

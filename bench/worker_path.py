@@ -3,7 +3,7 @@
 ``python -m bench.worker_path [--meters 24000] [--seconds 40] [--json]``
 
 The simulated fleet's readings (one step a second, encoded as the ingest contract's batches) go
-through what ``StreamWorker.on_message`` does per message: decode, the index guard, the InfluxDB lines,
+through what ``StreamWorker.judge`` and ``StreamWorker.store`` do per message: decode, the index guard, the InfluxDB lines,
 the alert engine (10 % of the meters with a power limit), the slot tracker. Measured in CPU time
 (``time.process_time``, so a busy machine slows it but does not skew it), after a 5-step warm-up,
 each variant in a fresh subprocess on the same readings:

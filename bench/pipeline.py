@@ -43,6 +43,9 @@ and only then do the workers start, as after an outage. Measured:
 - InfluxDB's points written during the drain and the writer's spool at its end: InfluxDB need not
   keep up with a catch-up (the writer spools to disk and writes back later, nothing is lost).
 
+InfluxDB runs at the local stack's lower CPU priority (``nice`` 10: the alert path first);
+``--influx-nice 0`` runs it at the workers' priority, to measure that lever.
+
 ``--profile-s N`` samples the (first) worker with py-spy for N seconds in the middle of the run and
 prints where its time goes (``pip install py-spy``; it is a measuring tool, not a dependency).
 """
@@ -379,6 +382,7 @@ class PipelineRun:
             "duration_s": args.duration,
             "workers": args.workers,
             "reading_points": args.reading_points,
+            "influx_nice": args.influx_nice,
             "durable_log": args.durable_log,
             "gc_freeze": args.gc_freeze,
             "alerted_households": households,
@@ -491,6 +495,7 @@ class PipelineRun:
             "backlog_minutes": args.backlog_minutes,
             "workers": args.workers,
             "reading_points": args.reading_points,
+            "influx_nice": args.influx_nice,
             "durable_log": args.durable_log,
             "gc_freeze": args.gc_freeze,
             "alerted_households": households,
@@ -826,6 +831,8 @@ def main() -> None:
     parser.add_argument("--durable-log", action="store_true",
                         help="the broker on its durable log (S3 store and retention), as the local stack runs it; "
                              "default: the memory engine")
+    parser.add_argument("--influx-nice", type=int, default=Influx().nice,
+                        help="influxd's nice value (the local stack's default; 0 runs it at the workers' priority)")
     parser.add_argument("--keep", action="store_true", help="keep the run's directory (logs, raw profile, data)")
     parser.add_argument("--json", action="store_true", help="also print one JSON object on the last line")
     args = parser.parse_args()
@@ -840,7 +847,7 @@ def main() -> None:
         parser.error("--alerted-share must be between 0 and 1")
 
     root = Path(tempfile.mkdtemp(prefix="quartier-bench-pipeline-"))
-    stack = Stack(root / "stack", [*(durable_broker() if args.durable_log else [Broker()]), Influx()])
+    stack = Stack(root / "stack", [*(durable_broker() if args.durable_log else [Broker()]), Influx(nice=args.influx_nice)])
     bench = PipelineRun(root, args)
     try:
         stack.up()

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import httpx
+import psutil
 import pytest
 
 from quartier.settings import Settings
@@ -65,6 +66,10 @@ def test_a_second_instance_runs_beside_the_first_stops_cleanly_and_keeps_its_dat
         ensure_database(settings)
         assert write(settings, [f"reading,meter=000000000001,zone=z drawn_va=5i {NOW_MS}"]).status_code == 204
         pid = stack.status()[0].pid
+        # At a lower CPU priority than the stream workers (10 more nice than who started it, at most
+        # 19): the alert path wins the cores.
+        assert pid is not None and psutil.Process(pid).nice() == min(19, psutil.Process().nice() + 10)
+        assert psutil.Process(pid).name() == "influxd"
         assert stack.down() == ["influx"]
         assert pid is not None and not Path(f"/proc/{pid}").exists()
         assert port_is_free(port)

@@ -18,6 +18,7 @@ from quartier.events import AlertRules, OfferListed, ReadingBatch
 from quartier.kafka import ensure_topics, latest_offsets, read_records
 from quartier.settings import KafkaSettings, Settings
 from quartier.stack import Stack, durable_broker
+from quartier.stack.component import wait_until
 from quartier.stack.retention import CONSUMED_KEPT_S, sweep
 from quartier.stack.s3 import delete_object
 from tests.streams.worker_support import readings
@@ -207,3 +208,35 @@ def test_the_store_lists_a_partition_of_thousands_of_batches_page_by_page_in_ord
             assert listing(client, prefix) == (keys[700:], [], 2)
     finally:
         stack.down()
+
+
+def test_the_store_answers_conditional_gets_without_keeping_a_file_open(tmp_path: Path) -> None:
+    """The broker reads each partition's watermark and the cluster's meta.json with If-None-Match: on
+    s3rver as published each 304 kept the object's file open, and the store died of EMFILE within the
+    hour at the reference load."""
+    store = durable_broker()[0]
+    stack = Stack(tmp_path / "stack", [store])
+    stack.up()
+    pid = stack.status()[0].pid
+    data = str(tmp_path / "stack")
+
+    def open_data_files() -> int:
+        return sum(os.readlink(f"/proc/{pid}/fd/{fd}").startswith(data) and not
+                   os.readlink(f"/proc/{pid}/fd/{fd}").endswith(".log") for fd in os.listdir(f"/proc/{pid}/fd"))
+
+    try:
+        url = f"{store.url(store.port)}/tansu/clusters/c/topics/t/partitions/0000000000/watermark.json"
+        with httpx.Client(timeout=10) as client:
+            etag = client.put(url, content=b'{"high":7}').headers["etag"]
+            unchanged = [client.get(url, headers={"If-None-Match": etag}).status_code for _ in range(150)]
+            not_modified = [client.get(url, headers={"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"}).status_code
+                            for _ in range(150)]
+            changed = client.get(url, headers={"If-None-Match": '"an-older-etag"'})
+            missing = client.get(f"{url}.missing", headers={"If-None-Match": etag})
+        assert (unchanged, not_modified) == ([304] * 150, [304] * 150)
+        assert (changed.status_code, changed.content, changed.headers["etag"]) == (200, b'{"high":7}', etag)
+        assert missing.status_code == 404
+        assert wait_until(lambda: open_data_files() == 0, 5.0), f"{open_data_files()} files left open"
+    finally:
+        stack.down()
+

@@ -24,6 +24,7 @@
 'use strict';
 
 const S3rver = require('s3rver');
+const S3Object = require('s3rver/lib/models/object');
 
 function option(name) {
   const at = process.argv.indexOf(`--${name}`);
@@ -89,11 +90,44 @@ async function conditionalPut(ctx, next) {
   }
 }
 
+// Conditional GETs: s3rver 3.7.1 opens the object's file before it checks If-None-Match and
+// If-Modified-Since, and answers 304 without closing it (lib/controllers/object.js, getObject): one
+// file descriptor lost per 304. The broker reads each partition's watermark and the cluster's
+// meta.json that way, so the store leaked about 5 a second at the reference load and died of EMFILE
+// (20,000 open files) 58 minutes into the hour's soak (docs/operations.md). Here the conditions are
+// judged from the object's metadata, as s3rver judges them, and a request that is not answered 304
+// goes on without them, so s3rver always sends the body it opened (a 200 is a valid answer to a
+// conditional GET, should the object change in between).
+async function conditionalGet(ctx, next) {
+  if (ctx.method !== 'GET' && ctx.method !== 'HEAD') return next();
+  const noneMatch = ctx.headers['if-none-match'];
+  const modifiedSince = ctx.headers['if-modified-since'];
+  if (!noneMatch && !modifiedSince) return next();
+  const path = decodeURIComponent(ctx.path).replace(/^\/+/, '');
+  const slash = path.indexOf('/');
+  if (slash < 0 || slash === path.length - 1 || ctx.querystring) return next(); // not an object's GET
+  let object = null;
+  try {
+    object = new S3Object(path.slice(0, slash), path.slice(slash + 1), null,
+      await server.store.getMetadata(path.slice(0, slash), path.slice(slash + 1)));
+  } catch (err) {
+    if (err.code !== 'ENOENT') throw err;
+  }
+  if (object && ((noneMatch && (noneMatch === object.metadata['etag'] || noneMatch === '*')) ||
+                 (modifiedSince && new Date(modifiedSince) >= object.lastModifiedDate))) {
+    ctx.status = 304;
+    return;
+  }
+  delete ctx.req.headers['if-none-match'];
+  delete ctx.req.headers['if-modified-since'];
+  return next();
+}
+
 server.middleware.unshift(conditionalPut);
+server.middleware.unshift(conditionalGet);
 
 // --- listings from a sorted index of keys --------------------------------------------------------
 
-const S3Object = require('s3rver/lib/models/object');
 const { walk } = require('s3rver/lib/utils');
 
 const OBJECT_SUFFIX = '._S3rver_object';

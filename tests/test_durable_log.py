@@ -11,6 +11,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import httpx
+import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from quartier import events, topics
@@ -217,12 +218,10 @@ def test_the_store_answers_conditional_gets_without_keeping_a_file_open(tmp_path
     store = durable_broker()[0]
     stack = Stack(tmp_path / "stack", [store])
     stack.up()
-    pid = stack.status()[0].pid
-    data = str(tmp_path / "stack")
+    process = psutil.Process(stack.status()[0].pid)
 
     def open_data_files() -> int:
-        return sum(os.readlink(f"/proc/{pid}/fd/{fd}").startswith(data) and not
-                   os.readlink(f"/proc/{pid}/fd/{fd}").endswith(".log") for fd in os.listdir(f"/proc/{pid}/fd"))
+        return sum(f.path.endswith("._S3rver_object") for f in process.open_files())
 
     try:
         url = f"{store.url(store.port)}/tansu/clusters/c/topics/t/partitions/0000000000/watermark.json"
@@ -239,4 +238,3 @@ def test_the_store_answers_conditional_gets_without_keeping_a_file_open(tmp_path
         assert wait_until(lambda: open_data_files() == 0, 5.0), f"{open_data_files()} files left open"
     finally:
         stack.down()
-

@@ -35,6 +35,14 @@ function option(name) {
   return process.argv[at + 1];
 }
 
+// The bucket and key a path-style request names (key null when it names no object).
+function objectOf(ctx) {
+  const path = decodeURIComponent(ctx.path).replace(/^\/+/, '');
+  const slash = path.indexOf('/');
+  if (slash < 0) return { path, bucket: path, key: null };
+  return { path, bucket: path.slice(0, slash), key: path.slice(slash + 1) };
+}
+
 function bare(etag) {
   return etag.trim().replace(/^W\//, '').replace(/^"|"$/g, '');
 }
@@ -53,11 +61,8 @@ async function conditionalPut(ctx, next) {
   const ifMatch = ctx.get('if-match');
   const ifNoneMatch = ctx.get('if-none-match');
   if (ctx.method !== 'PUT' || (!ifMatch && !ifNoneMatch)) return next();
-  const path = decodeURIComponent(ctx.path).replace(/^\/+/, '');
-  const slash = path.indexOf('/');
-  if (slash < 0) return next();
-  const bucket = path.slice(0, slash);
-  const key = path.slice(slash + 1);
+  const { path, bucket, key } = objectOf(ctx);
+  if (key === null) return next();
 
   const before = tails.get(path) || Promise.resolve();
   let release;
@@ -103,13 +108,11 @@ async function conditionalGet(ctx, next) {
   const noneMatch = ctx.headers['if-none-match'];
   const modifiedSince = ctx.headers['if-modified-since'];
   if (!noneMatch && !modifiedSince) return next();
-  const path = decodeURIComponent(ctx.path).replace(/^\/+/, '');
-  const slash = path.indexOf('/');
-  if (slash < 0 || slash === path.length - 1 || ctx.querystring) return next(); // not an object's GET
+  const { bucket, key } = objectOf(ctx);
+  if (!key || ctx.querystring) return next(); // not an object's GET
   let object = null;
   try {
-    object = new S3Object(path.slice(0, slash), path.slice(slash + 1), null,
-      await server.store.getMetadata(path.slice(0, slash), path.slice(slash + 1)));
+    object = new S3Object(bucket, key, null, await server.store.getMetadata(bucket, key));
   } catch (err) {
     if (err.code !== 'ENOENT') throw err;
   }

@@ -53,6 +53,31 @@ def test_a_malformed_message_is_rejected_naming_the_field(mutate, field) -> None
         events.Decoder(events.IngestMessage).decode(mutate(raw))
 
 
+@pytest.mark.parametrize(
+    "field, value, pattern",
+    [
+        ("meter", "01234567890x", "^[0-9]{12}$"),
+        ("meter", "０１２３４５６７８９０１", "^[0-9]{12}$"),  # digits, but not ASCII ones: not an ADSC
+        ("zone", "rennes 01", "^[A-Za-z0-9_.-]+$"),
+        ("zone", "rennes/01", "^[A-Za-z0-9_.-]+$"),
+    ],
+)
+def test_a_reading_with_a_malformed_id_is_rejected_naming_the_field(field: str, value: str, pattern: str) -> None:
+    # The reading's IDs are checked by MeterReading itself (not by msgspec's pattern): the reason
+    # reads as msgspec's own, with the path into the batch or into the single reading.
+    good = {"meter": "012345678901", "zone": "rennes-01"}[field]
+    decode = events.Decoder(events.IngestMessage).decode
+    batch = events.encode(events.ReadingBatch(shard=3, readings=[reading(), reading(seq=2)]))
+    before, _, after = batch.rpartition(f'"{good}"'.encode())
+    bad_second = before + json.dumps(value).encode() + after
+    with pytest.raises(events.ContractError) as raised:
+        decode(bad_second)
+    assert str(raised.value) == f"Expected `str` matching regex '{pattern}' - at `$.readings[1].{field}`"
+    with pytest.raises(events.ContractError) as raised:
+        decode(events.encode(reading()).replace(f'"{good}"'.encode(), json.dumps(value).encode()))
+    assert str(raised.value) == f"Expected `str` matching regex '{pattern}' - at `$.{field}`"
+
+
 def test_truncated_json_is_rejected_as_malformed() -> None:
     raw = events.encode(reading())
     with pytest.raises(events.ContractError, match="malformed JSON"):

@@ -43,8 +43,8 @@ and only then do the workers start, as after an outage. Measured:
 - InfluxDB's points written during the drain and the writer's spool at its end: InfluxDB need not
   keep up with a catch-up (the writer spools to disk and writes back later, nothing is lost).
 
-InfluxDB runs at the local stack's priority, the workers' (``nice`` 0); ``--influx-nice 10`` runs it
-below them, to measure that lever (docs/pipeline.md "2026-12-06", docs/operations.md "The soak").
+InfluxDB runs at the local stack's lower CPU priority (``nice`` 10: the alert path first);
+``--influx-nice 0`` runs it at the workers' priority, to measure that lever.
 
 ``--profile-s N`` samples the (first) worker with py-spy for N seconds in the middle of the run and
 prints where its time goes (``pip install py-spy``; it is a measuring tool, not a dependency).
@@ -832,7 +832,7 @@ def main() -> None:
                         help="the broker on its durable log (S3 store and retention), as the local stack runs it; "
                              "default: the memory engine")
     parser.add_argument("--influx-nice", type=int, default=Influx().nice,
-                        help="influxd's nice value (default: the local stack's, 0, the workers' priority; 10 runs it below them)")
+                        help="influxd's nice value (the local stack's default; 0 runs it at the workers' priority)")
     parser.add_argument("--keep", action="store_true", help="keep the run's directory (logs, raw profile, data)")
     parser.add_argument("--json", action="store_true", help="also print one JSON object on the last line")
     args = parser.parse_args()

@@ -47,14 +47,13 @@ class Influx(Component):
     default_port = 8086
     start_timeout_s = 30.0
 
-    def __init__(self, default_port: int | None = None, binary: str = "influxd", nice: int = 0) -> None:
+    def __init__(self, default_port: int | None = None, binary: str = "influxd", nice: int = 10) -> None:
         if default_port is not None:
             self.default_port = default_port
         self.binary = binary
-        # At the stream workers' priority by default. Below it (nice 10, a5ad533 to this change), the hour
-        # at the reference load on one box left InfluxDB taking 16-29k points/s of 48k, 9 GB of points in
-        # the writers' spools, influxd at 14.7 GB and alert latency p99 at 72 s (docs/operations.md, "The
-        # soak"): a lower priority only moves the shortage. `bench.pipeline --influx-nice` measures it.
+        # Below the stream workers' priority: on one box, when both want the cores (a catch-up, a burst
+        # during a compaction), the alert path gets them and the points wait in the writers' spools, which
+        # InfluxDB works off once the cores are free (docs/pipeline.md, "2026-12-06, catching up").
         self.nice = nice
 
     def missing(self) -> str | None:

@@ -18,6 +18,15 @@ from the run's start to a UTC midnight), 30 days at a time, oldest first:
 The aggregates are a pure function of the detail and are written before it is deleted, so a run killed
 half-way, or run twice, writes the same points again (same series, same times) and then deletes. The job runs on APScheduler, as the market's jobs do (``start_scheduler``),
 every ``privacy.anonymise_interval_s``; ``quartier privacy anonymise`` runs it once.
+
+Before the DELETE the job waits until no shard is hot (``hot_shards``, ``wait_for_cold_shards``):
+InfluxDB 1.x's DELETE walks every shard of the database, and in a shard whose cache is being written
+out to a TSM file at that moment it can drop from the shard's index a series it should keep, so the
+points after the cutoff vanish from queries (the engine says so in ``deleteSeriesRange``: "this is
+inherently racy"). Reproduced on the stack's InfluxDB 1.6.7: 72 series written over 400 days, a DELETE
+of the first 200 days repeated while the shards were written out, 3 runs of 3 lost 2,016-6,048 of the
+57,600 points after the range. A backfill, or the aggregates this job has just written, leave shards
+hot until InfluxDB's ``cache-snapshot-write-cold-duration`` (30 s in the stack, 10 min by default).
 """
 
 from __future__ import annotations
@@ -28,8 +37,10 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import httpx
+import stamina
 from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -37,7 +48,7 @@ from sqlalchemy import Engine
 
 from quartier.line_protocol import escape_tag
 from quartier.settings import Settings
-from quartier.influx import ROLLUP_POLICY, auth, influx_query, quote_ident
+from quartier.influx import ROLLUP_POLICY, InfluxError, auth, influx_query, quote_ident
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +61,13 @@ SOURCES = ("reading_10m", "reading_30m")
 WINDOW_MS = 30 * 60 * 1000
 DAY_MS = 24 * 3600 * 1000
 JOB_ID = "privacy-anonymise"
+#: How long the job waits for the past shards' caches to be written out before it gives up (the run is
+#: tried again at the next interval): past InfluxDB's default cold duration, 10 minutes.
+COLD_SHARDS_TIMEOUT_S = 900.0
+
+
+class HotShards(RuntimeError):
+    """Past shards still hold points in InfluxDB's cache: the DELETE must wait (see the module's docstring)."""
 
 
 @dataclass
@@ -136,6 +154,7 @@ class Anonymiser:
             end = min(day + self.chunk_days * DAY_MS, report.cutoff_ms)
             self.aggregate(day, end, report)
             day = end
+        self.wait_for_cold_shards()
         # Only once every aggregate is written: a run killed before this line is simply run again.
         # DELETE applies to every retention policy of the database; only per-meter measurements.
         self._query(";".join(
@@ -146,6 +165,40 @@ class Anonymiser:
         log.info("anonymised %d day(s) before %d: %d aggregates, %d groups withheld (too small)",
                  report.days, report.cutoff_ms, report.aggregates, report.groups_withheld)
         return report
+
+    def hot_shards(self, now_ms: int) -> list[str]:
+        """The database's shards whose cached points a DELETE could lose ("policy/id"), in two kinds:
+        a shard that ended before ``now`` and still holds cached points (only a backfill or this job's
+        aggregates write there), and a shard with cached points never yet written out (every series
+        in it is in the cache alone: a backfill into the open shard, or any shard after a restart)."""
+        database = self.settings.influx.database
+        past = {
+            str(row["id"]) for row in influx_query(self.settings.influx, "SHOW SHARDS", database=False)
+            if row.get("database") == database
+            and datetime.fromisoformat(row["end_time"].replace("Z", "+00:00")).timestamp() * 1000 <= now_ms
+        }
+        stats = influx_query(self.settings.influx, "SHOW STATS FOR 'tsm1_cache'", database=False)
+        return sorted(
+            f"{row['retentionPolicy']}/{row['id']}" for row in stats
+            if row.get("database") == database and row.get("memBytes", 0) > 0
+            and (row.get("id") in past or row.get("cachedBytes", 0) == 0)
+        )
+
+    def wait_for_cold_shards(self, timeout_s: float = COLD_SHARDS_TIMEOUT_S) -> None:
+        """Returns once no shard is hot (``hot_shards``); raises ``HotShards`` after ``timeout_s``.
+
+        Now is the wall clock's, whatever the run's ``now``. The open shards that live writes keep
+        cached are not waited for once written out at least once: a series of theirs is then on disk
+        too, except one that first appeared since (docs/privacy.md says what that leaves).
+        """
+        try:
+            for attempt in stamina.retry_context(on=HotShards, attempts=None, timeout=timeout_s, wait_initial=1.0, wait_max=10.0):
+                with attempt:
+                    if hot := self.hot_shards(time.time_ns() // 1_000_000):
+                        raise HotShards(f"shards still cached: {', '.join(hot)}")
+        except InfluxError as exc:
+            # SHOW SHARDS and SHOW STATS need an admin user; without one the job cannot see the race coming.
+            log.warning("anonymisation: cannot see InfluxDB's caches (%s); deleting without waiting", exc)
 
     def home_windows(self, from_ms: int, to_ms: int) -> dict[tuple[str, str], dict[int, tuple[float | None, float | None]]]:
         """(zone, meter) -> window start -> (mean drawn VA, energy withdrawn Wh), windows in [from, to)."""

@@ -61,13 +61,13 @@ SOURCES = ("reading_10m", "reading_30m")
 WINDOW_MS = 30 * 60 * 1000
 DAY_MS = 24 * 3600 * 1000
 JOB_ID = "privacy-anonymise"
-#: How long the job waits for the past shards' caches to be written out before it gives up (the run is
-#: tried again at the next interval): past InfluxDB's default cold duration, 10 minutes.
+#: How long the job waits for the hot shards' caches to be written out before it gives up (the run is
+#: tried again at the next interval): longer than InfluxDB's default cold duration, 10 minutes.
 COLD_SHARDS_TIMEOUT_S = 900.0
 
 
 class HotShards(RuntimeError):
-    """Past shards still hold points in InfluxDB's cache: the DELETE must wait (see the module's docstring)."""
+    """Shards hold cached points a DELETE could lose: it must wait (see the module's docstring)."""
 
 
 @dataclass

@@ -63,7 +63,7 @@ def test_after_the_job_no_home_point_older_than_a_year_remains_and_every_group_c
     # (a DELETE racing the cache's write-out loses points after the cutoff; privacy/anonymise.py).
     shards = [row for row in influx_query(settings.influx, "SHOW SHARDS", database=False)
               if row["database"] == settings.influx.database]
-    assert len(shards) == 59  # 400 days of weekly rollup shards, the last one still open
+    assert len(shards) == 59  # 400 days of weekly rollup shards
     wall_ms = time.time_ns() // 1_000_000
     assert Anonymiser(settings).hot_shards(wall_ms) == sorted(f"rollup/{row['id']}" for row in shards)
     with pytest.raises(HotShards, match=f"rollup/{shards[0]['id']}"):

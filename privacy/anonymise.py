@@ -37,7 +37,6 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import httpx
 import stamina
@@ -48,7 +47,7 @@ from sqlalchemy import Engine
 
 from quartier.line_protocol import escape_tag
 from quartier.settings import Settings
-from quartier.influx import ROLLUP_POLICY, InfluxError, auth, influx_query, quote_ident
+from quartier.influx import ROLLUP_POLICY, InfluxError, auth, database_shards, influx_query, quote_ident
 
 log = logging.getLogger(__name__)
 
@@ -172,11 +171,7 @@ class Anonymiser:
         aggregates write there), and a shard with cached points never yet written out (every series
         in it is in the cache alone: a backfill into the open shard, or any shard after a restart)."""
         database = self.settings.influx.database
-        past = {
-            str(row["id"]) for row in influx_query(self.settings.influx, "SHOW SHARDS", database=False)
-            if row.get("database") == database
-            and datetime.fromisoformat(row["end_time"].replace("Z", "+00:00")).timestamp() * 1000 <= now_ms
-        }
+        past = {str(row["id"]) for row in database_shards(self.settings.influx) if row["end_ms"] <= now_ms}
         stats = influx_query(self.settings.influx, "SHOW STATS FOR 'tsm1_cache'", database=False)
         return sorted(
             f"{row['retentionPolicy']}/{row['id']}" for row in stats

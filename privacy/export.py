@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +30,9 @@ import msgspec
 
 from quartier import events as ev
 from quartier import kafka, topics
-from quartier.influx import RAW_POLICY, ROLLUP_POLICY, InfluxError, auth, influx_query, quote_ident, quote_string
+from quartier.influx import (
+    RAW_POLICY, ROLLUP_POLICY, InfluxError, auth, database_shards, influx_query, quote_ident, quote_string,
+)
 from quartier.settings import Settings
 
 ExportResolution = Literal["1hz", "10min", "30min", "daily"]
@@ -91,10 +92,6 @@ def strip_name_and_tags(content: bytes) -> bytes:
 WEEK_MS = 7 * DAY_MS
 
 
-def _iso_ms(value: str) -> int:
-    return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
-
-
 def query_windows(settings: Settings, policy: str, start_ms: int, end_ms: int) -> list[tuple[int, int]]:
     """``[start_ms, end_ms)`` cut where the policy's shard groups begin (:func:`windows_between`), so no
     shard is split between two queries: InfluxDB 1.6 answers a query on a shard whose points are still
@@ -104,9 +101,7 @@ def query_windows(settings: Settings, policy: str, start_ms: int, end_ms: int) -
     Without the shards' list (``SHOW SHARDS`` refused: InfluxDB 2.x, 3.x, no admin right), a day per
     query."""
     try:
-        shards = influx_query(settings.influx, "SHOW SHARDS", database=False)
-        cuts = sorted({_iso_ms(row["start_time"]) for row in shards
-                       if row.get("database") == settings.influx.database and row.get("retention_policy") == policy})
+        cuts = sorted({row["start_ms"] for row in database_shards(settings.influx) if row.get("retention_policy") == policy})
     except (InfluxError, KeyError, ValueError):
         cuts = list(range(start_ms, end_ms, DAY_MS))
     return windows_between(cuts, start_ms, end_ms)

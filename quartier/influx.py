@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import re
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -136,6 +137,20 @@ def influx_query(
                     row.setdefault("_measurement", series["name"])
                 rows.append(row)
     return rows
+
+
+def database_shards(influx: InfluxSettings) -> list[dict[str, Any]]:
+    """``SHOW SHARDS`` of ``influx.database`` (an admin's statement), each row with its ``start_ms``
+    and ``end_ms`` besides InfluxDB's RFC 3339 ``start_time`` and ``end_time``."""
+    return [
+        {**row, "start_ms": _rfc3339_ms(row["start_time"]), "end_ms": _rfc3339_ms(row["end_time"])}
+        for row in influx_query(influx, "SHOW SHARDS", database=False)
+        if row.get("database") == influx.database
+    ]
+
+
+def _rfc3339_ms(value: str) -> int:
+    return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
 
 
 def query(settings: Settings, influxql: str) -> list[dict[str, Any]]:

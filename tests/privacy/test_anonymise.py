@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from privacy.anonymise import DAY_MS, Anonymiser, HotShards, cutoff_ms
-from quartier.influx import count_points, ensure_database, influx_query, query
+from quartier.influx import count_points, database_shards, ensure_database, query
 from tests.support import isolated_settings
 
 NOW_MS = 1_796_000_000_000 - 1_796_000_000_000 % DAY_MS + 13 * 3600_000  # 13:00 UTC on some day
@@ -61,8 +61,7 @@ def test_after_the_job_no_home_point_older_than_a_year_remains_and_every_group_c
     cut = counts["cutoff"]
     # The backfill's points are all still in InfluxDB's cache: the job must not delete while they are
     # (a DELETE racing the cache's write-out loses points after the cutoff; privacy/anonymise.py).
-    shards = [row for row in influx_query(settings.influx, "SHOW SHARDS", database=False)
-              if row["database"] == settings.influx.database]
+    shards = database_shards(settings.influx)
     assert len(shards) == 59  # 400 days of weekly rollup shards
     wall_ms = time.time_ns() // 1_000_000
     assert Anonymiser(settings).hot_shards(wall_ms) == sorted(f"rollup/{row['id']}" for row in shards)

@@ -14,6 +14,7 @@ import httpx
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench.store_requests import rates, read_blocks
 from quartier import events, topics
 from quartier.events import AlertRules, OfferListed, ReadingBatch
 from quartier.kafka import ensure_topics, latest_offsets, read_records
@@ -238,3 +239,35 @@ def test_the_store_answers_conditional_gets_without_keeping_a_file_open(tmp_path
         assert wait_until(lambda: open_data_files() == 0, 5.0), f"{open_data_files()} files left open"
     finally:
         stack.down()
+
+
+def test_the_store_counts_what_it_is_asked_by_kind_when_told_to(tmp_path: Path, monkeypatch) -> None:
+    """``QUARTIER_S3_REQUEST_MIX_S`` makes the store log its requests by kind; ``bench.store_requests``
+    reads them back (docs/operations.md, "What the store is asked")."""
+    monkeypatch.setenv("QUARTIER_S3_REQUEST_MIX_S", "1")
+    store = durable_broker()[0]
+    stack = Stack(tmp_path / "stack", [store])
+    stack.up()
+    log = tmp_path / "stack" / "logs" / "s3.log"
+    records = "clusters/c/topics/t/partitions/0000000003/records/"
+    kind = "clusters/c/topics/t/partitions/N/records/N.batch"
+    try:
+        base = store.url(store.port)  # the bucket's URL
+        with httpx.Client(timeout=10) as client:
+            wait_until(lambda: len(read_blocks(log)) >= 1, 10.0)
+            for offset in (0, 40, 95):
+                assert client.put(f"{base}/{records}{offset:020d}.batch", content=b"batch").status_code == 200
+            assert [client.get(f"{base}/{records}{0:020d}.batch").status_code for _ in range(2)] == [200, 200]
+            assert client.get(f"{base}/{records}{7:020d}.batch").status_code == 404
+            assert client.get(base, params={"list-type": "2", "prefix": records}).status_code == 200
+        wait_until(lambda: read_blocks(log)[-1].kinds.get(f"GET 200 LIST {kind[:-len('N.batch')]}") is not None, 10.0)
+        blocks = read_blocks(log)
+    finally:
+        stack.down()
+    first, last = blocks[0], blocks[-1]
+    asked = {k: count for k, (count, _ms) in last.kinds.items() if "/t/" in k}
+    assert asked == {f"PUT 200 {kind}": 3, f"GET 200 {kind}": 2, f"GET 404 {kind}": 1,
+                     "GET 200 LIST clusters/c/topics/t/partitions/N/records/": 1}
+    seconds = (last.at - first.at).total_seconds()
+    _cores, _per_s, by_kind = rates(first, last)
+    assert {k: round(per_s * seconds) for per_s, _ms, k in by_kind if "/t/" in k} == asked

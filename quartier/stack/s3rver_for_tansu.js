@@ -282,3 +282,48 @@ server.run().catch(err => {
   process.exit(1);
 });
 for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => server.close(() => process.exit(0)));
+
+// --- what the store is asked (opt-in) -------------------------------------------------------------
+
+// With QUARTIER_S3_REQUEST_MIX_S=N in its environment the store logs, every N seconds, its CPU time and
+// how many requests of each kind it has answered so far (method, status, key with digits as N), the
+// count, mean duration and bytes sent of each: `python -m bench.store_requests LOG` turns two such
+// blocks into rates (docs/operations.md, "What the store is asked").
+const mixEvery = Number(process.env.QUARTIER_S3_REQUEST_MIX_S || 0);
+if (mixEvery > 0) {
+  const mix = new Map(); // kind -> [count, nanoseconds, bytes]
+  server.middleware.unshift(async (ctx, next) => {
+    const began = process.hrtime.bigint();
+    let status;
+    try {
+      await next();
+      status = ctx.status;
+    } catch (err) {
+      status = err.status || 500; // s3rver throws its S3 errors (NoSuchKey...) for koa to answer
+      throw err;
+    } finally {
+      tally(ctx, status, began);
+    }
+  });
+  function tally(ctx, status, began) {
+    const { key } = objectOf(ctx);
+    const listing = key === null || 'prefix' in ctx.query || 'list-type' in ctx.query;
+    const what = listing ? `LIST ${ctx.query.prefix || ''}` : key;
+    const kind = `${ctx.method} ${status} ${what.replace(/\d+/g, 'N')}`;
+    const seen = mix.get(kind) || [0, 0n, 0];
+    seen[0] += 1;
+    seen[1] += process.hrtime.bigint() - began;
+    seen[2] += Number(ctx.length || 0);
+    mix.set(kind, seen);
+  }
+  setInterval(() => {
+    const cpu = process.cpuUsage();
+    let total = 0;
+    for (const [count] of mix.values()) total += count;
+    const lines = [`request mix at ${new Date().toISOString()}: cpu_s ${(cpu.user + cpu.system) / 1e6} requests ${total}`];
+    for (const [kind, [count, ns, bytes]] of [...mix.entries()].sort((a, b) => b[1][0] - a[1][0])) {
+      lines.push(`  ${count}\t${(Number(ns) / 1e6 / count).toFixed(2)} ms\t${bytes} B\t${kind}`);
+    }
+    console.log(lines.join('\n'));
+  }, mixEvery * 1000).unref();
+}

@@ -17,14 +17,15 @@ from zoneinfo import ZoneInfo
 
 import psutil
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from notifier.contacts import ContactStore, validate
 from notifier.database import notifier_engine
 from notifier.notification import recipient_hash
 from notifier.pending import PendingStore
 from notifier.sent_log import SentKey
-from notifier.service import Notifier, NotifierStats
+from notifier.service import Notifier, NotifierStats, window_offsets
 from quartier import events, topics
 from quartier.events import AlertEvent, Delivery, alert_id
 from quartier.kafka import ensure_topics, producer_config, read_all
@@ -149,6 +150,17 @@ async def test_alerts_become_pushes_and_emails_once_even_when_replayed_or_restar
     assert pushes() == {"a-phone": 2, "a-tablet": 2, "b-phone": 2}
     assert emails() == {f"a@{domain}": 2, f"b@{domain}": 2}
     assert len(await _deliveries(settings)) == 26
+
+
+def test_a_window_commits_past_its_last_record_on_the_partitions_it_read_only() -> None:
+    def record(partition: int, offset: int) -> ConsumerRecord:
+        return ConsumerRecord(
+            topic="alerts.events", partition=partition, offset=offset, timestamp=0, timestamp_type=0, key=None,
+            value=b"{}", checksum=None, serialized_key_size=0, serialized_value_size=2, headers=[],
+        )
+
+    window = [record(3, 40), record(0, 7), record(3, 41), record(3, 42), record(0, 8)]
+    assert window_offsets(window) == {TopicPartition("alerts.events", 0): 9, TopicPartition("alerts.events", 3): 43}
 
 
 async def _count_at_least(settings: Settings, expected: int) -> bool:

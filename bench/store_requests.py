@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from bench import lifetime
+
 HEADER = re.compile(r"^request mix at (\S+): cpu_s (\S+) requests (\d+)$")
 ROW = re.compile(r"^  (\d+)\t(\S+) ms\t(\d+) B\t(.+)$")
 
@@ -74,4 +76,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    lifetime.run(main)

@@ -7,8 +7,15 @@
 // 3.7.1 ignores the conditions, so when two members of a group wrote at once, the last write won and
 // the other member was forgotten: two idle consumers in one group were assigned partitions 6 and 7
 // times in 90 s, against once each on the memory engine and on moto, which honours the conditions
-// (python -m bench.brokers --groups-only). PUTs of one key are serialised here so that the check and
-// the write are one step.
+// (python -m bench.brokers --groups-only).
+//
+// One request of a key at a time: s3rver rewrites an object's file in place, so a GET that read while
+// a PUT of the same key rewrote it sent a body cut short (or empty) under the old length. The broker
+// reads its group's state and the partitions' watermarks while they are rewritten: once or a few
+// times an hour at the reference load it got `IncompleteBody`, answered its client with an error and
+// closed the connection, and the worker behind it stalled for seconds (docs/operations.md, "What the
+// store is asked"). Requests of one object (GET, HEAD, PUT, DELETE) are serialised here, a GET until
+// its body is sent, which also makes a conditional PUT's check and write one step.
 //
 // Listings: Tansu lists a partition's record objects on every fetch (tansu-storage 0.6.0,
 // dynostore.rs `fetch`). s3rver 3.7.1 answers a listing by walking the bucket's directories with a
@@ -55,44 +62,58 @@ const server = new S3rver({
   configureBuckets: [{ name: option('configure-bucket'), configs: [] }],
 });
 
-const tails = new Map(); // key -> the promise the next PUT of that key waits for
+const tails = new Map(); // bucket/key -> the promise the next request of that object waits for
 
-async function conditionalPut(ctx, next) {
-  const ifMatch = ctx.get('if-match');
-  const ifNoneMatch = ctx.get('if-none-match');
-  if (ctx.method !== 'PUT' || (!ifMatch && !ifNoneMatch)) return next();
-  const { path, bucket, key } = objectOf(ctx);
-  if (key === null) return next();
-
+async function oneAtATime(ctx, next) {
+  const { path, key } = objectOf(ctx);
+  if (key === null || ctx.querystring) return next(); // listings, multipart parts: not one object's
   const before = tails.get(path) || Promise.resolve();
   let release;
   const done = new Promise(resolve => (release = resolve));
   const tail = before.then(() => done);
   tails.set(path, tail);
-  await before;
-  try {
-    let current = null;
-    if (await server.store.existsObject(bucket, key)) {
-      current = bare((await server.store.getMetadata(bucket, key)).etag);
-    }
-    const refused =
-      (ifNoneMatch && ifNoneMatch.trim() === '*' && current !== null) ||
-      (ifMatch && ifMatch.trim() === '*' && current === null) ||
-      (ifMatch && ifMatch.trim() !== '*' && current !== bare(ifMatch));
-    if (refused) {
-      ctx.status = 412;
-      ctx.type = 'application/xml';
-      ctx.body =
-        '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>PreconditionFailed</Code>' +
-        '<Message>At least one of the pre-conditions you specified did not hold</Message>' +
-        `<Condition>${ifMatch ? 'If-Match' : 'If-None-Match'}</Condition></Error>`;
-      return;
-    }
-    await next();
-  } finally {
+  const finished = () => {
     release();
     if (tails.get(path) === tail) tails.delete(path);
+  };
+  await before;
+  let sending = false;
+  try {
+    await next();
+    if (ctx.body && typeof ctx.body.pipe === 'function') {
+      sending = true; // koa pipes the file after the middleware returns: hold the key until it is sent
+      ctx.res.once('close', finished);
+    }
+  } finally {
+    if (!sending) finished();
   }
+}
+
+async function conditionalPut(ctx, next) {
+  const ifMatch = ctx.get('if-match');
+  const ifNoneMatch = ctx.get('if-none-match');
+  if (ctx.method !== 'PUT' || (!ifMatch && !ifNoneMatch)) return next();
+  const { bucket, key } = objectOf(ctx);
+  if (key === null) return next();
+  // oneAtATime holds this object's other requests meanwhile: the check and the write are one step.
+  let current = null;
+  if (await server.store.existsObject(bucket, key)) {
+    current = bare((await server.store.getMetadata(bucket, key)).etag);
+  }
+  const refused =
+    (ifNoneMatch && ifNoneMatch.trim() === '*' && current !== null) ||
+    (ifMatch && ifMatch.trim() === '*' && current === null) ||
+    (ifMatch && ifMatch.trim() !== '*' && current !== bare(ifMatch));
+  if (refused) {
+    ctx.status = 412;
+    ctx.type = 'application/xml';
+    ctx.body =
+      '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>PreconditionFailed</Code>' +
+      '<Message>At least one of the pre-conditions you specified did not hold</Message>' +
+      `<Condition>${ifMatch ? 'If-Match' : 'If-None-Match'}</Condition></Error>`;
+    return;
+  }
+  return next();
 }
 
 // Conditional GETs: s3rver 3.7.1 opens the object's file before it checks If-None-Match and
@@ -128,6 +149,7 @@ async function conditionalGet(ctx, next) {
 
 server.middleware.unshift(conditionalPut);
 server.middleware.unshift(conditionalGet);
+server.middleware.unshift(oneAtATime);
 
 // --- listings from a sorted index of keys --------------------------------------------------------
 

@@ -105,6 +105,13 @@ async def test_a_killed_worker_recovers_its_table_exactly(
         # streams.app.SeekFirstRecovery their offsets could come back as a gap, after which commits
         # crawled at one offset a second (over 4 minutes here) or stopped for good.
         await worker.until(all_committed, 120, "the second round counted and committed")
+        # The second worker may have committed the whole round before its kill: then the line above
+        # passes at once, and a SIGTERM before this one is up would meet Python's default handler.
+
+        async def ready() -> bool:
+            return "Worker ready" in worker.log(100_000)
+
+        await worker.until(ready, 120, "the third worker ready")
         assert worker.terminate() == 0
 
     # Every key counted each of its records exactly once, across two recoveries.
